@@ -1,0 +1,48 @@
+# Partyline — every target installs what it needs first (fresh Debian 12 machine).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION ?= 0.9.5
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help deps uv sync system-deps test test-unit test-e2e lint format bench clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+uv:
+	@command -v uv >/dev/null 2>&1 || [ -x $(HOME)/.local/bin/uv ] || python3 -m pip install --user --quiet "uv>=0.5" || python3 -m pip install --quiet --break-system-packages "uv>=0.5"
+
+sync: uv ## create .venv from uv.lock (all extras)
+	$(UV) sync --frozen --all-extras
+
+system-deps: ## install redis-server when missing (apt-get)
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@# the Debian package starts a system redis on 6379; the project never uses it
+	@command -v redis-server >/dev/null
+
+deps: sync system-deps
+
+test: deps ## run the whole test suite (unit + real two-party e2e)
+	.venv/bin/pytest $(PYTEST_ARGS)
+
+test-unit: deps ## unit tests only
+	.venv/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+
+lint: sync ## ruff lint + format check
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: sync
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: deps ## PSI benchmark: bare library vs. the node stack (prints ratios)
+	.venv/bin/python bench/psi_node.py $(BENCH_ARGS)
+
+clean:
+	rm -rf .venv .pytest_cache .ruff_cache

@@ -1,0 +1,295 @@
+"""A local (native, no Docker) federation: per party a redis-server with a password, a Ray head
+and a Celery worker, each with its own ports, certificates, data root and state directory.
+
+Used by the test fixtures and (later) `make demo`. Every process is started in its own session
+and stopped by its own PIDs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from certs.authority import init_federation, party_cert_name, party_key_name
+from deploy.local.ports import PortAllocator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class PartyNode:
+    name: str
+    base: Path
+    peers: list[str]
+    ports: dict[str, int]
+    worker_ports: range
+    fed_ports: range
+    spu_ports: range
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    certs_dir: Path | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _next_job_port: int = 0
+
+    @property
+    def data_root(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://node:{self.password}@127.0.0.1:{self.ports['redis']}/0"
+
+    @property
+    def ray_address(self) -> str:
+        return f"127.0.0.1:{self.ports['ray']}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        assert self.certs_dir is not None
+        env = {
+            "NODE_PARTY": self.name,
+            "NODE_BROKER_URL": self.broker_url,
+            "NODE_DATA_ROOT": str(self.data_root),
+            "NODE_STATE_DIR": str(self.state_dir),
+            "NODE_CERT_FILE": str(self.certs_dir / party_cert_name(self.name)),
+            "NODE_KEY_FILE": str(self.certs_dir / party_key_name(self.name)),
+            "NODE_CA_FILE": str(self.certs_dir / "ca.crt"),
+            "NODE_ALLOWED_PEERS": ",".join(self.peers),
+            "NODE_FED_LISTEN_HOST": "127.0.0.1",
+            "NODE_SPU_LISTEN_HOST": "127.0.0.1",
+            "NODE_RAY_ADDRESS": self.ray_address,
+            "NODE_RAY_NODE_IP": "127.0.0.1",
+            "NODE_RAY_TEMP_DIR": f"/tmp/ray-{self.name}-{self.ports['ray']}",
+            "NODE_RAY_NODE_MANAGER_PORT": str(self.ports["node_manager"]),
+            "NODE_RAY_OBJECT_MANAGER_PORT": str(self.ports["object_manager"]),
+            "NODE_RAY_CLIENT_SERVER_PORT": str(self.ports["client_server"]),
+            "NODE_RAY_DASHBOARD_AGENT_LISTEN_PORT": str(self.ports["dashboard_agent_listen"]),
+            "NODE_RAY_DASHBOARD_AGENT_GRPC_PORT": str(self.ports["dashboard_agent_grpc"]),
+            "NODE_RAY_METRICS_EXPORT_PORT": str(self.ports["metrics_export"]),
+            "NODE_RAY_RUNTIME_ENV_AGENT_PORT": str(self.ports["runtime_env_agent"]),
+            "NODE_RAY_MIN_WORKER_PORT": str(self.worker_ports.start),
+            "NODE_RAY_MAX_WORKER_PORT": str(self.worker_ports.stop - 1),
+            "NODE_WORKER_NAME": f"{self.name}-local",
+        }
+        env.update(overrides)
+        return env
+
+    def settings(self, **overrides: str):
+        from node.settings import NodeSettings
+
+        env = self.env(**overrides)
+        return NodeSettings(**{k.removeprefix("NODE_").lower(): v for k, v in env.items()})
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.broker_url)
+
+    def job_ports(self) -> tuple[int, int]:
+        """A fresh (fed, spu) port pair for the next job (SPU ports are not reusable)."""
+        i = self._next_job_port
+        self._next_job_port = (i + 1) % len(self.fed_ports)
+        return self.fed_ports[i], self.spu_ports[i]
+
+
+def _redis_conf(node: PartyNode) -> str:
+    return "\n".join(
+        [
+            "bind 127.0.0.1",
+            f"port {node.ports['redis']}",
+            f"dir {node.base / 'redis'}",
+            "appendonly yes",
+            "save \"\"",
+            "maxmemory-policy noeviction",
+            "protected-mode yes",
+            "user default off",
+            f"user node on >{node.password} ~* &* +@all",
+            "",
+        ]
+    )
+
+
+def _kill_session(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=5)
+
+
+class LocalFederation:
+    def __init__(
+        self,
+        base: Path,
+        parties: list[str],
+        *,
+        seed: int | None = None,
+        node_env: dict[str, str] | None = None,
+        log=print,
+    ) -> None:
+        self.base = Path(base)
+        self.parties = parties
+        self.alloc = PortAllocator(seed=seed)
+        self.node_env = node_env or {}
+        self.log = log
+        self.certs_dir = self.base / "certs"
+        self.nodes: dict[str, PartyNode] = {}
+        for name in parties:
+            ports = {
+                k: self.alloc.one()
+                for k in (
+                    "redis", "ray", "node_manager", "object_manager", "client_server",
+                    "dashboard_agent_listen", "dashboard_agent_grpc", "metrics_export",
+                    "runtime_env_agent",
+                )
+            }
+            self.nodes[name] = PartyNode(
+                name=name,
+                base=self.base / name,
+                peers=[p for p in parties if p != name],
+                ports=ports,
+                worker_ports=self.alloc.block(64),
+                fed_ports=self.alloc.block(32),
+                spu_ports=self.alloc.block(32),
+                certs_dir=self.certs_dir,
+            )
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def create_certs(self) -> None:
+        init_federation(self.certs_dir, self.parties)
+
+    def start_redis(self, node: PartyNode) -> None:
+        (node.base / "redis").mkdir(parents=True, exist_ok=True)
+        conf = node.base / "redis.conf"
+        conf.write_text(_redis_conf(node))
+        conf.chmod(0o600)
+        logf = open(node.base / "redis.log", "ab")
+        node.procs["redis"] = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", str(conf)],
+            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        logf.close()
+        self._wait(lambda: self._redis_ok(node), 30, f"{node.name}'s Redis on port {node.ports['redis']}")
+
+    @staticmethod
+    def _redis_ok(node: PartyNode) -> bool:
+        try:
+            return bool(node.redis().ping())
+        except redis.RedisError:
+            return False
+
+    def start_ray(self, node: PartyNode) -> None:
+        env = dict(os.environ, **node.env(**self.node_env))
+        done = subprocess.run(
+            [sys.executable, "-m", "node", "ray-head", "start"],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{node.name}'s Ray head did not start:\n{done.stderr[-3000:]}")
+
+    def start_worker(self, node: PartyNode, **extra_env: str) -> None:
+        env = dict(os.environ, **node.env(**{**self.node_env, **extra_env}))
+        logf = open(node.base / "worker.log", "ab")
+        node.procs["worker"] = subprocess.Popen(
+            [sys.executable, "-m", "node", "worker", "--loglevel=info"],
+            env=env, cwd=REPO_ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        logf.close()
+
+    def wait_workers(self, timeout: float = 120) -> None:
+        from node.celery_config import client_app
+        from node.contract import TASK_HELLO, WEB_QUEUE
+
+        for node in self.nodes.values():
+            app = client_app(node.broker_url)
+            end = time.monotonic() + timeout
+            while True:
+                if node.procs["worker"].poll() is not None:
+                    raise RuntimeError(f"{node.name}'s worker exited; see {node.base / 'worker.log'}")
+                try:
+                    app.send_task(TASK_HELLO, queue=WEB_QUEUE).get(timeout=5)
+                    break
+                except Exception:
+                    if time.monotonic() > end:
+                        raise TimeoutError(f"{node.name}'s worker did not answer within {timeout}s") from None
+            self._wait_sf_worker(app, node, end)
+
+    def _wait_sf_worker(self, app, node: PartyNode, end: float) -> None:
+        while time.monotonic() < end:
+            try:
+                replies = app.control.ping(timeout=2.0) or []
+            except Exception:
+                replies = []
+            if any(k.startswith(f"sf.{node.name}@") for r in replies for k in r):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{node.name}'s SecretFlow worker did not answer ping")
+
+    def start(self) -> LocalFederation:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.create_certs()
+        for node in self.nodes.values():
+            node.data_root.mkdir(parents=True, exist_ok=True)
+            node.state_dir.mkdir(parents=True, exist_ok=True)
+            self.log(f"starting {node.name}: Redis on {node.ports['redis']}")
+            self.start_redis(node)
+        for node in self.nodes.values():
+            self.log(f"starting {node.name}: Ray head on {node.ray_address}")
+            self.start_ray(node)
+        for node in self.nodes.values():
+            self.log(f"starting {node.name}: Celery worker")
+            self.start_worker(node)
+        self.log("waiting for the workers to answer")
+        self.wait_workers()
+        return self
+
+    def stop_worker(self, node: PartyNode) -> None:
+        proc = node.procs.pop("worker", None)
+        if proc is not None:
+            _kill_session(proc, timeout=30)
+
+    def stop(self) -> None:
+        from node import rayhead
+
+        for node in self.nodes.values():
+            self.stop_worker(node)
+        for node in self.nodes.values():
+            with contextlib.suppress(Exception):
+                rayhead.stop(node.settings())
+        for node in self.nodes.values():
+            proc = node.procs.pop("redis", None)
+            if proc is not None:
+                _kill_session(proc)
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @staticmethod
+    def _wait(pred, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"timed out waiting for {what}")

@@ -1,0 +1,240 @@
+"""python -m node — run and inspect one party's node stack.
+
+Configuration comes from NODE_* environment variables (see node/settings.py and docs/node.md).
+Nothing here imports secretflow: only the job process does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    from node.settings import NodeSettings
+
+    try:
+        return NodeSettings()
+    except ValidationError as exc:
+        console.print("[red]node settings are invalid[/] (NODE_* environment variables):")
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            console.print(f"  NODE_{field.upper()}: {err['msg']}")
+        raise SystemExit(2) from None
+
+
+# --- ray-head ---------------------------------------------------------------------------------
+def cmd_ray_head(args) -> int:
+    from node import rayhead
+
+    settings = _settings()
+    if args.action == "start":
+        with console.status(f"starting {settings.party}'s Ray head on {settings.ray_address}") as st:
+            pid = rayhead.start(settings, timeout=args.timeout, on_wait=lambda m: st.update(m))
+        console.print(f"[green]Ray head up[/] party={settings.party} address={settings.ray_address} pid={pid}")
+        return 0
+    if args.action == "stop":
+        stopped = rayhead.stop(settings)
+        console.print("Ray head stopped" if stopped else "no Ray head of this party was running")
+        return 0
+    info = rayhead.status(settings)
+    out.print_json(data=info)
+    return 0 if info["up"] else 1
+
+
+# --- worker -----------------------------------------------------------------------------------
+def cmd_worker(args) -> int:
+    settings = _settings()
+    if args.role == "all":
+        return _run_both_workers(settings, args)
+    from node.celery_app import ROLE_ENV, app
+    from node.contract import DEFAULT_QUEUE, SECRETFLOW_QUEUE, WEB_QUEUE
+
+    os.environ[ROLE_ENV] = args.role
+    if args.role == "sf":
+        queues, conc = SECRETFLOW_QUEUE, args.slots
+    else:
+        queues, conc = f"{WEB_QUEUE},{DEFAULT_QUEUE}", 2
+    argv = [
+        "worker",
+        f"--queues={queues}",
+        f"--concurrency={conc}",
+        "--pool=prefork",
+        f"--hostname={args.role}.{settings.party}@{settings.worker_name}",
+        f"--loglevel={args.loglevel}",
+        "-O", "fair",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def _run_both_workers(settings, args) -> int:
+    """One command for operators: a SecretFlow worker and a light-task worker, supervised."""
+    base = [sys.executable, "-m", "node", "worker", f"--loglevel={args.loglevel}", f"--slots={args.slots}"]
+    procs = {
+        role: subprocess.Popen([*base, f"--role={role}"], start_new_session=False)
+        for role in ("sf", "web")
+    }
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        while True:
+            for role, p in procs.items():
+                if p.poll() is not None:
+                    if not stopping:
+                        console.print(f"[red]{role} worker exited with code {p.returncode}; stopping[/]")
+                        forward(signal.SIGTERM, None)
+                    for q in procs.values():
+                        try:
+                            q.wait(timeout=60)
+                        except subprocess.TimeoutExpired:
+                            q.kill()
+                    return 0 if stopping else 1
+            time.sleep(0.5)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+
+
+# --- send-task --------------------------------------------------------------------------------
+def cmd_send_task(args) -> int:
+    from node.celery_config import client_app
+    from node.contract import (
+        SECRETFLOW_QUEUE,
+        TASK_EXECUTE,
+        TASK_HEALTH,
+        TASK_HELLO,
+        WEB_QUEUE,
+        NodeTaskError,
+        task_request_id,
+    )
+
+    if args.broker:
+        broker, backend, ca = args.broker, args.broker, None
+        party = "?"
+    else:
+        settings = _settings()
+        broker, backend, ca = settings.broker_url, settings.backend_url, settings.redis_ca_file
+        party = settings.party
+    app = client_app(broker, backend, ca)
+    if args.kind == "hello":
+        res = app.send_task(TASK_HELLO, queue=WEB_QUEUE)
+    elif args.kind == "health":
+        res = app.send_task(TASK_HEALTH, queue=WEB_QUEUE)
+    else:
+        if not args.params:
+            console.print("[red]send-task psi needs --params FILE (task_params JSON, DESIGN §4)[/]")
+            return 2
+        params = json.loads(Path(args.params).read_text())
+        trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
+        res = app.send_task(TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE)
+    console.print(f"sent {args.kind} to {party}'s queue, task id {res.id}; waiting up to {args.timeout:.0f}s")
+    try:
+        with console.status("waiting for the result"):
+            value = res.get(timeout=args.timeout, propagate=True)
+    except NodeTaskError as exc:
+        console.print(f"[red]task failed:[/] {exc.message}")
+        out.print_json(data=exc.result)
+        return 1
+    except Exception as exc:
+        console.print(f"[red]{type(exc).__name__}:[/] {exc}")
+        return 1
+    out.print_json(data=value)
+    return 0
+
+
+# --- health -----------------------------------------------------------------------------------
+def cmd_health(args) -> int:
+    from node.health import run_checks
+
+    report = run_checks(_settings(), check_worker=not args.no_worker)
+    if args.json:
+        out.print_json(data=report.as_dict())
+    else:
+        table = Table(title=f"health of party {report.party}")
+        table.add_column("check")
+        table.add_column("")
+        table.add_column("detail")
+        for c in report.checks:
+            mark = "[green]ok[/]" if c.ok and not c.warn else "[yellow]warn[/]" if c.ok else "[red]FAIL[/]"
+            table.add_row(c.name, mark, c.detail)
+        out.print(table)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m node",
+        description="One party's Partyline node: its Ray head, its Celery worker, and tools to "
+        "send it tasks and check its health. Configure with NODE_* environment variables "
+        "(NODE_PARTY, NODE_BROKER_URL, NODE_DATA_ROOT, NODE_CERT_FILE, NODE_KEY_FILE, "
+        "NODE_CA_FILE, NODE_ALLOWED_PEERS, NODE_RAY_ADDRESS, …; see docs/node.md).",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    rh = sub.add_parser("ray-head", help="start, stop or show this party's Ray head")
+    rh.add_argument("action", choices=["start", "stop", "status"])
+    rh.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for start")
+    rh.set_defaults(fn=cmd_ray_head)
+
+    w = sub.add_parser(
+        "worker",
+        help="run this party's Celery worker(s)",
+        description="Runs a SecretFlow worker (queue secretflow_queue; each job in a supervised "
+        "child process) and a light-task worker (web_queue, default). --role picks one.",
+    )
+    w.add_argument("--role", choices=["all", "sf", "web"], default="all")
+    w.add_argument("--slots", type=int, default=1, help="concurrent SecretFlow jobs (default 1)")
+    w.add_argument("--loglevel", default="info")
+    w.set_defaults(fn=cmd_worker)
+
+    s = sub.add_parser(
+        "send-task",
+        help="send hello / health / psi through this party's queue and print the result",
+    )
+    s.add_argument("kind", choices=["hello", "health", "psi"])
+    s.add_argument("--params", help="task_params JSON file (psi)")
+    s.add_argument("--broker", help="send to this broker URL instead of NODE_BROKER_URL")
+    s.add_argument("--timeout", type=float, default=600.0)
+    s.set_defaults(fn=cmd_send_task)
+
+    h = sub.add_parser("health", help="check Redis, worker, Ray head, certificates, data root")
+    h.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    h.add_argument("--no-worker", action="store_true", help="skip the round-trip through the worker")
+    h.set_defaults(fn=cmd_health)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

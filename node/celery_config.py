@@ -1,0 +1,54 @@
+"""Celery configuration shared by the node's worker and every client that sends to a party."""
+
+from __future__ import annotations
+
+import ssl
+
+from celery import Celery
+from kombu import Queue
+
+from node.contract import QUEUES, TASK_QUEUES
+
+
+def _ssl_options(url: str, ca_file) -> dict | None:
+    if not url.startswith("rediss://"):
+        return None
+    opts = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if ca_file:
+        opts["ssl_ca_certs"] = str(ca_file)
+    return opts
+
+
+def base_config(broker_url: str, backend_url: str, redis_ca_file=None) -> dict:
+    cfg = {
+        "broker_url": broker_url,
+        "result_backend": backend_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_default_queue": "default",
+        "task_routes": {name: {"queue": q, "routing_key": q} for name, q in TASK_QUEUES.items()},
+        "task_track_started": True,
+        "result_extended": True,
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": 24 * 3600},
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+    ssl_opts = _ssl_options(broker_url, redis_ca_file)
+    if ssl_opts:
+        cfg["broker_use_ssl"] = ssl_opts
+    ssl_opts = _ssl_options(backend_url, redis_ca_file)
+    if ssl_opts:
+        cfg["redis_backend_use_ssl"] = ssl_opts
+    return cfg
+
+
+def client_app(broker_url: str, backend_url: str | None = None, redis_ca_file=None) -> Celery:
+    """A Celery client for one party's queues (what the coordinator or CLI uses to send)."""
+    app = Celery("partyline-client", set_as_current=False)
+    app.conf.update(base_config(broker_url, backend_url or broker_url, redis_ca_file))
+    return app

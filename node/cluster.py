@@ -1,0 +1,37 @@
+"""sf.init in Ray production mode against this party's own Ray head (runs in the job process)."""
+
+from __future__ import annotations
+
+from node.contract import TaskParams
+from node.settings import NodeSettings
+
+
+def cluster_config(params: TaskParams, settings: NodeSettings) -> dict:
+    """The coordinator's public addresses plus this node's own listen address."""
+    sf = params.sf_init_config
+    parties = {p: {"address": a.address} for p, a in sf.cluster.items()}
+    own_port = sf.cluster[sf.self_party].address.rpartition(":")[2]
+    parties[sf.self_party]["listen_addr"] = f"{settings.fed_listen_host}:{own_port}"
+    return {"parties": parties, "self_party": sf.self_party}
+
+
+def init_cluster(params: TaskParams, settings: NodeSettings) -> None:
+    import secretflow as sf
+
+    sf.init(
+        address=settings.ray_address,
+        cluster_config=cluster_config(params, settings),
+        tls_config=settings.tls_config(),
+        job_name=params.execution_id,
+        cross_silo_comm_backend="grpc",
+        cross_silo_comm_options={"exit_on_sending_failure": True, "timeout_in_ms": 120_000},
+        enable_waiting_for_other_parties_ready=True,
+        logging_level=settings.log_level,
+        log_to_driver=True,
+    )
+
+
+def shutdown_cluster() -> None:
+    import secretflow as sf
+
+    sf.shutdown()

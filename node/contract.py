@@ -1,0 +1,326 @@
+"""The wire contract between the coordinator and every node (DESIGN §4).
+
+Both sides import this module; it must stay light: pydantic only — no secretflow, celery or ray.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# --- queues, streams, task names --------------------------------------------------------------
+SECRETFLOW_QUEUE = "secretflow_queue"
+DEFAULT_QUEUE = "default"
+WEB_QUEUE = "web_queue"
+QUEUES = (SECRETFLOW_QUEUE, DEFAULT_QUEUE, WEB_QUEUE)
+
+STATUS_STREAM = "task_status_stream"
+STATUS_CHANNEL = "task_status_events"
+
+TASK_EXECUTE = "tasks.secretflow.execute_task"
+TASK_HELLO = "tasks.secretflow.hello.hello_task"
+TASK_HEALTH = "tasks.node.health"
+TASK_LIST_DATASETS = "tasks.node.list_datasets"
+
+TASK_QUEUES = {
+    TASK_EXECUTE: SECRETFLOW_QUEUE,
+    TASK_HELLO: WEB_QUEUE,
+    TASK_HEALTH: WEB_QUEUE,
+    TASK_LIST_DATASETS: WEB_QUEUE,
+}
+
+PARTY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def task_request_id(execution_id: str, party: str) -> str:
+    """Celery task id of one party's task in one attempt."""
+    return f"{execution_id}.{party}"
+
+
+def new_execution_id() -> str:
+    return f"exe-{uuid.uuid4().hex[:16]}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- PSI protocols ----------------------------------------------------------------------------
+PSI_PROTOCOLS = ("PROTOCOL_RR22", "PROTOCOL_ECDH", "PROTOCOL_KKRT")
+_PROTOCOL_ALIASES = {
+    "RR22": "PROTOCOL_RR22",
+    "RR22_FAST": "PROTOCOL_RR22",
+    "RR22_FAST_PSI_2PC": "PROTOCOL_RR22",
+    "ECDH": "PROTOCOL_ECDH",
+    "ECDH_PSI_2PC": "PROTOCOL_ECDH",
+    "KKRT": "PROTOCOL_KKRT",
+    "KKRT_PSI_2PC": "PROTOCOL_KKRT",
+}
+
+
+def normalize_psi_protocol(name: str) -> str:
+    """Map any accepted spelling (PROTOCOL_RR22, RR22, KKRT_PSI_2PC, …) to SPU's name."""
+    key = str(name).strip().upper()
+    if key in PSI_PROTOCOLS:
+        return key
+    if key in _PROTOCOL_ALIASES:
+        return _PROTOCOL_ALIASES[key]
+    accepted = sorted(set(PSI_PROTOCOLS) | set(_PROTOCOL_ALIASES))
+    raise ValueError(f"unknown PSI protocol {name!r}; accepted: {', '.join(accepted)}")
+
+
+# --- task params ------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
+        raise ValueError(f"address must be HOST:PORT, got {value!r}")
+    return value
+
+
+class PartyAddress(_Strict):
+    address: str
+
+    _addr = field_validator("address")(classmethod(lambda cls, v: _check_address(v)))
+
+
+class SFInitConfig(_Strict):
+    mode: Literal["production"] = "production"
+    parties: list[str] = Field(min_length=2)
+    self_party: str
+    cluster: dict[str, PartyAddress]
+    cross_silo_comm_backend: Literal["grpc"] = "grpc"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SFInitConfig:
+        for p in self.parties:
+            if not PARTY_RE.match(p):
+                raise ValueError(f"sf_init_config.parties: invalid party name {p!r}")
+        if len(set(self.parties)) != len(self.parties):
+            raise ValueError("sf_init_config.parties: duplicate party")
+        if self.self_party not in self.parties:
+            raise ValueError(f"sf_init_config.self_party {self.self_party!r} is not in parties")
+        if set(self.cluster) != set(self.parties):
+            raise ValueError("sf_init_config.cluster must name exactly the parties")
+        return self
+
+
+class SPUNode(_Strict):
+    party: str
+    address: str
+
+    _addr = field_validator("address")(classmethod(lambda cls, v: _check_address(v)))
+
+
+class SPUClusterDef(_Strict):
+    nodes: list[SPUNode] = Field(min_length=2)
+    runtime_config: dict[str, Any] = Field(
+        default_factory=lambda: {"protocol": "SEMI2K", "field": "FM128"}
+    )
+
+
+class SPUConfig(_Strict):
+    cluster_def: SPUClusterDef
+    link_desc: dict[str, int] = Field(
+        default_factory=lambda: {"connect_retry_times": 60, "connect_retry_interval_ms": 1000}
+    )
+
+
+class PSITaskConfig(_Strict):
+    task_type: Literal["psi"] = "psi"
+    keys: dict[str, list[str]]
+    input_paths: dict[str, str]
+    output_paths: dict[str, str]
+    receiver: str
+    protocol: str = "PROTOCOL_RR22"
+    sort: bool = True
+    broadcast_result: bool = False
+    table_keys_duplicated: bool = False
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        return normalize_psi_protocol(v)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for party, cols in v.items():
+            if not cols or any(not c or not isinstance(c, str) for c in cols):
+                raise ValueError(f"task_config.keys[{party!r}] must be a non-empty list of column names")
+        return v
+
+    @model_validator(mode="after")
+    def _parties(self) -> PSITaskConfig:
+        parties = set(self.keys)
+        for name in ("input_paths", "output_paths"):
+            if set(getattr(self, name)) != parties:
+                raise ValueError(f"task_config.{name} must name the same parties as task_config.keys")
+        if self.receiver not in parties:
+            raise ValueError(f"task_config.receiver {self.receiver!r} is not one of the parties")
+        if len(parties) != 2:
+            raise ValueError("PSI needs exactly two parties")
+        return self
+
+
+class TaskParams(_Strict):
+    """What the coordinator sends to every party (only `self_party` differs between them)."""
+
+    task_id: str
+    subtask_id: str
+    execution_id: str
+    deadline: dt.datetime | None = None
+    sf_init_config: SFInitConfig
+    spu_config: SPUConfig | None = None
+    task_config: dict[str, Any]
+
+    @field_validator("task_id", "subtask_id", "execution_id")
+    @classmethod
+    def _ids(cls, v: str, info) -> str:
+        if not ID_RE.match(v):
+            raise ValueError(f"{info.field_name} {v!r} must match {ID_RE.pattern}")
+        return v
+
+    @field_validator("deadline")
+    @classmethod
+    def _tz(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("deadline must carry a time zone (UTC ISO-8601, e.g. ...Z)")
+        return v
+
+    @field_validator("task_config")
+    @classmethod
+    def _task_type(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("task_type"), str) or not v["task_type"]:
+            raise ValueError("task_config.task_type is required")
+        return v
+
+    @model_validator(mode="after")
+    def _spu(self) -> TaskParams:
+        if self.spu_config is not None:
+            spu_parties = [n.party for n in self.spu_config.cluster_def.nodes]
+            if sorted(spu_parties) != sorted(self.sf_init_config.parties):
+                raise ValueError("spu_config.cluster_def.nodes must name exactly the parties")
+        return self
+
+    @property
+    def party(self) -> str:
+        return self.sf_init_config.self_party
+
+    @property
+    def task_type(self) -> str:
+        return self.task_config["task_type"]
+
+
+# --- results ----------------------------------------------------------------------------------
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class PerformanceMetrics(BaseModel):
+    cluster_init_s: float = 0.0
+    device_init_s: float = 0.0
+    algorithm_s: float = 0.0
+    teardown_s: float = 0.0
+    total_s: float = 0.0
+
+
+class TaskMetadata(BaseModel):
+    task_id: str
+    subtask_id: str
+    execution_id: str
+    party: str
+    task_type: str
+    started_at: dt.datetime
+    completed_at: dt.datetime
+    devices_used: list[str] = Field(default_factory=list)
+
+
+class TaskResult(BaseModel):
+    status: Literal["success", "error"]
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    performance_metrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
+    task_metadata: TaskMetadata
+
+
+# --- status events ----------------------------------------------------------------------------
+class TaskStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    RUNNING = "RUNNING"
+    PROGRESS = "PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    RETRY = "RETRY"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED})
+
+
+class Stage(StrEnum):
+    TASK_RECEIVED = "task_received"
+    CLUSTER_INITIALIZED = "cluster_initialized"
+    DEVICES_READY = "devices_ready"
+    ALGORITHM_RUNNING = "algorithm_running"
+    ALGORITHM_DONE = "algorithm_done"
+    TASK_FINISHED = "task_finished"
+
+
+class EventData(BaseModel):
+    stage: str | None = None
+    progress: float | None = None
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+class StatusEvent(BaseModel):
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int
+    task_request_id: str
+    task_id: str
+    subtask_id: str
+    execution_id: str
+    party: str
+    status: TaskStatus
+    timestamp: dt.datetime = Field(default_factory=utcnow)
+    data: EventData = Field(default_factory=EventData)
+    worker_container: str = ""
+    task_name: str = TASK_EXECUTE
+
+    def to_stream_fields(self) -> dict[str, str]:
+        """Flat str→str mapping for XADD: one field holding the JSON event."""
+        return {"event": self.model_dump_json()}
+
+    @classmethod
+    def from_stream_fields(cls, fields: dict) -> StatusEvent:
+        raw = fields.get("event") if "event" in fields else fields.get(b"event")
+        if isinstance(raw, bytes):
+            raw = raw.decode()
+        return cls.model_validate_json(raw)
+
+
+class NodeTaskError(Exception):
+    """Raised by a node task that ended in error/cancel; args = (message, TaskResult dict).
+
+    Celery stores it as the task's FAILURE; a client that imports this module gets it back
+    with the full result (status "error", error {type, message}, metrics, metadata).
+    """
+
+    def __init__(self, message: str, result: dict | None = None) -> None:
+        super().__init__(message, result or {})
+        self.message = message
+        self.result = result or {}
+
+    def __str__(self) -> str:
+        return self.message

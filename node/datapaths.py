@@ -1,0 +1,60 @@
+"""Resolve dataset names inside a node's data root; refuse every way out of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class PathEscapeError(ValueError):
+    """A dataset path that would leave the data root."""
+
+
+def resolve_in_root(root: Path, name: str, *, for_write: bool = False) -> Path:
+    """Return the absolute path of `name` inside `root`.
+
+    Refuses: empty names, NUL bytes, absolute paths outside the root, `..` components and
+    symlinks (at any level) that lead outside the root. For writes, the parent directories are
+    created inside the root and the target must not be an existing symlink or directory.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise PathEscapeError("dataset path is empty")
+    if "\x00" in name:
+        raise PathEscapeError(f"dataset path {name!r} contains a NUL byte")
+    root = Path(root).resolve()
+    candidate = Path(name)
+    if candidate.is_absolute():
+        try:
+            candidate = candidate.relative_to(root)
+        except ValueError:
+            raise PathEscapeError(
+                f"dataset path {name!r} is an absolute path outside the data root {root}"
+            ) from None
+    if ".." in candidate.parts:
+        raise PathEscapeError(f"dataset path {name!r} contains '..'; use a name inside the data root")
+    full = root / candidate
+    real = Path(os.path.realpath(full))
+    if real != root and root not in real.parents:
+        raise PathEscapeError(f"dataset path {name!r} leads outside the data root (through a symlink)")
+    if for_write:
+        if full.is_symlink():
+            raise PathEscapeError(f"output path {name!r} is a symlink; refusing to write through it")
+        if full.is_dir():
+            raise PathEscapeError(f"output path {name!r} is a directory")
+        real.parent.mkdir(parents=True, exist_ok=True)
+        # re-check after mkdir: a racing symlink swap must not move us out of the root
+        again = Path(os.path.realpath(real.parent))
+        if again != root and root not in again.parents:
+            raise PathEscapeError(f"output path {name!r} leads outside the data root")
+    return real
+
+
+def read_csv_header(path: Path) -> list[str]:
+    """Column names of a CSV file's first line (no rows are read)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        row = next(csv.reader(fh), None)
+    if row is None:
+        raise ValueError(f"{path.name} is empty: no header line")
+    return [c.strip() for c in row]

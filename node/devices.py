@@ -1,0 +1,39 @@
+"""PYU and SPU devices for one job (runs in the job process)."""
+
+from __future__ import annotations
+
+import copy
+
+from node.contract import TaskParams
+from node.settings import NodeSettings
+
+
+def spu_cluster_def(params: TaskParams, settings: NodeSettings) -> dict:
+    """cluster_def with this node's listen address and tls_opts on its own node only."""
+    assert params.spu_config is not None
+    cluster_def = copy.deepcopy(params.spu_config.cluster_def.model_dump())
+    for node in cluster_def["nodes"]:
+        if node["party"] == params.party:
+            port = node["address"].rpartition(":")[2]
+            node["listen_address"] = f"{settings.spu_listen_host}:{port}"
+            node["tls_opts"] = settings.spu_tls_opts()
+    return cluster_def
+
+
+def create_devices(params: TaskParams, settings: NodeSettings) -> dict:
+    import secretflow as sf
+
+    devices: dict = {p: sf.PYU(p) for p in params.sf_init_config.parties}
+    if params.spu_config is not None:
+        devices["spu"] = sf.SPU(
+            spu_cluster_def(params, settings),
+            link_desc=dict(params.spu_config.link_desc),
+            id=f"spu-{params.execution_id}",
+        )
+    return devices
+
+
+def destroy_devices(devices: dict) -> None:
+    spu = devices.get("spu")
+    if spu is not None:
+        spu.shutdown()

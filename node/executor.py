@@ -1,0 +1,128 @@
+"""Inside the supervised job process: cluster → devices → dispatch → teardown, with metrics.
+
+Run as `python -m node.executor` by node.runner. Protocol (JSON lines):
+  child → parent on fd $PARTYLINE_MSG_FD: {"type": "ready"}, {"type": "stage", …},
+                                          {"type": "result", "result": …}, {"type": "closed", …}
+  parent → child on stdin: one line {"params", "prepared", "settings", "log_path"}
+The child imports secretflow before it says "ready", so a pre-started spare takes a job warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from node.contract import Stage, TaskParams, utcnow
+from node.settings import NodeSettings
+
+MSG_FD_ENV = "PARTYLINE_MSG_FD"
+
+
+def execute(
+    params: TaskParams,
+    prepared: dict[str, Any],
+    settings: NodeSettings,
+    report: Callable[..., None],
+) -> tuple[dict[str, Any], Callable[[], float]]:
+    """Run one job; return (TaskResult dict, teardown) — teardown() runs sf.shutdown, returns s."""
+    from node import cluster, devices
+    from node.dispatcher import get_job
+
+    job = get_job(params.task_type)
+    started_at = utcnow()
+    t0 = time.perf_counter()
+    cluster.init_cluster(params, settings)
+    t1 = time.perf_counter()
+    report(Stage.CLUSTER_INITIALIZED, 0.3)
+    devs = devices.create_devices(params, settings)
+    t2 = time.perf_counter()
+    report(Stage.DEVICES_READY, 0.4)
+    report(Stage.ALGORITHM_RUNNING, 0.5)
+    output = job.run(prepared, params, devs, report)
+    t3 = time.perf_counter()
+    report(Stage.ALGORITHM_DONE, 0.95)
+
+    def teardown() -> float:
+        s = time.perf_counter()
+        try:
+            devices.destroy_devices(devs)
+        finally:
+            cluster.shutdown_cluster()
+        return time.perf_counter() - s
+
+    result = {
+        "status": "success",
+        "result": output,
+        "error": None,
+        "performance_metrics": {
+            "cluster_init_s": round(t1 - t0, 3),
+            "device_init_s": round(t2 - t1, 3),
+            "algorithm_s": round(t3 - t2, 3),
+            "teardown_s": 0.0,
+            "total_s": round(t3 - t0, 3),
+        },
+        "task_metadata": {
+            "task_id": params.task_id,
+            "subtask_id": params.subtask_id,
+            "execution_id": params.execution_id,
+            "party": params.party,
+            "task_type": params.task_type,
+            "started_at": started_at.isoformat(),
+            "completed_at": utcnow().isoformat(),
+            "devices_used": sorted(devs),
+        },
+    }
+    return result, teardown
+
+
+def _send(fd: int, msg: dict[str, Any]) -> None:
+    os.write(fd, (json.dumps(msg, default=str) + "\n").encode())
+
+
+def main() -> int:
+    fd = int(os.environ[MSG_FD_ENV])
+    t_import = time.perf_counter()
+    import secretflow  # noqa: F401  (warm: the ~12 s import happens before the job arrives)
+
+    _send(fd, {"type": "ready", "import_s": round(time.perf_counter() - t_import, 3)})
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # parent closed: spare discarded
+    spec = json.loads(line)
+    log_fd = os.open(spec["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    params = TaskParams.model_validate(spec["params"])
+    settings = NodeSettings.model_validate(spec["settings"])
+
+    def report(stage: str, progress: float | None = None) -> None:
+        _send(fd, {"type": "stage", "stage": str(stage), "progress": progress})
+
+    try:
+        result, teardown = execute(params, spec["prepared"], settings, report)
+    except BaseException as exc:  # report anything, then leave
+        traceback.print_exc()
+        _send(fd, {"type": "error", "error": {"type": type(exc).__name__, "message": str(exc)}})
+        sys.stdout.flush()
+        os._exit(1)
+    _send(fd, {"type": "result", "result": result})
+    try:
+        teardown_s = teardown()
+        _send(fd, {"type": "closed", "teardown_s": round(teardown_s, 3)})
+    except BaseException as exc:
+        traceback.print_exc()
+        _send(fd, {"type": "closed", "error": str(exc)})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown of Ray/gRPC threads
+
+
+if __name__ == "__main__":
+    sys.exit(main())

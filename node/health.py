@@ -1,0 +1,149 @@
+"""Node health checks (DESIGN §7), shared by `python -m node health` and tasks.node.health."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from node.settings import NodeSettings
+
+EXPIRY_WARN_DAYS = 30
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    warn: bool = False
+
+
+@dataclass
+class HealthReport:
+    party: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict:
+        return {"party": self.party, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def _redis(settings: NodeSettings) -> Check:
+    import redis
+
+    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
+    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
+        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
+    try:
+        client = redis.Redis.from_url(settings.broker_url, **kw)
+        t = time.perf_counter()
+        client.ping()
+        ms = (time.perf_counter() - t) * 1000
+        tls = "TLS" if settings.broker_url.startswith("rediss://") else "no TLS"
+        return Check("redis", True, f"PING ok in {ms:.1f} ms ({tls}, authenticated)")
+    except Exception as exc:
+        return Check("redis", False, f"{type(exc).__name__}: {exc}")
+
+
+def _worker(settings: NodeSettings) -> Check:
+    try:
+        from node.celery_config import client_app
+        from node.contract import TASK_HELLO, WEB_QUEUE
+
+        app = client_app(settings.broker_url, settings.backend_url, settings.redis_ca_file)
+        res = app.send_task(TASK_HELLO, queue=WEB_QUEUE)
+        out = res.get(timeout=10)
+        res.forget()
+        return Check("celery worker", True, f"answered: {out.get('message')}")
+    except Exception as exc:
+        return Check("celery worker", False, f"no answer within 10 s ({type(exc).__name__}: {exc})")
+
+
+def _ray(settings: NodeSettings) -> Check:
+    from node import rayhead
+
+    if rayhead.is_up(settings):
+        return Check("ray head", True, f"GCS answers on {settings.ray_address}")
+    return Check("ray head", False, f"nothing listens on {settings.ray_address}")
+
+
+def _certs(settings: NodeSettings) -> list[Check]:
+    from certs.authority import cert_info, key_matches_cert, verify_chain
+
+    out = []
+    for label, path in (("certificate", settings.cert_file), ("key", settings.key_file), ("CA", settings.ca_file)):
+        if not Path(path).is_file():
+            out.append(Check(f"{label} file", False, f"{path} is missing"))
+    if out:
+        return out
+    try:
+        verify_chain(settings.cert_file, settings.ca_file)
+        info = cert_info(settings.cert_file)
+        if info.subject_cn != settings.party:
+            out.append(Check("certificate", False, f"CN is {info.subject_cn!r}, expected {settings.party!r}"))
+        else:
+            days = info.days_left
+            out.append(
+                Check(
+                    "certificate",
+                    days > 0,
+                    f"CN={info.subject_cn}, signed by {info.issuer_cn}, {days} days to expiry",
+                    warn=days < EXPIRY_WARN_DAYS,
+                )
+            )
+    except ValueError as exc:
+        out.append(Check("certificate", False, str(exc)))
+    try:
+        ok = key_matches_cert(settings.key_file, settings.cert_file)
+        out.append(Check("key matches certificate", ok, "yes" if ok else "private key does not belong to the certificate"))
+    except Exception as exc:
+        out.append(Check("key matches certificate", False, f"{type(exc).__name__}: {exc}"))
+    mode = Path(settings.key_file).stat().st_mode & 0o077
+    if mode:
+        out.append(Check("key permissions", False, f"{settings.key_file} is readable by group/others; chmod 600"))
+    return out
+
+
+def _data_root(settings: NodeSettings) -> Check:
+    root = settings.data_root
+    if not root.is_dir():
+        return Check("data root", False, f"{root} does not exist")
+    if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
+        return Check("data root", False, f"{root} is not readable and writable by this user")
+    return Check("data root", True, f"{root} readable and writable")
+
+
+def run_checks(settings: NodeSettings, *, check_worker: bool = True) -> HealthReport:
+    report = HealthReport(party=settings.party)
+    report.checks.append(_redis(settings))
+    if check_worker:
+        report.checks.append(_worker(settings))
+    report.checks.append(_ray(settings))
+    report.checks.extend(_certs(settings))
+    report.checks.append(_data_root(settings))
+    return report
+
+
+def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
+    """CSV files under the data root: name, size, header columns (never rows)."""
+    from node.datapaths import read_csv_header
+
+    root = settings.data_root
+    out = []
+    for path in sorted(root.rglob("*.csv")):
+        if len(out) >= limit:
+            break
+        real = path.resolve()
+        if root not in real.parents:
+            continue  # symlink out of the root: not a dataset of this node
+        try:
+            columns = read_csv_header(real)
+        except (OSError, ValueError, UnicodeDecodeError):
+            columns = []
+        out.append({"name": str(path.relative_to(root)), "size": real.stat().st_size, "columns": columns})
+    return out

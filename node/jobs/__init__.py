@@ -1,0 +1,1 @@
+"""Job types; each module registers itself with node.dispatcher."""

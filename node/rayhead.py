@@ -1,0 +1,173 @@
+"""This party's Ray head: start, stop (by its own PIDs — never `ray stop`), status.
+
+Two parties' heads coexist on one machine, so every port comes from NodeSettings. Ray has no
+authentication: these ports must never face other parties.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from node.settings import NodeSettings
+
+
+def temp_dir(settings: NodeSettings) -> Path:
+    # Ray's unix-socket paths must stay short: keep the temp dir under /tmp with a short name.
+    if settings.ray_temp_dir:
+        return settings.ray_temp_dir
+    digest = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:8]
+    return Path(f"/tmp/ray-{settings.party}-{digest}")
+
+
+def pid_file(settings: NodeSettings) -> Path:
+    return settings.state_dir / "ray-head.pid"
+
+
+def log_file(settings: NodeSettings) -> Path:
+    return settings.state_dir / "ray-head.log"
+
+
+def start_command(settings: NodeSettings) -> list[str]:
+    _host, _, port = settings.ray_address.rpartition(":")
+    ray = str(Path(sys.executable).with_name("ray"))
+    cmd = [
+        ray, "start", "--head", "--block",
+        f"--node-ip-address={settings.ray_node_ip}",
+        f"--port={port}",
+        f"--node-manager-port={settings.ray_node_manager_port}",
+        f"--object-manager-port={settings.ray_object_manager_port}",
+        f"--ray-client-server-port={settings.ray_client_server_port}",
+        f"--dashboard-agent-listen-port={settings.ray_dashboard_agent_listen_port}",
+        f"--dashboard-agent-grpc-port={settings.ray_dashboard_agent_grpc_port}",
+        f"--metrics-export-port={settings.ray_metrics_export_port}",
+        f"--runtime-env-agent-port={settings.ray_runtime_env_agent_port}",
+        f"--min-worker-port={settings.ray_min_worker_port}",
+        f"--max-worker-port={settings.ray_max_worker_port}",
+        "--include-dashboard=false",
+        f"--temp-dir={temp_dir(settings)}",
+        "--disable-usage-stats",
+        f"--resources={{\"{settings.party}\": 100}}",
+    ]
+    if settings.ray_num_cpus is not None:
+        cmd.append(f"--num-cpus={settings.ray_num_cpus}")
+    return cmd
+
+
+def _port_open(address: str, timeout: float = 0.5) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def running_pid(settings: NodeSettings) -> int | None:
+    path = pid_file(settings)
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def is_up(settings: NodeSettings) -> bool:
+    return _port_open(settings.ray_address)
+
+
+def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
+    """Start the head in its own session; return its PID once the GCS port answers."""
+    if (pid := running_pid(settings)) is not None and is_up(settings):
+        return pid
+    if is_up(settings):
+        raise RuntimeError(f"something already listens on {settings.ray_address}: not this party's head")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    logf = open(log_file(settings), "ab")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.Popen(
+        start_command(settings),
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
+    logf.close()
+    pid_file(settings).write_text(str(proc.pid))
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"ray head exited with code {proc.returncode}; see {log_file(settings)}"
+            )
+        if is_up(settings) and _raylet_ready(settings):
+            return proc.pid
+        if on_wait:
+            on_wait(f"waiting for Ray head on {settings.ray_address}")
+        time.sleep(0.5)
+    stop(settings)
+    raise TimeoutError(f"ray head did not come up on {settings.ray_address} within {timeout:.0f}s")
+
+
+def _raylet_ready(settings: NodeSettings) -> bool:
+    # `ray start --block` prints this once GCS, raylet and the agents are up.
+    try:
+        return "Ray runtime started" in log_file(settings).read_text(errors="replace")[-20000:]
+    except OSError:
+        return False
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                pids.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+def stop(settings: NodeSettings, timeout: float = 30.0) -> bool:
+    """Stop this party's head and every process of its session. True if something was stopped."""
+    pid = running_pid(settings)
+    if pid is None:
+        pid_file(settings).unlink(missing_ok=True)
+        return False
+    sid = pid  # started with start_new_session: the head's pid is the session id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and _session_pids(sid):
+        time.sleep(0.3)
+    for p in _session_pids(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    pid_file(settings).unlink(missing_ok=True)
+    return True
+
+
+def status(settings: NodeSettings) -> dict:
+    pid = running_pid(settings)
+    return {
+        "address": settings.ray_address,
+        "pid": pid,
+        "up": is_up(settings),
+        "processes": len(_session_pids(pid)) if pid else 0,
+        "temp_dir": str(temp_dir(settings)),
+    }

@@ -1,0 +1,325 @@
+"""Runs one SecretFlow job in a supervised child process (DESIGN §3).
+
+SecretFlow's fed layer and RayFed call os._exit(1) on errors, and an absent or untrusted peer is
+retried for hours — so the job never runs inside the Celery worker. The supervisor here enforces
+a start timeout (cross-silo links up), the overall limit (task time limit / deadline), kills the
+child's whole process group on timeout or cancel, and turns every ending into an Outcome with a
+reason. One child is kept pre-started (the "spare"): it has already imported secretflow (~12 s)
+and waits for its job on stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.contract import ErrorInfo, Stage, TaskParams
+from node.executor import MSG_FD_ENV
+from node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 180.0
+TEARDOWN_GRACE_S = 90.0
+_TLS_HINT = re.compile(
+    r"(ssl|tls|handshake|certificate|CERTIFICATE_VERIFY_FAILED|unknown ca|bad certificate)",
+    re.IGNORECASE,
+)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class JobProcess:
+    """One child `python -m node.executor` and its message pipe."""
+
+    def __init__(self, settings: NodeSettings, spawn_log: Path) -> None:
+        r, w = os.pipe()
+        env = dict(os.environ, **{MSG_FD_ENV: str(w)})
+        spawn_log.parent.mkdir(parents=True, exist_ok=True)
+        self._spawn_log = open(spawn_log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.executor"],
+            stdin=subprocess.PIPE,
+            stdout=self._spawn_log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(w,),
+            env=env,
+            preexec_fn=_die_with_parent,
+            close_fds=True,
+        )
+        os.close(w)
+        self._r = r
+        self._buf = b""
+        self.ready = False
+        self.created = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read_messages(self, timeout: float) -> list[dict[str, Any]]:
+        """Messages available within `timeout` s ([] on timeout; [{"type": "eof"}] at EOF)."""
+        sel = selectors.DefaultSelector()
+        sel.register(self._r, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout):
+                return []
+        finally:
+            sel.close()
+        chunk = os.read(self._r, 65536)
+        if not chunk:
+            return [{"type": "eof"}]
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        out = []
+        for line in lines:
+            if line.strip():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("type") == "ready":
+                    self.ready = True
+                out.append(msg)
+        return out
+
+    def wait_ready(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not self.ready and self.alive() and time.monotonic() < end:
+            for msg in self.read_messages(min(0.5, max(0.0, end - time.monotonic()))):
+                if msg["type"] == "eof":
+                    return False
+        return self.ready
+
+    def send_job(self, spec: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._r)
+        with contextlib.suppress(Exception):
+            self._spawn_log.close()
+        if self.proc.stdin:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()
+
+
+_spare: JobProcess | None = None
+_spare_lock = threading.Lock()
+
+
+def _spawn(settings: NodeSettings) -> JobProcess:
+    return JobProcess(settings, settings.state_dir / "runner" / "spawn.log")
+
+
+def ensure_spare(settings: NodeSettings) -> None:
+    """Keep one pre-started job process (secretflow imported) for the next job."""
+    global _spare
+    if not settings.spare_runner:
+        return
+    with _spare_lock:
+        if _spare is None or not _spare.alive():
+            _spare = _spawn(settings)
+
+
+def discard_spare() -> None:
+    global _spare
+    with _spare_lock:
+        if _spare is not None:
+            _spare.kill()
+            _spare = None
+
+
+def _take(settings: NodeSettings) -> JobProcess:
+    global _spare
+    with _spare_lock:
+        proc, _spare = _spare, None
+    if proc is not None and proc.alive():
+        return proc
+    if proc is not None:
+        proc.close()
+    return _spawn(settings)
+
+
+@dataclass
+class Outcome:
+    status: str  # "success" | "error" | "cancelled"
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    log_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def log_tail(path: Path | None, lines: int = 30) -> list[str]:
+    if path is None or not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 64_000))
+        text = fh.read().decode(errors="replace")
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+def _tls_evidence(path: Path | None) -> str | None:
+    for line in reversed(log_tail(path, 400)):
+        if _TLS_HINT.search(line):
+            return line.strip()[-300:]
+    return None
+
+
+def _crash_message(rc: int | None, path: Path | None) -> str:
+    tail = [ln for ln in log_tail(path, 60) if re.search(r"error|exception|fail", ln, re.I)]
+    detail = f": {tail[-1].strip()[-400:]}" if tail else ""
+    return f"job process exited with code {rc} before finishing{detail}"
+
+
+def run_job(
+    params: TaskParams,
+    prepared: dict[str, Any],
+    settings: NodeSettings,
+    *,
+    on_stage: Callable[[str, float | None], None],
+    cancelled: threading.Event,
+    deadline_monotonic: float | None = None,
+) -> Outcome:
+    """Run one job in a child process and supervise it to an Outcome."""
+    job_dir = settings.state_dir / "jobs" / f"{params.execution_id}.{params.party}"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    log_path = job_dir / "job.log"
+    t_start = time.monotonic()
+    proc = _take(settings)
+    timings: dict[str, float] = {"warm": 1.0 if proc.ready else 0.0}
+    peers = [p for p in params.sf_init_config.parties if p != params.party]
+    limit_end = t_start + settings.task_time_limit_s
+    if deadline_monotonic is not None:
+        limit_end = min(limit_end, deadline_monotonic)
+
+    def fail(kind: str, message: str) -> Outcome:
+        proc.kill()
+        return Outcome("error", error=ErrorInfo(type=kind, message=message), log_path=log_path, timings=timings)
+
+    try:
+        if not proc.wait_ready(READY_TIMEOUT_S):
+            rc = proc.proc.poll()
+            return fail("RunnerStartError", f"job process did not start (exit code {rc}); see {proc._spawn_log.name}")
+        timings["ready_wait_s"] = round(time.monotonic() - t_start, 3)
+        proc.send_job(
+            {
+                "params": params.model_dump(mode="json"),
+                "prepared": prepared,
+                "settings": settings.model_dump(mode="json"),
+                "log_path": str(log_path),
+            }
+        )
+        t_sent = time.monotonic()
+        connected = False
+        while True:
+            now = time.monotonic()
+            if cancelled.is_set():
+                proc.kill()
+                return Outcome(
+                    "cancelled",
+                    error=ErrorInfo(type="Cancelled", message="task cancelled; job process killed"),
+                    log_path=log_path,
+                    timings=timings,
+                )
+            if not connected and now - t_sent > settings.start_timeout_s:
+                evidence = _tls_evidence(log_path)
+                if evidence:
+                    msg = (
+                        f"cross-silo link with {', '.join(peers)} not established within "
+                        f"{settings.start_timeout_s:.0f}s: TLS handshake / certificate problem: {evidence}"
+                    )
+                    return fail("TLSHandshakeError", msg)
+                return fail(
+                    "PeerConnectTimeout",
+                    f"cross-silo link with {', '.join(peers)} not established within "
+                    f"{settings.start_timeout_s:.0f}s: peer not running this job, unreachable, or "
+                    "rejecting our TLS certificate (handshake never completed)",
+                )
+            if now > limit_end:
+                why = "deadline passed" if deadline_monotonic and now > deadline_monotonic else (
+                    f"time limit of {settings.task_time_limit_s:.0f}s exceeded"
+                )
+                return fail("TimeLimitExceeded", f"job killed: {why}")
+            for msg in proc.read_messages(0.25):
+                kind = msg["type"]
+                if kind == "stage":
+                    if msg["stage"] == Stage.CLUSTER_INITIALIZED:
+                        connected = True
+                    timings[msg["stage"]] = round(time.monotonic() - t_sent, 3)
+                    on_stage(msg["stage"], msg.get("progress"))
+                elif kind == "result":
+                    _reap_in_background(proc, job_dir)
+                    return Outcome("success", result=msg["result"], log_path=log_path, timings=timings)
+                elif kind == "error":
+                    err = msg["error"]
+                    message = err["message"]
+                    evidence = _tls_evidence(log_path)
+                    if evidence and not connected:
+                        message = f"{message} (TLS: {evidence})"
+                    return fail(err["type"], message)
+                elif kind == "eof":
+                    rc = proc.proc.wait(timeout=30)
+                    evidence = None if connected else _tls_evidence(log_path)
+                    if evidence:
+                        return fail("TLSHandshakeError", f"job process exited ({rc}); TLS: {evidence}")
+                    return fail("JobProcessCrashed", _crash_message(rc, log_path))
+    except BaseException:
+        proc.kill()
+        raise
+
+
+def _reap_in_background(proc: JobProcess, job_dir: Path) -> None:
+    """Let the child finish sf.shutdown off the critical path; kill it if it overruns."""
+
+    def reap() -> None:
+        end = time.monotonic() + TEARDOWN_GRACE_S
+        info: dict[str, Any] = {}
+        while time.monotonic() < end:
+            msgs = proc.read_messages(min(1.0, max(0.0, end - time.monotonic())))
+            closed = [m for m in msgs if m["type"] in ("closed", "eof")]
+            if closed:
+                info = closed[0]
+                break
+        if proc.alive():
+            with contextlib.suppress(Exception):
+                proc.proc.wait(timeout=5)
+        if proc.alive():
+            info["killed_after_s"] = TEARDOWN_GRACE_S
+        proc.kill()
+        with contextlib.suppress(OSError):
+            (job_dir / "teardown.json").write_text(json.dumps(info))
+
+    threading.Thread(target=reap, name="job-reaper", daemon=True).start()

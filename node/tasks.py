@@ -1,0 +1,198 @@
+"""Celery task layer: execute_task (SecretFlow jobs), hello, health."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from node.celery_app import app
+from node.contract import (
+    TASK_EXECUTE,
+    TASK_HEALTH,
+    TASK_HELLO,
+    TASK_LIST_DATASETS,
+    ErrorInfo,
+    NodeTaskError,
+    Stage,
+    TaskParams,
+    TaskStatus,
+    utcnow,
+)
+from node.contract import (
+    task_request_id as make_trid,
+)
+from node.dispatcher import JobRefused, get_job
+from node.settings import NodeSettings, get_settings
+from node.status import StatusNotifier
+
+_redis: redis.Redis | None = None
+
+
+def redis_client(settings: NodeSettings) -> redis.Redis:
+    global _redis
+    if _redis is None:
+        kw = {}
+        if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
+            kw["ssl_ca_certs"] = str(settings.redis_ca_file)
+        _redis = redis.Redis.from_url(settings.broker_url, **kw)
+    return _redis
+
+
+def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
+    """Everything a node refuses before any SecretFlow work; returns the job's prepared config."""
+    sf = params.sf_init_config
+    if sf.self_party != settings.party:
+        raise JobRefused(
+            f"self_party is {sf.self_party!r} but this node is {settings.party!r}; "
+            "the task was sent to the wrong party's queue"
+        )
+    expected = make_trid(params.execution_id, settings.party)
+    if task_request_id != expected:
+        raise JobRefused(f"task_request_id {task_request_id!r} should be {expected!r}")
+    strangers = [p for p in sf.parties if p != settings.party and p not in settings.allowed_peers]
+    if strangers:
+        raise JobRefused(
+            f"party {', '.join(strangers)} is not among this node's allowed peers "
+            f"({', '.join(settings.allowed_peers) or 'none'})"
+        )
+    if params.deadline is not None and params.deadline <= utcnow():
+        raise JobRefused(f"deadline {params.deadline.isoformat()} has passed; not starting")
+    job = get_job(params.task_type)
+    if job.needs_spu and params.spu_config is None:
+        raise JobRefused(f"task type {params.task_type!r} needs spu_config")
+    return job.prepare(params, settings)
+
+
+def _ids_from_raw(task_request_id: str, raw: Any, party: str) -> dict[str, str]:
+    raw = raw if isinstance(raw, dict) else {}
+    return {
+        "task_id": str(raw.get("task_id") or "unknown"),
+        "subtask_id": str(raw.get("subtask_id") or "unknown"),
+        "execution_id": str(raw.get("execution_id") or task_request_id.rpartition(".")[0] or "unknown"),
+    }
+
+
+def _error_result(ids: dict, party: str, task_type: str, started: dt.datetime, err: ErrorInfo, metrics=None):
+    return {
+        "status": "error",
+        "result": {},
+        "error": err.model_dump(),
+        "performance_metrics": metrics
+        or {"cluster_init_s": 0.0, "device_init_s": 0.0, "algorithm_s": 0.0, "teardown_s": 0.0, "total_s": 0.0},
+        "task_metadata": {
+            **ids,
+            "party": party,
+            "task_type": task_type,
+            "started_at": started.isoformat(),
+            "completed_at": utcnow().isoformat(),
+            "devices_used": [],
+        },
+    }
+
+
+@app.task(name=TASK_EXECUTE, bind=True)
+def execute_task(self, task_request_id: str, task_params: dict) -> dict:
+    settings = get_settings()
+    client = redis_client(settings)
+    started = utcnow()
+    ids = _ids_from_raw(task_request_id, task_params, settings.party)
+    task_type = str((task_params or {}).get("task_config", {}).get("task_type", "unknown")) if isinstance(task_params, dict) else "unknown"
+    notifier = StatusNotifier(
+        client,
+        task_request_id=task_request_id,
+        party=settings.party,
+        task_name=TASK_EXECUTE,
+        worker=f"{settings.worker_name}/{socket.gethostname()}",
+        **ids,
+    )
+    notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+
+    def refuse(kind: str, message: str):
+        err = ErrorInfo(type=kind, message=f"party {settings.party} refused the task: {message}")
+        result = _error_result(ids, settings.party, task_type, started, err)
+        notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
+        raise NodeTaskError(err.message, result)
+
+    try:
+        params = TaskParams.model_validate(task_params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "task_params"
+        refuse("InvalidTaskParams", f"{where}: {first['msg']}")
+    try:
+        prepared = preflight(task_request_id, params, settings)
+    except JobRefused as exc:
+        refuse("TaskRefused", str(exc))
+
+    from node import runner
+
+    cancelled = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    with contextlib.suppress(ValueError):  # only possible in the main thread (prefork pool)
+        signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
+    deadline_mono = None
+    if params.deadline is not None:
+        deadline_mono = time.monotonic() + (params.deadline - utcnow()).total_seconds()
+    notifier.emit(TaskStatus.RUNNING, None, progress=0.05)
+    try:
+        outcome = runner.run_job(
+            params,
+            prepared,
+            settings,
+            on_stage=lambda stage, progress: notifier.emit(TaskStatus.PROGRESS, stage, progress=progress),
+            cancelled=cancelled,
+            deadline_monotonic=deadline_mono,
+        )
+    except SoftTimeLimitExceeded:
+        outcome = runner.Outcome("error", error=ErrorInfo(type="TimeLimitExceeded", message="Celery soft time limit exceeded"))
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous)
+        runner.ensure_spare(settings)
+
+    if outcome.status == "success":
+        result = outcome.result
+        notifier.emit(TaskStatus.SUCCESS, Stage.TASK_FINISHED, progress=1.0, result=result["result"])
+        return result
+    err = outcome.error
+    err = ErrorInfo(type=err.type, message=f"party {settings.party}: {err.message}")
+    result = _error_result(ids, settings.party, params.task_type, started, err)
+    if outcome.status == "cancelled":
+        notifier.emit(TaskStatus.CANCELLED, Stage.TASK_FINISHED, error=err)
+    else:
+        notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
+    raise NodeTaskError(err.message, result)
+
+
+@app.task(name=TASK_HELLO)
+def hello_task(name: str | None = None) -> dict:
+    settings = get_settings()
+    return {
+        "message": f"hello{' ' + name if name else ''} from {settings.party}",
+        "party": settings.party,
+        "worker": settings.worker_name,
+        "time": utcnow().isoformat(),
+    }
+
+
+@app.task(name=TASK_HEALTH)
+def health_task() -> dict:
+    from node.health import run_checks
+
+    return run_checks(get_settings(), check_worker=False).as_dict()
+
+
+@app.task(name=TASK_LIST_DATASETS)
+def list_datasets_task() -> dict:
+    from node.health import list_datasets
+
+    return {"party": get_settings().party, "datasets": list_datasets(get_settings())}
