@@ -191,16 +191,25 @@ def log_tail(path: Path | None, lines: int = 30) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAY_PREFIX = re.compile(r"^\(\w+ pid=\d+\)\s*")
+
+
+def _clean(line: str) -> str:
+    return _RAY_PREFIX.sub("", _ANSI.sub("", line).strip())
+
+
 def _tls_evidence(path: Path | None) -> str | None:
     for line in reversed(log_tail(path, 400)):
+        line = _clean(line)
         if _TLS_HINT.search(line):
-            return line.strip()[-300:]
+            return line[-300:]
     return None
 
 
 def _crash_message(rc: int | None, path: Path | None) -> str:
     tail = [ln for ln in log_tail(path, 60) if re.search(r"error|exception|fail", ln, re.I)]
-    detail = f": {tail[-1].strip()[-400:]}" if tail else ""
+    detail = f": {_clean(tail[-1])[-400:]}" if tail else ""
     return f"job process exited with code {rc} before finishing{detail}"
 
 

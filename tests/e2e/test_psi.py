@@ -1,0 +1,248 @@
+"""Real two-party PSI through each party's own queue: SecretFlow Ray production mode, mTLS."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from node.contract import NodeTaskError, StatusEvent, TaskResult, TaskStatus
+from node.status import read_events
+from tests.e2e.federation_driver import psi_params, read_keys, send, write_csv
+
+PARTIES = ["alice", "bob"]
+TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def datasets(federation):
+    """alice: customers.csv (uid), bob: accounts.csv (id); keys are strings: '007' != '7'."""
+    rng = random.Random(7)
+    common = [f"u{n:06d}" for n in rng.sample(range(1_000_000), 700)]
+    only_a = [f"a{n:06d}" for n in rng.sample(range(1_000_000), 500)]
+    only_b = [f"b{n:06d}" for n in rng.sample(range(1_000_000), 800)]
+    a_keys = [*common, *only_a, "007", "42"]
+    b_keys = [*common, *only_b, "7", "42"]
+    rng.shuffle(a_keys)
+    rng.shuffle(b_keys)
+    write_csv(federation.nodes["alice"].data_root / "customers.csv", "uid", a_keys, extra_cols=2)
+    write_csv(federation.nodes["bob"].data_root / "accounts.csv", "id", b_keys, extra_cols=1)
+    truth = set(a_keys) & set(b_keys)
+    assert "42" in truth and "007" not in truth and "7" not in truth
+    return truth
+
+
+def _params(federation, out_name, protocol="RR22", receiver="alice", broadcast=False, **kw):
+    return psi_params(
+        federation,
+        PARTIES,
+        keys={"alice": ["uid"], "bob": ["id"]},
+        inputs={"alice": "customers.csv", "bob": "accounts.csv"},
+        outputs={"alice": out_name, "bob": out_name},
+        receiver=receiver,
+        protocol=protocol,
+        broadcast_result=broadcast,
+        **kw,
+    )
+
+
+def _outcomes(results: dict, timeout: float = TIMEOUT) -> dict[str, tuple[str, dict]]:
+    """party → ("success", result dict) | ("error", result dict)."""
+    out = {}
+    for party, res in results.items():
+        try:
+            out[party] = ("success", res.get(timeout=timeout))
+        except NodeTaskError as exc:
+            out[party] = ("error", exc.result)
+    return out
+
+
+def _events(federation, party, trid) -> list[StatusEvent]:
+    return read_events(federation.nodes[party].redis(), trid)
+
+
+def _assert_success_stream(events: list[StatusEvent]) -> None:
+    statuses = [e.status for e in events]
+    assert statuses[0] == TaskStatus.RECEIVED, statuses
+    assert statuses[1] == TaskStatus.RUNNING, statuses
+    assert statuses[-1] == TaskStatus.SUCCESS, statuses
+    assert set(statuses[2:-1]) <= {TaskStatus.PROGRESS}, statuses
+    stages = [e.data.stage for e in events]
+    for stage in ("task_received", "cluster_initialized", "devices_ready", "algorithm_running", "algorithm_done", "task_finished"):
+        assert stage in stages, stages
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+
+
+@pytest.mark.parametrize("protocol", ["RR22", "ECDH_PSI_2PC", "KKRT_PSI_2PC"])
+def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
+    out_name = f"out/psi-{protocol.lower()}.csv"
+    per_party = _params(federation, out_name, protocol=protocol)
+    outcomes = _outcomes(send(federation, per_party))
+    for party, (status, result) in outcomes.items():
+        assert status == "success", f"{party}: {result.get('error')}"
+        TaskResult.model_validate(result)
+        assert result["task_metadata"]["party"] == party
+        assert result["task_metadata"]["execution_id"] == per_party[party]["execution_id"]
+        metrics = result["performance_metrics"]
+        assert metrics["total_s"] > 0 and metrics["algorithm_s"] > 0
+
+    alice_out = federation.nodes["alice"].data_root / out_name
+    got = read_keys(alice_out, "uid")
+    assert len(got) == len(set(got)), "duplicate rows in the intersection"
+    assert set(got) == datasets
+    assert outcomes["alice"][1]["result"]["intersection_count"] == len(datasets)
+    assert outcomes["alice"][1]["result"]["protocol"].startswith("PROTOCOL_")
+    # the sender receives no rows without broadcast_result
+    assert not (federation.nodes["bob"].data_root / out_name).exists()
+    assert outcomes["bob"][1]["result"]["output_path"] is None
+
+    for party in PARTIES:
+        trid = f"{per_party[party]['execution_id']}.{party}"
+        _assert_success_stream(_events(federation, party, trid))
+
+
+def test_broadcast_result_gives_both_parties_the_rows(federation, datasets):
+    out_name = "out/broadcast.csv"
+    outcomes = _outcomes(send(federation, _params(federation, out_name, receiver="bob", broadcast=True)))
+    assert all(s == "success" for s, _ in outcomes.values()), outcomes
+    assert set(read_keys(federation.nodes["alice"].data_root / out_name, "uid")) == datasets
+    assert set(read_keys(federation.nodes["bob"].data_root / out_name, "id")) == datasets
+
+
+def _assert_refused_before_work(federation, party, params, result, *needles):
+    assert result["status"] == "error"
+    message = result["error"]["message"]
+    assert f"party {party}" in message
+    for needle in needles:
+        assert needle in message, message
+    trid = f"{params['execution_id']}.{party}"
+    statuses = [e.status for e in _events(federation, party, trid)]
+    assert statuses == [TaskStatus.RECEIVED, TaskStatus.FAILURE], statuses
+    assert not (federation.nodes[party].state_dir / "jobs" / trid).exists(), "a job process was started"
+
+
+def test_path_outside_data_root_is_refused_and_peer_cancelled(federation, datasets):
+    per_party = _params(federation, "out/never.csv")
+    per_party["alice"]["task_config"]["input_paths"]["alice"] = "../bob/data/accounts.csv"
+    results = send(federation, per_party)
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    _assert_refused_before_work(federation, "alice", per_party["alice"], info.value.result, "'..'")
+
+    # the coordinator's part, played here: terminate the survivor at once
+    bob_trid = results["bob"].id
+    t0 = time.monotonic()
+    deadline = t0 + 60
+    while not any(e.status == TaskStatus.RUNNING for e in _events(federation, "bob", bob_trid)):
+        assert time.monotonic() < deadline, "bob never started"
+        time.sleep(0.2)
+    results["bob"].revoke(terminate=True, signal="SIGTERM")
+    while True:
+        statuses = [e.status for e in _events(federation, "bob", bob_trid)]
+        if statuses[-1] in (TaskStatus.CANCELLED, TaskStatus.FAILURE, TaskStatus.SUCCESS):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+    assert statuses[-1] == TaskStatus.CANCELLED, statuses
+
+
+@pytest.mark.parametrize(
+    "escape",
+    ["/etc/passwd", "link_out/passwd"],
+    ids=["absolute-outside", "symlink-out"],
+)
+def test_other_escapes_refused(federation, datasets, escape):
+    root = federation.nodes["alice"].data_root
+    if escape.startswith("link_out") and not (root / "link_out").exists():
+        (root / "link_out").symlink_to("/etc")
+    per_party = _params(federation, "out/never.csv")
+    per_party["alice"]["task_config"]["input_paths"]["alice"] = escape
+    results = send(federation, {"alice": per_party["alice"]})
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    _assert_refused_before_work(federation, "alice", per_party["alice"], info.value.result, "outside the data root")
+
+
+def test_missing_key_column_is_named(federation, datasets):
+    per_party = _params(federation, "out/never.csv")
+    per_party["bob"]["task_config"]["keys"]["bob"] = ["customer_id"]
+    results = send(federation, {"bob": per_party["bob"]})
+    with pytest.raises(NodeTaskError) as info:
+        results["bob"].get(timeout=60)
+    _assert_refused_before_work(federation, "bob", per_party["bob"], info.value.result, "'customer_id'", "accounts.csv")
+
+
+def test_task_for_the_other_party_is_refused(federation, datasets):
+    per_party = _params(federation, "out/never.csv")
+    # alice's params pushed into bob's queue
+    results = send(federation, {"alice": per_party["alice"]}, to={"alice": "bob"})
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    result = info.value.result
+    assert "self_party is 'alice' but this node is 'bob'" in result["error"]["message"]
+
+
+def test_unknown_peer_and_past_deadline_refused(federation, datasets):
+    import datetime as dt
+
+    per_party = _params(federation, "out/never.csv", deadline=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5))
+    results = send(federation, {"alice": per_party["alice"]})
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    _assert_refused_before_work(federation, "alice", per_party["alice"], info.value.result, "deadline")
+
+
+def test_peer_with_certificate_from_another_ca_fails_both_sides(federation, datasets, tmp_path):
+    from certs.authority import init_federation
+
+    evil = tmp_path / "evil-ca"
+    init_federation(evil, ["bob"], ca_name="Some other CA")
+    bob = federation.nodes["bob"]
+    federation.stop_worker(bob)
+    federation.start_worker(
+        bob,
+        NODE_CERT_FILE=str(evil / "bob.crt"),
+        NODE_KEY_FILE=str(evil / "bob.key"),
+        NODE_CA_FILE=str(evil / "ca.crt"),
+    )
+    try:
+        federation.wait_workers()
+        t0 = time.monotonic()
+        outcomes = _outcomes(send(federation, _params(federation, "out/evil.csv")), timeout=180)
+        elapsed = time.monotonic() - t0
+        for party, (status, result) in outcomes.items():
+            assert status == "error", f"{party} should have failed: {result}"
+            message = result["error"]["message"].lower()
+            assert any(w in message for w in ("tls", "handshake", "certificate")), message
+        assert elapsed < 120, f"took {elapsed:.0f}s"
+        assert not (federation.nodes["alice"].data_root / "out/evil.csv").exists()
+    finally:
+        federation.stop_worker(bob)
+        federation.start_worker(bob)
+        federation.wait_workers()
+
+
+def test_workers_keep_running_jobs_after_failures(federation, datasets):
+    out_name = "out/after-failures.csv"
+    outcomes = _outcomes(send(federation, _params(federation, out_name, protocol="RR22")))
+    assert all(s == "success" for s, _ in outcomes.values()), outcomes
+    assert set(read_keys(federation.nodes["alice"].data_root / out_name, "uid")) == datasets
+
+
+def test_health_cli_reports_ok(federation):
+    alice = federation.nodes["alice"]
+    import os
+
+    env = dict(os.environ, **alice.env())
+    done = subprocess.run(
+        [sys.executable, "-m", "node", "health", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report
+    names = {c["name"] for c in report["checks"] if c["ok"]}
+    assert {"redis", "celery worker", "ray head", "certificate", "key matches certificate", "data root"} <= names
