@@ -29,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
         "the party; valid as TLS server and client, for gRPC and brpc links), or show them.",
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_init = sub.add_parser("init", help="create the CA (if absent) and every party's key + certificate")
+    p_init = sub.add_parser(
+        "init", help="create the CA (if absent) and every party's key + certificate"
+    )
     p_init.add_argument("--out", required=True, type=Path, help="directory to write into")
-    p_init.add_argument("--parties", required=True, help="comma-separated party names, e.g. alice,bob")
+    p_init.add_argument(
+        "--parties", required=True, help="comma-separated party names, e.g. alice,bob"
+    )
     p_init.add_argument(
         "--host",
         action="append",
@@ -40,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         help="extra SAN host name or IP for a party (repeatable); localhost and 127.0.0.1 are always added",
     )
     p_init.add_argument("--days", type=int, default=DEFAULT_DAYS, help="leaf validity in days")
-    p_init.add_argument("--key-type", choices=["rsa", "ec"], default="rsa", help="RSA-2048 or EC P-256")
+    p_init.add_argument(
+        "--key-type", choices=["rsa", "ec"], default="rsa", help="RSA-2048 or EC P-256"
+    )
     p_show = sub.add_parser("show", help="list subjects, SANs and days to expiry")
     p_show.add_argument("dir", type=Path)
     args = parser.parse_args(argv)

@@ -110,7 +110,9 @@ class Authority:
                 ),
                 critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         return cls(cert=cert, key=key)
@@ -129,7 +131,11 @@ class Authority:
         _write_key(directory / CA_KEY, self.key)
 
     def issue(
-        self, party: str, hosts: list[str] | None = None, days: int = DEFAULT_DAYS, key_type: str = "rsa"
+        self,
+        party: str,
+        hosts: list[str] | None = None,
+        days: int = DEFAULT_DAYS,
+        key_type: str = "rsa",
     ):
         """Return (key, cert) for `party`; CN = party, SAN = party + hosts (+ localhost defaults)."""
         key = _new_key(key_type)
@@ -263,10 +269,14 @@ def verify_chain(cert_path: Path, ca_path: Path) -> None:
     try:
         cert.verify_directly_issued_by(ca)
     except Exception as exc:  # InvalidSignature, ValueError, TypeError
-        raise ValueError(f"{cert_path}: signature does not verify against {ca_path}: {exc}") from exc
+        raise ValueError(
+            f"{cert_path}: signature does not verify against {ca_path}: {exc}"
+        ) from exc
     now = _now()
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-        raise ValueError(f"{cert_path} is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d})")
+        raise ValueError(
+            f"{cert_path} is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d})"
+        )
 
 
 def key_matches_cert(key_path: Path, cert_path: Path) -> bool:

@@ -43,9 +43,13 @@ def cmd_ray_head(args) -> int:
 
     settings = _settings()
     if args.action == "start":
-        with console.status(f"starting {settings.party}'s Ray head on {settings.ray_address}") as st:
+        with console.status(
+            f"starting {settings.party}'s Ray head on {settings.ray_address}"
+        ) as st:
             pid = rayhead.start(settings, timeout=args.timeout, on_wait=lambda m: st.update(m))
-        console.print(f"[green]Ray head up[/] party={settings.party} address={settings.ray_address} pid={pid}")
+        console.print(
+            f"[green]Ray head up[/] party={settings.party} address={settings.ray_address} pid={pid}"
+        )
         return 0
     if args.action == "stop":
         stopped = rayhead.stop(settings)
@@ -76,7 +80,8 @@ def cmd_worker(args) -> int:
         "--pool=prefork",
         f"--hostname={args.role}.{settings.party}@{settings.worker_name}",
         f"--loglevel={args.loglevel}",
-        "-O", "fair",
+        "-O",
+        "fair",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -86,7 +91,14 @@ def cmd_worker(args) -> int:
 
 def _run_both_workers(settings, args) -> int:
     """One command for operators: a SecretFlow worker and a light-task worker, supervised."""
-    base = [sys.executable, "-m", "node", "worker", f"--loglevel={args.loglevel}", f"--slots={args.slots}"]
+    base = [
+        sys.executable,
+        "-m",
+        "node",
+        "worker",
+        f"--loglevel={args.loglevel}",
+        f"--slots={args.slots}",
+    ]
     procs = {
         role: subprocess.Popen([*base, f"--role={role}"], start_new_session=False)
         for role in ("sf", "web")
@@ -107,7 +119,9 @@ def _run_both_workers(settings, args) -> int:
             for role, p in procs.items():
                 if p.poll() is not None:
                     if not stopping:
-                        console.print(f"[red]{role} worker exited with code {p.returncode}; stopping[/]")
+                        console.print(
+                            f"[red]{role} worker exited with code {p.returncode}; stopping[/]"
+                        )
                         forward(signal.SIGTERM, None)
                     for q in procs.values():
                         try:
@@ -154,7 +168,9 @@ def cmd_send_task(args) -> int:
         params = json.loads(Path(args.params).read_text())
         trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
         res = app.send_task(TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE)
-    console.print(f"sent {args.kind} to {party}'s queue, task id {res.id}; waiting up to {args.timeout:.0f}s")
+    console.print(
+        f"sent {args.kind} to {party}'s queue, task id {res.id}; waiting up to {args.timeout:.0f}s"
+    )
     try:
         with console.status("waiting for the result"):
             value = res.get(timeout=args.timeout, propagate=True)
@@ -182,7 +198,13 @@ def cmd_health(args) -> int:
         table.add_column("")
         table.add_column("detail")
         for c in report.checks:
-            mark = "[green]ok[/]" if c.ok and not c.warn else "[yellow]warn[/]" if c.ok else "[red]FAIL[/]"
+            mark = (
+                "[green]ok[/]"
+                if c.ok and not c.warn
+                else "[yellow]warn[/]"
+                if c.ok
+                else "[red]FAIL[/]"
+            )
             table.add_row(c.name, mark, c.detail)
         out.print(table)
     return 0 if report.ok else 1
@@ -226,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     h = sub.add_parser("health", help="check Redis, worker, Ray head, certificates, data root")
     h.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    h.add_argument("--no-worker", action="store_true", help="skip the round-trip through the worker")
+    h.add_argument(
+        "--no-worker", action="store_true", help="skip the round-trip through the worker"
+    )
     h.set_defaults(fn=cmd_health)
     return p
 

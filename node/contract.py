@@ -156,7 +156,9 @@ class PSITaskConfig(_Strict):
     def _keys(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for party, cols in v.items():
             if not cols or any(not c or not isinstance(c, str) for c in cols):
-                raise ValueError(f"task_config.keys[{party!r}] must be a non-empty list of column names")
+                raise ValueError(
+                    f"task_config.keys[{party!r}] must be a non-empty list of column names"
+                )
         return v
 
     @model_validator(mode="after")
@@ -164,7 +166,9 @@ class PSITaskConfig(_Strict):
         parties = set(self.keys)
         for name in ("input_paths", "output_paths"):
             if set(getattr(self, name)) != parties:
-                raise ValueError(f"task_config.{name} must name the same parties as task_config.keys")
+                raise ValueError(
+                    f"task_config.{name} must name the same parties as task_config.keys"
+                )
         if self.receiver not in parties:
             raise ValueError(f"task_config.receiver {self.receiver!r} is not one of the parties")
         if len(parties) != 2:

@@ -31,14 +31,20 @@ def resolve_in_root(root: Path, name: str, *, for_write: bool = False) -> Path:
                 f"dataset path {name!r} is an absolute path outside the data root {root}"
             ) from None
     if ".." in candidate.parts:
-        raise PathEscapeError(f"dataset path {name!r} contains '..'; use a name inside the data root")
+        raise PathEscapeError(
+            f"dataset path {name!r} contains '..'; use a name inside the data root"
+        )
     full = root / candidate
     real = Path(os.path.realpath(full))
     if real != root and root not in real.parents:
-        raise PathEscapeError(f"dataset path {name!r} leads outside the data root (through a symlink)")
+        raise PathEscapeError(
+            f"dataset path {name!r} leads outside the data root (through a symlink)"
+        )
     if for_write:
         if full.is_symlink():
-            raise PathEscapeError(f"output path {name!r} is a symlink; refusing to write through it")
+            raise PathEscapeError(
+                f"output path {name!r} is a symlink; refusing to write through it"
+            )
         if full.is_dir():
             raise PathEscapeError(f"output path {name!r} is a directory")
         real.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,11 @@ def _certs(settings: NodeSettings) -> list[Check]:
     from certs.authority import cert_info, key_matches_cert, verify_chain
 
     out = []
-    for label, path in (("certificate", settings.cert_file), ("key", settings.key_file), ("CA", settings.ca_file)):
+    for label, path in (
+        ("certificate", settings.cert_file),
+        ("key", settings.key_file),
+        ("CA", settings.ca_file),
+    ):
         if not Path(path).is_file():
             out.append(Check(f"{label} file", False, f"{path} is missing"))
     if out:
@@ -85,7 +89,11 @@ def _certs(settings: NodeSettings) -> list[Check]:
         verify_chain(settings.cert_file, settings.ca_file)
         info = cert_info(settings.cert_file)
         if info.subject_cn != settings.party:
-            out.append(Check("certificate", False, f"CN is {info.subject_cn!r}, expected {settings.party!r}"))
+            out.append(
+                Check(
+                    "certificate", False, f"CN is {info.subject_cn!r}, expected {settings.party!r}"
+                )
+            )
         else:
             days = info.days_left
             out.append(
@@ -100,12 +108,24 @@ def _certs(settings: NodeSettings) -> list[Check]:
         out.append(Check("certificate", False, str(exc)))
     try:
         ok = key_matches_cert(settings.key_file, settings.cert_file)
-        out.append(Check("key matches certificate", ok, "yes" if ok else "private key does not belong to the certificate"))
+        out.append(
+            Check(
+                "key matches certificate",
+                ok,
+                "yes" if ok else "private key does not belong to the certificate",
+            )
+        )
     except Exception as exc:
         out.append(Check("key matches certificate", False, f"{type(exc).__name__}: {exc}"))
     mode = Path(settings.key_file).stat().st_mode & 0o077
     if mode:
-        out.append(Check("key permissions", False, f"{settings.key_file} is readable by group/others; chmod 600"))
+        out.append(
+            Check(
+                "key permissions",
+                False,
+                f"{settings.key_file} is readable by group/others; chmod 600",
+            )
+        )
     return out
 
 
@@ -145,5 +165,7 @@ def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
             columns = read_csv_header(real)
         except (OSError, ValueError, UnicodeDecodeError):
             columns = []
-        out.append({"name": str(path.relative_to(root)), "size": real.stat().st_size, "columns": columns})
+        out.append(
+            {"name": str(path.relative_to(root)), "size": real.stat().st_size, "columns": columns}
+        )
     return out

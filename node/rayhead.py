@@ -39,7 +39,10 @@ def start_command(settings: NodeSettings) -> list[str]:
     _host, _, port = settings.ray_address.rpartition(":")
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [
-        ray, "start", "--head", "--block",
+        ray,
+        "start",
+        "--head",
+        "--block",
         f"--node-ip-address={settings.ray_node_ip}",
         f"--port={port}",
         f"--node-manager-port={settings.ray_node_manager_port}",
@@ -54,7 +57,7 @@ def start_command(settings: NodeSettings) -> list[str]:
         "--include-dashboard=false",
         f"--temp-dir={temp_dir(settings)}",
         "--disable-usage-stats",
-        f"--resources={{\"{settings.party}\": 100}}",
+        f'--resources={{"{settings.party}": 100}}',
     ]
     if settings.ray_num_cpus is not None:
         cmd.append(f"--num-cpus={settings.ray_num_cpus}")
@@ -91,7 +94,9 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
     if (pid := running_pid(settings)) is not None and is_up(settings):
         return pid
     if is_up(settings):
-        raise RuntimeError(f"something already listens on {settings.ray_address}: not this party's head")
+        raise RuntimeError(
+            f"something already listens on {settings.ray_address}: not this party's head"
+        )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     logf = open(log_file(settings), "ab")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")

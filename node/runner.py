@@ -236,12 +236,17 @@ def run_job(
 
     def fail(kind: str, message: str) -> Outcome:
         proc.kill()
-        return Outcome("error", error=ErrorInfo(type=kind, message=message), log_path=log_path, timings=timings)
+        return Outcome(
+            "error", error=ErrorInfo(type=kind, message=message), log_path=log_path, timings=timings
+        )
 
     try:
         if not proc.wait_ready(READY_TIMEOUT_S):
             rc = proc.proc.poll()
-            return fail("RunnerStartError", f"job process did not start (exit code {rc}); see {proc._spawn_log.name}")
+            return fail(
+                "RunnerStartError",
+                f"job process did not start (exit code {rc}); see {proc._spawn_log.name}",
+            )
         timings["ready_wait_s"] = round(time.monotonic() - t_start, 3)
         proc.send_job(
             {
@@ -278,8 +283,10 @@ def run_job(
                     "rejecting our TLS certificate (handshake never completed)",
                 )
             if now > limit_end:
-                why = "deadline passed" if deadline_monotonic and now > deadline_monotonic else (
-                    f"time limit of {settings.task_time_limit_s:.0f}s exceeded"
+                why = (
+                    "deadline passed"
+                    if deadline_monotonic and now > deadline_monotonic
+                    else (f"time limit of {settings.task_time_limit_s:.0f}s exceeded")
                 )
                 return fail("TimeLimitExceeded", f"job killed: {why}")
             for msg in proc.read_messages(0.25):
@@ -291,7 +298,9 @@ def run_job(
                     on_stage(msg["stage"], msg.get("progress"))
                 elif kind == "result":
                     _reap_in_background(proc, job_dir)
-                    return Outcome("success", result=msg["result"], log_path=log_path, timings=timings)
+                    return Outcome(
+                        "success", result=msg["result"], log_path=log_path, timings=timings
+                    )
                 elif kind == "error":
                     err = msg["error"]
                     message = err["message"]
@@ -303,7 +312,9 @@ def run_job(
                     rc = proc.proc.wait(timeout=30)
                     evidence = None if connected else _tls_evidence(log_path)
                     if evidence:
-                        return fail("TLSHandshakeError", f"job process exited ({rc}); TLS: {evidence}")
+                        return fail(
+                            "TLSHandshakeError", f"job process exited ({rc}); TLS: {evidence}"
+                        )
                     return fail("JobProcessCrashed", _crash_message(rc, log_path))
     except BaseException:
         proc.kill()

@@ -93,7 +93,9 @@ class NodeSettings(BaseSettings):
             return v
         url = urlparse(v)
         if url.scheme not in ("redis", "rediss"):
-            raise ValueError(f"broker must be a redis:// or rediss:// URL, got scheme {url.scheme!r}")
+            raise ValueError(
+                f"broker must be a redis:// or rediss:// URL, got scheme {url.scheme!r}"
+            )
         if (url.password or "").lower() in PLACEHOLDER_SECRETS:
             raise ValueError(
                 "the Redis URL must carry a real password (redis://user:PASSWORD@host:port/db); "
@@ -118,7 +120,11 @@ class NodeSettings(BaseSettings):
 
     def tls_config(self) -> dict[str, str]:
         """sf.init(tls_config=…) for RayFed's gRPC cross-silo links."""
-        return {"cert": str(self.cert_file), "key": str(self.key_file), "ca_cert": str(self.ca_file)}
+        return {
+            "cert": str(self.cert_file),
+            "key": str(self.key_file),
+            "ca_cert": str(self.ca_file),
+        }
 
     def spu_tls_opts(self) -> dict[str, dict]:
         """tls_opts for this party's own SPU node (brpc links), server and client sides."""

@@ -77,17 +77,27 @@ def _ids_from_raw(task_request_id: str, raw: Any, party: str) -> dict[str, str]:
     return {
         "task_id": str(raw.get("task_id") or "unknown"),
         "subtask_id": str(raw.get("subtask_id") or "unknown"),
-        "execution_id": str(raw.get("execution_id") or task_request_id.rpartition(".")[0] or "unknown"),
+        "execution_id": str(
+            raw.get("execution_id") or task_request_id.rpartition(".")[0] or "unknown"
+        ),
     }
 
 
-def _error_result(ids: dict, party: str, task_type: str, started: dt.datetime, err: ErrorInfo, metrics=None):
+def _error_result(
+    ids: dict, party: str, task_type: str, started: dt.datetime, err: ErrorInfo, metrics=None
+):
     return {
         "status": "error",
         "result": {},
         "error": err.model_dump(),
         "performance_metrics": metrics
-        or {"cluster_init_s": 0.0, "device_init_s": 0.0, "algorithm_s": 0.0, "teardown_s": 0.0, "total_s": 0.0},
+        or {
+            "cluster_init_s": 0.0,
+            "device_init_s": 0.0,
+            "algorithm_s": 0.0,
+            "teardown_s": 0.0,
+            "total_s": 0.0,
+        },
         "task_metadata": {
             **ids,
             "party": party,
@@ -105,7 +115,11 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     client = redis_client(settings)
     started = utcnow()
     ids = _ids_from_raw(task_request_id, task_params, settings.party)
-    task_type = str((task_params or {}).get("task_config", {}).get("task_type", "unknown")) if isinstance(task_params, dict) else "unknown"
+    task_type = (
+        str((task_params or {}).get("task_config", {}).get("task_type", "unknown"))
+        if isinstance(task_params, dict)
+        else "unknown"
+    )
     notifier = StatusNotifier(
         client,
         task_request_id=task_request_id,
@@ -148,12 +162,17 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             params,
             prepared,
             settings,
-            on_stage=lambda stage, progress: notifier.emit(TaskStatus.PROGRESS, stage, progress=progress),
+            on_stage=lambda stage, progress: notifier.emit(
+                TaskStatus.PROGRESS, stage, progress=progress
+            ),
             cancelled=cancelled,
             deadline_monotonic=deadline_mono,
         )
     except SoftTimeLimitExceeded:
-        outcome = runner.Outcome("error", error=ErrorInfo(type="TimeLimitExceeded", message="Celery soft time limit exceeded"))
+        outcome = runner.Outcome(
+            "error",
+            error=ErrorInfo(type="TimeLimitExceeded", message="Celery soft time limit exceeded"),
+        )
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
@@ -161,7 +180,9 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
 
     if outcome.status == "success":
         result = outcome.result
-        notifier.emit(TaskStatus.SUCCESS, Stage.TASK_FINISHED, progress=1.0, result=result["result"])
+        notifier.emit(
+            TaskStatus.SUCCESS, Stage.TASK_FINISHED, progress=1.0, result=result["result"]
+        )
         return result
     err = outcome.error
     err = ErrorInfo(type=err.type, message=f"party {settings.party}: {err.message}")

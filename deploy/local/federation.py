@@ -109,7 +109,7 @@ def _redis_conf(node: PartyNode) -> str:
             f"port {node.ports['redis']}",
             f"dir {node.base / 'redis'}",
             "appendonly yes",
-            "save \"\"",
+            'save ""',
             "maxmemory-policy noeviction",
             "protected-mode yes",
             "user default off",
@@ -152,8 +152,14 @@ class LocalFederation:
             ports = {
                 k: self.alloc.one()
                 for k in (
-                    "redis", "ray", "node_manager", "object_manager", "client_server",
-                    "dashboard_agent_listen", "dashboard_agent_grpc", "metrics_export",
+                    "redis",
+                    "ray",
+                    "node_manager",
+                    "object_manager",
+                    "client_server",
+                    "dashboard_agent_listen",
+                    "dashboard_agent_grpc",
+                    "metrics_export",
                     "runtime_env_agent",
                 )
             }
@@ -180,10 +186,14 @@ class LocalFederation:
         logf = open(node.base / "redis.log", "ab")
         node.procs["redis"] = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", str(conf)],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         logf.close()
-        self._wait(lambda: self._redis_ok(node), 30, f"{node.name}'s Redis on port {node.ports['redis']}")
+        self._wait(
+            lambda: self._redis_ok(node), 30, f"{node.name}'s Redis on port {node.ports['redis']}"
+        )
 
     @staticmethod
     def _redis_ok(node: PartyNode) -> bool:
@@ -196,7 +206,11 @@ class LocalFederation:
         env = dict(os.environ, **node.env(**self.node_env))
         done = subprocess.run(
             [sys.executable, "-m", "node", "ray-head", "start"],
-            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{node.name}'s Ray head did not start:\n{done.stderr[-3000:]}")
@@ -206,7 +220,11 @@ class LocalFederation:
         logf = open(node.base / "worker.log", "ab")
         node.procs["worker"] = subprocess.Popen(
             [sys.executable, "-m", "node", "worker", "--loglevel=info"],
-            env=env, cwd=REPO_ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         logf.close()
 
@@ -219,13 +237,17 @@ class LocalFederation:
             end = time.monotonic() + timeout
             while True:
                 if node.procs["worker"].poll() is not None:
-                    raise RuntimeError(f"{node.name}'s worker exited; see {node.base / 'worker.log'}")
+                    raise RuntimeError(
+                        f"{node.name}'s worker exited; see {node.base / 'worker.log'}"
+                    )
                 try:
                     app.send_task(TASK_HELLO, queue=WEB_QUEUE).get(timeout=5)
                     break
                 except Exception:
                     if time.monotonic() > end:
-                        raise TimeoutError(f"{node.name}'s worker did not answer within {timeout}s") from None
+                        raise TimeoutError(
+                            f"{node.name}'s worker did not answer within {timeout}s"
+                        ) from None
             self._wait_sf_worker(app, node, end)
 
     def _wait_sf_worker(self, app, node: PartyNode, end: float) -> None:

@@ -31,7 +31,9 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
     except PathEscapeError as exc:
         raise JobRefused(str(exc)) from None
     if not input_path.is_file():
-        raise JobRefused(f"input dataset {cfg.input_paths[party]!r} does not exist in the data root")
+        raise JobRefused(
+            f"input dataset {cfg.input_paths[party]!r} does not exist in the data root"
+        )
     if input_path == output_path:
         raise JobRefused("output path equals input path; refusing to overwrite the input")
     try:

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from deploy.local.driver import psi_params, read_keys, send, write_csv
 from node.contract import NodeTaskError, StatusEvent, TaskResult, TaskStatus
 from node.status import read_events
-from tests.e2e.federation_driver import psi_params, read_keys, send, write_csv
 
 PARTIES = ["alice", "bob"]
 TIMEOUT = 300
@@ -72,7 +72,14 @@ def _assert_success_stream(events: list[StatusEvent]) -> None:
     assert statuses[-1] == TaskStatus.SUCCESS, statuses
     assert set(statuses[2:-1]) <= {TaskStatus.PROGRESS}, statuses
     stages = [e.data.stage for e in events]
-    for stage in ("task_received", "cluster_initialized", "devices_ready", "algorithm_running", "algorithm_done", "task_finished"):
+    for stage in (
+        "task_received",
+        "cluster_initialized",
+        "devices_ready",
+        "algorithm_running",
+        "algorithm_done",
+        "task_finished",
+    ):
         assert stage in stages, stages
     seqs = [e.seq for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
@@ -108,7 +115,9 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
 
 def test_broadcast_result_gives_both_parties_the_rows(federation, datasets):
     out_name = "out/broadcast.csv"
-    outcomes = _outcomes(send(federation, _params(federation, out_name, receiver="bob", broadcast=True)))
+    outcomes = _outcomes(
+        send(federation, _params(federation, out_name, receiver="bob", broadcast=True))
+    )
     assert all(s == "success" for s, _ in outcomes.values()), outcomes
     assert set(read_keys(federation.nodes["alice"].data_root / out_name, "uid")) == datasets
     assert set(read_keys(federation.nodes["bob"].data_root / out_name, "id")) == datasets
@@ -123,7 +132,9 @@ def _assert_refused_before_work(federation, party, params, result, *needles):
     trid = f"{params['execution_id']}.{party}"
     statuses = [e.status for e in _events(federation, party, trid)]
     assert statuses == [TaskStatus.RECEIVED, TaskStatus.FAILURE], statuses
-    assert not (federation.nodes[party].state_dir / "jobs" / trid).exists(), "a job process was started"
+    assert not (federation.nodes[party].state_dir / "jobs" / trid).exists(), (
+        "a job process was started"
+    )
 
 
 def test_path_outside_data_root_is_refused_and_peer_cancelled(federation, datasets):
@@ -165,7 +176,9 @@ def test_other_escapes_refused(federation, datasets, escape):
     results = send(federation, {"alice": per_party["alice"]})
     with pytest.raises(NodeTaskError) as info:
         results["alice"].get(timeout=60)
-    _assert_refused_before_work(federation, "alice", per_party["alice"], info.value.result, "outside the data root")
+    _assert_refused_before_work(
+        federation, "alice", per_party["alice"], info.value.result, "outside the data root"
+    )
 
 
 def test_missing_key_column_is_named(federation, datasets):
@@ -174,7 +187,9 @@ def test_missing_key_column_is_named(federation, datasets):
     results = send(federation, {"bob": per_party["bob"]})
     with pytest.raises(NodeTaskError) as info:
         results["bob"].get(timeout=60)
-    _assert_refused_before_work(federation, "bob", per_party["bob"], info.value.result, "'customer_id'", "accounts.csv")
+    _assert_refused_before_work(
+        federation, "bob", per_party["bob"], info.value.result, "'customer_id'", "accounts.csv"
+    )
 
 
 def test_task_for_the_other_party_is_refused(federation, datasets):
@@ -190,11 +205,15 @@ def test_task_for_the_other_party_is_refused(federation, datasets):
 def test_unknown_peer_and_past_deadline_refused(federation, datasets):
     import datetime as dt
 
-    per_party = _params(federation, "out/never.csv", deadline=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5))
+    per_party = _params(
+        federation, "out/never.csv", deadline=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    )
     results = send(federation, {"alice": per_party["alice"]})
     with pytest.raises(NodeTaskError) as info:
         results["alice"].get(timeout=60)
-    _assert_refused_before_work(federation, "alice", per_party["alice"], info.value.result, "deadline")
+    _assert_refused_before_work(
+        federation, "alice", per_party["alice"], info.value.result, "deadline"
+    )
 
 
 def test_peer_with_certificate_from_another_ca_fails_both_sides(federation, datasets, tmp_path):
@@ -240,9 +259,20 @@ def test_health_cli_reports_ok(federation):
 
     env = dict(os.environ, **alice.env())
     done = subprocess.run(
-        [sys.executable, "-m", "node", "health", "--json"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "node", "health", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     report = json.loads(done.stdout)
     assert done.returncode == 0, report
     names = {c["name"] for c in report["checks"] if c["ok"]}
-    assert {"redis", "celery worker", "ray head", "certificate", "key matches certificate", "data root"} <= names
+    assert {
+        "redis",
+        "celery worker",
+        "ray head",
+        "certificate",
+        "key matches certificate",
+        "data root",
+    } <= names

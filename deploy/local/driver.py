@@ -1,4 +1,4 @@
-"""The test's coordinator stand-in: builds matching per-party task params and sends them."""
+"""A coordinator stand-in for tests and benchmarks: builds matching per-party PSI params and sends them."""
 
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def psi_params(
             "cross_silo_comm_backend": "grpc",
         },
         "spu_config": {
-            "cluster_def": {"nodes": spu_nodes, "runtime_config": {"protocol": "SEMI2K", "field": "FM128"}},
+            "cluster_def": {
+                "nodes": spu_nodes,
+                "runtime_config": {"protocol": "SEMI2K", "field": "FM128"},
+            },
             "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000},
         },
         "task_config": {
@@ -82,12 +85,16 @@ def psi_params(
     return out
 
 
-def send(fed: LocalFederation, per_party: dict[str, dict], to: dict[str, str] | None = None) -> dict:
+def send(
+    fed: LocalFederation, per_party: dict[str, dict], to: dict[str, str] | None = None
+) -> dict:
     """Send each party's params to its queue (or to the queue of `to[party]`). → AsyncResults."""
     results = {}
     for p, params in per_party.items():
         target = fed.nodes[(to or {}).get(p, p)]
         app = client_app(target.broker_url)
         trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
-        results[p] = app.send_task(TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE)
+        results[p] = app.send_task(
+            TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE
+        )
     return results
