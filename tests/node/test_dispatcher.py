@@ -220,7 +220,7 @@ def test_prepare_output_equals_input_through_absolute_spelling(settings):
 def test_prepare_empty_input_csv(settings):
     (settings.data_root / "empty.csv").write_text("")
     params = make_params(input_paths={"alice": "empty.csv", "bob": "accounts.csv"})
-    with pytest.raises(JobRefused, match="cannot read CSV header of 'empty.csv'"):
+    with pytest.raises(JobRefused, match=r"cannot read CSV header of 'empty\.csv'"):
         psi.prepare(params, settings)
 
 
