@@ -206,6 +206,10 @@ def init_federation(
     out = Path(out)
     if (out / CA_CERT).exists() and (out / CA_KEY).exists():
         ca = Authority.load(out)
+    elif (out / CA_CERT).exists():
+        raise FileExistsError(
+            f"{out / CA_CERT} exists but {CA_KEY} does not: refusing to replace the federation CA"
+        )
     else:
         ca = Authority.create(name=ca_name, key_type=key_type)
         ca.save(out)

@@ -34,8 +34,8 @@ TASK_QUEUES = {
     TASK_LIST_DATASETS: WEB_QUEUE,
 }
 
-PARTY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+PARTY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always used with fullmatch
 
 
 def task_request_id(execution_id: str, party: str) -> str:
@@ -103,7 +103,7 @@ class SFInitConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> SFInitConfig:
         for p in self.parties:
-            if not PARTY_RE.match(p):
+            if not PARTY_RE.fullmatch(p):
                 raise ValueError(f"sf_init_config.parties: invalid party name {p!r}")
         if len(set(self.parties)) != len(self.parties):
             raise ValueError("sf_init_config.parties: duplicate party")
@@ -190,7 +190,7 @@ class TaskParams(_Strict):
     @field_validator("task_id", "subtask_id", "execution_id")
     @classmethod
     def _ids(cls, v: str, info) -> str:
-        if not ID_RE.match(v):
+        if not ID_RE.fullmatch(v):
             raise ValueError(f"{info.field_name} {v!r} must match {ID_RE.pattern}")
         return v
 

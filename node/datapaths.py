@@ -59,7 +59,7 @@ def read_csv_header(path: Path) -> list[str]:
     """Column names of a CSV file's first line (no rows are read)."""
     import csv
 
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # tolerate a BOM
         row = next(csv.reader(fh), None)
     if row is None:
         raise ValueError(f"{path.name} is empty: no header line")

@@ -75,7 +75,7 @@ class NodeSettings(BaseSettings):
     @field_validator("party")
     @classmethod
     def _party(cls, v: str) -> str:
-        if not PARTY_RE.match(v):
+        if not PARTY_RE.fullmatch(v):
             raise ValueError(f"invalid party name {v!r}: lower-case letters, digits, _ or -")
         return v
 

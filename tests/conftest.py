@@ -31,7 +31,7 @@ class RedisServer:
         base.mkdir(parents=True, exist_ok=True)
         conf = base / "redis.conf"
         conf.write_text(
-            f"bind 127.0.0.1\nport {port}\ndir {base}\nsave \"\"\nappendonly no\n"
+            f'bind 127.0.0.1\nport {port}\ndir {base}\nsave ""\nappendonly no\n'
             f"user default off\nuser node on >{self.password} ~* &* +@all\n"
         )
         self.proc = subprocess.Popen(

@@ -27,15 +27,12 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
         raise JobRefused("PSI needs spu_config")
     try:
         input_path = resolve_in_root(settings.data_root, cfg.input_paths[party])
-        output_path = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
     except PathEscapeError as exc:
         raise JobRefused(str(exc)) from None
     if not input_path.is_file():
         raise JobRefused(
             f"input dataset {cfg.input_paths[party]!r} does not exist in the data root"
         )
-    if input_path == output_path:
-        raise JobRefused("output path equals input path; refusing to overwrite the input")
     try:
         header = read_csv_header(input_path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -46,6 +43,13 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
             f"key column(s) {', '.join(repr(m) for m in missing)} not found in "
             f"{cfg.input_paths[party]!r} (columns: {', '.join(header)})"
         )
+    # last: resolving the output for writing creates its parent directories
+    try:
+        output_path = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
+    except PathEscapeError as exc:
+        raise JobRefused(str(exc)) from None
+    if input_path == output_path:
+        raise JobRefused("output path equals input path; refusing to overwrite the input")
     return {
         "protocol": cfg.protocol,
         "receiver": cfg.receiver,

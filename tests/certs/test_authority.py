@@ -341,3 +341,12 @@ def test_cli_show_without_ca(tmp_path):
     result = run_cli("show", str(tmp_path))
     assert result.returncode == 1
     assert "no ca.crt" in result.stdout
+
+
+def test_init_refuses_to_replace_a_ca_whose_key_is_missing(tmp_path):
+    init_federation(tmp_path, ["alice"])
+    before = (tmp_path / "ca.crt").read_bytes()
+    (tmp_path / "ca.key").unlink()
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        init_federation(tmp_path, ["bob"])
+    assert (tmp_path / "ca.crt").read_bytes() == before

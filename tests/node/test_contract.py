@@ -192,11 +192,6 @@ def test_bad_ids(field, value):
     assert "must match" in msg
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ID_RE ends in '$' and is applied with re.match; '$' also matches before a "
-    "trailing newline, so an id like 'exe-91c2\\n' passes validation",
-)
 @pytest.mark.parametrize("field", ["task_id", "execution_id"])
 def test_id_with_trailing_newline_rejected(field):
     data = good_params()
@@ -204,11 +199,6 @@ def test_id_with_trailing_newline_rejected(field):
     rejected(TaskParams, data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PARTY_RE is applied with re.match and ends in '$', which also matches before a "
-    "trailing newline, so party name 'bob\\n' passes validation",
-)
 def test_party_with_trailing_newline_rejected():
     data = good_params()
     data["sf_init_config"]["parties"] = ["alice", "bob\n"]

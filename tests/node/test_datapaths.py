@@ -186,3 +186,9 @@ def test_read_csv_header_empty_file(tmp_path):
     f.write_text("")
     with pytest.raises(ValueError, match=r"empty\.csv is empty"):
         read_csv_header(f)
+
+
+def test_read_csv_header_tolerates_a_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffuid,amount\n1,2\n".encode())
+    assert read_csv_header(path) == ["uid", "amount"]

@@ -191,9 +191,13 @@ def test_prepare_output_escaping_root(settings, tmp_path):
 
 
 def test_prepare_missing_input_file(settings):
-    params = make_params(input_paths={"alice": "nope.csv", "bob": "accounts.csv"})
+    params = make_params(
+        input_paths={"alice": "nope.csv", "bob": "accounts.csv"},
+        output_paths={"alice": "new/dir/out.csv", "bob": "out.csv"},
+    )
     with pytest.raises(JobRefused, match=r"'nope\.csv' does not exist"):
         psi.prepare(params, settings)
+    assert not (settings.data_root / "new").exists(), "a refused task created directories"
 
 
 def test_prepare_input_is_a_directory(settings):
