@@ -150,7 +150,7 @@ def cmd_send_task(args) -> int:
     )
 
     if args.broker:
-        broker, backend, ca = args.broker, args.broker, None
+        broker, backend, ca = args.broker, args.broker, args.redis_ca
         party = "?"
     else:
         settings = _settings()
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=["hello", "health", "psi"])
     s.add_argument("--params", help="task_params JSON file (psi)")
     s.add_argument("--broker", help="send to this broker URL instead of NODE_BROKER_URL")
+    s.add_argument("--redis-ca", help="CA file for a rediss:// --broker")
     s.add_argument("--timeout", type=float, default=600.0)
     s.set_defaults(fn=cmd_send_task)
 

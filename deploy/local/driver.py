@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 from deploy.local.federation import LocalFederation
-from node.celery_config import client_app
 from node.contract import SECRETFLOW_QUEUE, TASK_EXECUTE, new_execution_id, task_request_id
 
 
@@ -92,7 +91,7 @@ def send(
     results = {}
     for p, params in per_party.items():
         target = fed.nodes[(to or {}).get(p, p)]
-        app = client_app(target.broker_url)
+        app = target.celery_client()
         trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
         results[p] = app.send_task(
             TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE

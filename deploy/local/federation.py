@@ -38,6 +38,7 @@ class PartyNode:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     certs_dir: Path | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    redis_tls: bool = True
     _next_job_port: int = 0
 
     @property
@@ -50,7 +51,12 @@ class PartyNode:
 
     @property
     def broker_url(self) -> str:
-        return f"redis://node:{self.password}@127.0.0.1:{self.ports['redis']}/0"
+        scheme = "rediss" if self.redis_tls else "redis"
+        return f"{scheme}://node:{self.password}@127.0.0.1:{self.ports['redis']}/0"
+
+    @property
+    def redis_ca_file(self) -> Path | None:
+        return self.certs_dir / "ca.crt" if self.redis_tls and self.certs_dir else None
 
     @property
     def ray_address(self) -> str:
@@ -83,6 +89,8 @@ class PartyNode:
             "NODE_RAY_MAX_WORKER_PORT": str(self.worker_ports.stop - 1),
             "NODE_WORKER_NAME": f"{self.name}-local",
         }
+        if self.redis_ca_file:
+            env["NODE_REDIS_CA_FILE"] = str(self.redis_ca_file)
         env.update(overrides)
         return env
 
@@ -93,7 +101,13 @@ class PartyNode:
         return NodeSettings(**{k.removeprefix("NODE_").lower(): v for k, v in env.items()})
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.broker_url)
+        kw = {"ssl_ca_certs": str(self.redis_ca_file)} if self.redis_ca_file else {}
+        return redis.Redis.from_url(self.broker_url, **kw)
+
+    def celery_client(self):
+        from node.celery_config import client_app
+
+        return client_app(self.broker_url, self.broker_url, self.redis_ca_file)
 
     def job_ports(self) -> tuple[int, int]:
         """A fresh (fed, spu) port pair for the next job (SPU ports are not reusable)."""
@@ -103,10 +117,22 @@ class PartyNode:
 
 
 def _redis_conf(node: PartyNode) -> str:
+    if node.redis_tls:
+        assert node.certs_dir is not None
+        listen = [
+            "port 0",
+            f"tls-port {node.ports['redis']}",
+            f"tls-cert-file {node.certs_dir / party_cert_name(node.name)}",
+            f"tls-key-file {node.certs_dir / party_key_name(node.name)}",
+            f"tls-ca-cert-file {node.certs_dir / 'ca.crt'}",
+            "tls-auth-clients no",
+        ]
+    else:
+        listen = [f"port {node.ports['redis']}"]
     return "\n".join(
         [
             "bind 127.0.0.1",
-            f"port {node.ports['redis']}",
+            *listen,
             f"dir {node.base / 'redis'}",
             "appendonly yes",
             'save ""',
@@ -138,6 +164,7 @@ class LocalFederation:
         parties: list[str],
         *,
         seed: int | None = None,
+        redis_tls: bool = True,
         node_env: dict[str, str] | None = None,
         log=print,
     ) -> None:
@@ -172,6 +199,7 @@ class LocalFederation:
                 fed_ports=self.alloc.block(32),
                 spu_ports=self.alloc.block(32),
                 certs_dir=self.certs_dir,
+                redis_tls=redis_tls,
             )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -229,11 +257,10 @@ class LocalFederation:
         logf.close()
 
     def wait_workers(self, timeout: float = 120) -> None:
-        from node.celery_config import client_app
         from node.contract import TASK_HELLO, WEB_QUEUE
 
         for node in self.nodes.values():
-            app = client_app(node.broker_url)
+            app = node.celery_client()
             end = time.monotonic() + timeout
             while True:
                 if node.procs["worker"].poll() is not None:

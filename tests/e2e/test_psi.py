@@ -276,3 +276,49 @@ def test_health_cli_reports_ok(federation):
         "key matches certificate",
         "data root",
     } <= names
+
+
+def test_party_redis_is_not_open(federation):
+    import redis
+
+    node = federation.nodes["alice"]
+    port = node.ports["redis"]
+    ca = str(node.redis_ca_file)
+    assert node.redis().ping()
+    # TLS without credentials: the default user is off
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca).ping()
+    # the worker's user with a wrong password
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            ssl=True,
+            ssl_ca_certs=ca,
+            username="node",
+            password="wrong",
+        ).ping()
+    # plain TCP (no TLS) with the right password: no answer
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(
+            host="127.0.0.1", port=port, username="node", password=node.password, socket_timeout=3
+        ).ping()
+
+
+def test_ray_head_status_cli(federation):
+    import os
+
+    for node in federation.nodes.values():
+        env = dict(os.environ, **node.env())
+        done = subprocess.run(
+            [sys.executable, "-m", "node", "ray-head", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        info = json.loads(done.stdout)
+        assert done.returncode == 0 and info["up"] and info["address"] == node.ray_address, (
+            done.stdout
+        )
+        assert info["processes"] > 1

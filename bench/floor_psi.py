@@ -1,0 +1,183 @@
+"""One party of the PSI *floor*: the PSI library called directly, nothing else.
+
+No Celery, no Ray, no SecretFlow device layer: this process builds a brpc link with
+`spu.libspu.link` exactly as SecretFlow's `SPURuntime.__init__` does (same link_desc fields, same
+mTLS options, verify depth 1), then calls `spu.psi.psi(config, link)` with the `PsiConfig` that
+`SPURuntime.psi` builds for the node's PSI job. Two of these (rank 0 and rank 1) are started by
+bench/psi_node.py; each writes its timings and peak RSS as JSON to --report.
+
+    python -m bench.floor_psi --rank 0 --parties alice,bob \\
+        --addresses 127.0.0.1:31000,127.0.0.1:31001 --certs DIR \\
+        --input alice.csv --output out.csv --key uid --protocol RR22 --receiver alice \\
+        --report rank0.json
+"""
+
+from __future__ import annotations
+
+import time
+
+T_MAIN = time.perf_counter()  # first thing: interpreter start-up is measured by the parent
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# What the node's job sends: connect_retry_* from task_params.spu_config.link_desc; SecretFlow's
+# _fill_link_desc_attrs adds recv_timeout_ms and http_timeout_ms = 120 s when absent.
+LINK_DESC = {
+    "connect_retry_times": 60,
+    "connect_retry_interval_ms": 1000,
+    "recv_timeout_ms": 120 * 1000,
+    "http_timeout_ms": 120 * 1000,
+}
+
+# Protocol spellings the node accepts (node.contract.normalize_psi_protocol), kept import-free.
+PROTOCOLS = {
+    "RR22": "PROTOCOL_RR22",
+    "ECDH": "PROTOCOL_ECDH",
+    "KKRT": "PROTOCOL_KKRT",
+}
+
+
+def tls_opts(certs: Path, party: str) -> dict[str, dict]:
+    """The node's NodeSettings.spu_tls_opts(): same key+cert as server and client, depth 1."""
+    side = {
+        "certificate_path": str(certs / f"{party}.crt"),
+        "private_key_path": str(certs / f"{party}.key"),
+        "ca_file_path": str(certs / "ca.crt"),
+        "verify_depth": 1,
+    }
+    return {"server_ssl_opts": dict(side), "client_ssl_opts": dict(side)}
+
+
+def _fill_ssl(opts: dict, ssl_opts) -> None:
+    # secretflow.device.device.spu._fill_link_ssl_opts
+    for name, value in opts.items():
+        if hasattr(ssl_opts.cert, name):
+            setattr(ssl_opts.cert, name, value)
+        if hasattr(ssl_opts.verify, name):
+            setattr(ssl_opts.verify, name, value)
+
+
+def create_link(parties: list[str], addresses: list[str], rank: int, certs: Path):
+    """SPURuntime.__init__: Desc + add_party + _fill_link_desc_attrs + create_brpc."""
+    import spu.libspu.link as spu_link
+
+    desc = spu_link.Desc()
+    for party, address in zip(parties, addresses, strict=True):
+        desc.add_party(party, address)
+    for name, value in LINK_DESC.items():
+        setattr(desc, name, value)
+    opts = tls_opts(certs, parties[rank])
+    _fill_ssl(opts["server_ssl_opts"], desc.server_ssl_opts)
+    _fill_ssl(opts["client_ssl_opts"], desc.client_ssl_opts)
+    desc.enable_ssl = True
+    return spu_link.create_brpc(desc, rank)
+
+
+def psi_config(
+    *, party: str, receiver: str, protocol: str, key: str, input_path: str, output_path: str
+):
+    """SPURuntime.psi's PsiConfig with the arguments the node's PSI job ends up passing.
+
+    node/jobs/psi.py → SPU.psi(…) defaults → kernels.spu.psi → SPURuntime.psi:
+    output_csv_na_rep "NULL", broadcast_result False, ecdh_curve CURVE_FOURQ,
+    advanced_join_type INNER_JOIN (SPU.psi's default), left_side ROLE_RECEIVER,
+    skip_duplicates_check True (SPU.psi hard-codes it), disable_alignment False (sort=True),
+    check_hash_digest False, keys_unique True (table_keys_duplicated False).
+    """
+    import spu
+
+    pb = spu.psi_v2_pb2
+    config = pb.PsiConfig(
+        protocol_config=pb.ProtocolConfig(
+            protocol=pb.Protocol.Value(protocol),
+            role=pb.ROLE_RECEIVER if receiver == party else pb.ROLE_SENDER,
+            broadcast_result=False,
+        ),
+        input_config=pb.IoConfig(type=pb.IO_TYPE_FILE_CSV, path=input_path),
+        output_config=pb.IoConfig(type=pb.IO_TYPE_FILE_CSV, path=output_path),
+        input_attr=pb.InputAttr(keys_unique=True),
+        output_attr=pb.OutputAttr(csv_null_rep="NULL"),
+        keys=[key],
+        advanced_join_type=pb.PsiConfig.AdvancedJoinType.Value("ADVANCED_JOIN_TYPE_INNER_JOIN"),
+        left_side=pb.Role.Value("ROLE_RECEIVER"),
+        skip_duplicates_check=True,
+        disable_alignment=False,
+        check_hash_digest=False,
+    )
+    if protocol == "PROTOCOL_ECDH":
+        config.protocol_config.ecdh_config.curve = spu.psi_pb2.CurveType.Value("CURVE_FOURQ")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.floor_psi",
+        description="One party of a bare two-process PSI (brpc link with mTLS + spu.psi.psi).",
+    )
+    ap.add_argument("--rank", type=int, required=True, help="0 or 1: index into --parties")
+    ap.add_argument("--parties", default="alice,bob", help="comma-separated party names")
+    ap.add_argument("--addresses", required=True, help="host:port per party, same order")
+    ap.add_argument("--certs", type=Path, required=True, help="dir with ca.crt, <party>.crt/.key")
+    ap.add_argument("--input", required=True, help="this party's CSV")
+    ap.add_argument("--output", required=True, help="this party's output CSV (receiver writes)")
+    ap.add_argument("--key", default="uid", help="key column")
+    ap.add_argument("--protocol", default="RR22", help="RR22 | ECDH | KKRT (or PROTOCOL_…)")
+    ap.add_argument("--receiver", default="alice")
+    ap.add_argument("--report", type=Path, required=True, help="write the JSON report here")
+    args = ap.parse_args(argv)
+
+    parties = args.parties.split(",")
+    addresses = args.addresses.split(",")
+    party = parties[args.rank]
+    protocol = PROTOCOLS.get(args.protocol.upper().removeprefix("PROTOCOL_"), args.protocol)
+
+    t0 = time.perf_counter()
+    import spu
+    import spu.libspu.link
+    import spu.psi
+
+    t1 = time.perf_counter()
+    link = create_link(parties, addresses, args.rank, args.certs)
+    t2 = time.perf_counter()
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    config = psi_config(
+        party=party,
+        receiver=args.receiver,
+        protocol=protocol,
+        key=args.key,
+        input_path=str(args.input),
+        output_path=str(args.output),
+    )
+    report = spu.psi.psi(config, link)
+    t3 = time.perf_counter()
+    link.stop_link()
+    t4 = time.perf_counter()
+    out = {
+        "party": party,
+        "rank": args.rank,
+        "protocol": protocol,
+        "original_count": int(report.original_count),
+        "intersection_count": int(report.intersection_count),
+        "pre_main_s": None,  # filled by the parent (its wall minus total_s)
+        "import_s": round(t1 - t0, 3),
+        "link_s": round(t2 - t1, 3),
+        "psi_s": round(t3 - t2, 3),
+        "stop_link_s": round(t4 - t3, 3),
+        "main_s": round(t4 - T_MAIN, 3),
+        # Linux: kilobytes
+        "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "pid": os.getpid(),
+    }
+    args.report.write_text(json.dumps(out))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # brpc threads: skip interpreter teardown (the node's executor does the same)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
