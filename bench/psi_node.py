@@ -422,6 +422,21 @@ def party_roots(fed) -> dict[str, tuple[int, int]]:
     return roots
 
 
+def spare_waiting(pid: int) -> bool | None:
+    """True if the job process's main thread is blocked in read(0, …): it has imported
+    secretflow, said "ready" and waits for its job on stdin (node/executor.py). None if the
+    kernel does not tell us (/proc/<pid>/syscall unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return None
+    if not fields or fields[0] == "running":
+        return False
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None  # syscall numbers differ; rely on age + quiet CPU
+    return fields[0] == "0" and len(fields) > 1 and int(fields[1], 16) == 0
+
+
 def wait_settled(view: ProcessView, timeout: float, min_spare_age: float = 5.0) -> float:
     """Wait until every party has exactly one idle spare job process and our processes are quiet
     (< 0.25 CPU-s per s, both parties together). Returns the seconds waited."""
@@ -443,6 +458,8 @@ def wait_settled(view: ProcessView, timeout: float, min_spare_age: float = 5.0) 
                 continue
             if age < min_spare_age:
                 reasons.append(f"{party}: spare {age:.0f}s old")
+            elif spare_waiting(proc.pid) is False:
+                reasons.append(f"{party}: spare still starting ({age:.0f}s old)")
         if not reasons:
             procs = {
                 pid: pr
@@ -579,6 +596,7 @@ def run_stack(
             "stage_offsets_s": stages,
             "teardown": td,
             "teardown_s": (td or {}).get("teardown_s"),
+            "teardown_error": (td or {}).get("error"),
             "teardown_written_after_result_s": (
                 round(teardown_at[p] - ready_at[p], 3) if p in teardown_at else None
             ),
@@ -593,7 +611,7 @@ def run_stack(
         if td is None:
             errors.append(f"stack {p}: no teardown.json within {teardown_wait:.0f}s")
         elif "teardown_s" not in td:
-            console.log(f"[yellow]{p}: teardown.json without teardown_s: {td}")
+            console.log(f"[yellow]{p}: teardown reported no teardown_s: {td}")
     rec = outcomes[RECEIVER]
     if rec.get("status") == "success":
         errors.append(check_count((rec.get("result") or {}).get("intersection_count"), ds, "stack"))
@@ -621,6 +639,16 @@ def _mb(v: Any) -> str:
     return "—" if v is None else f"{v:,.0f} MB"
 
 
+def teardown_text(entry: dict[str, Any] | None) -> str:
+    """teardown_s from teardown.json; if the teardown failed, result → teardown.json marked *."""
+    if not entry:
+        return "—"
+    if entry.get("teardown_s") is not None:
+        return _f(entry["teardown_s"], " s")
+    after = entry.get("teardown_written_after_result_s")
+    return f"[yellow]{_f(after, ' s')} *[/]" if after is not None else "—"
+
+
 def config_table(run: dict[str, Any]) -> Table:
     rows, proto, overlap = run["rows"], run["protocol"], run["overlap"]
     floor = run.get("floor") or {}
@@ -628,11 +656,14 @@ def config_table(run: dict[str, Any]) -> Table:
     fp = floor.get("parties", {})
     sp = stack.get("parties", {})
     ratio = run.get("ratio")
+    td_errors = {e["teardown_error"] for e in sp.values() if e.get("teardown_error")}
     title = f"{proto} · {rows:,} rows per party · {overlap:,} in common"
     caption = (
         f"floor wall {_f(floor.get('wall_s'), ' s')} · stack wall {_f(stack.get('wall_s'), ' s')}"
         f" · ratio stack/floor [bold]{_f(ratio, '×', 1)}[/]"
     )
+    for err in sorted(td_errors):
+        caption += f"\n[yellow]* teardown failed ({err}); shown: result → teardown.json[/]"
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     t.add_column("")
     for p in PARTIES:
@@ -695,7 +726,7 @@ def config_table(run: dict[str, Any]) -> Table:
     row(
         "teardown (after the result)",
         [_f(fl(p, "stop_link_s"), " s") for p in PARTIES],
-        [_f(st(p, "teardown_s"), " s") for p in PARTIES],
+        [teardown_text(sp.get(p)) for p in PARTIES],
     )
     row(
         "peak RSS: process │ driver",
@@ -733,7 +764,20 @@ def config_table(run: dict[str, Any]) -> Table:
 
 
 def summary_table(runs: list[dict[str, Any]]) -> Table:
-    t = Table(title="summary (stack = node stack, floor = bare PSI library)", title_justify="left")
+    t = Table(
+        title="summary (stack = node stack, floor = bare PSI library)",
+        caption=(
+            "* teardown failed: time from the result to teardown.json"
+            if any(
+                e.get("teardown_error")
+                for r in runs
+                for e in ((r.get("stack") or {}).get("parties") or {}).values()
+            )
+            else None
+        ),
+        title_justify="left",
+        caption_justify="left",
+    )
     for name in (
         "rows",
         "protocol",
@@ -760,7 +804,9 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
             vals = [v for v in vals if v is not None]
             return max(vals) if vals else None
 
-        tds = [sp[p].get("teardown_s") for p in sp if sp[p].get("teardown_s") is not None]
+        tds = [sp[p].get("teardown_s") or sp[p].get("teardown_written_after_result_s") for p in sp]
+        tds = [v for v in tds if v is not None]
+        td_err = any(sp[p].get("teardown_error") for p in sp)
         mem = {
             k: " / ".join(
                 _mb((sp.get(p, {}).get("memory_job") or {}).get(k)).removesuffix(" MB")
@@ -782,7 +828,7 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
             _f(mx("cluster_init_s"), " s"),
             _f(mx("device_init_s"), " s"),
             _f(mx("algorithm_s"), " s"),
-            _f(max(tds) if tds else None, " s"),
+            _f(max(tds) if tds else None, " s") + (" *" if td_err else ""),
             mem["driver_mb"] + " MB",
             mem["total_mb"] + " MB",
             frss + " MB",

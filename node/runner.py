@@ -256,6 +256,7 @@ def run_job(
                 "log_path": str(log_path),
             }
         )
+        (job_dir / "pid").write_text(str(proc.pid))
         t_sent = time.monotonic()
         connected = False
         while True:

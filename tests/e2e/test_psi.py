@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from celery.exceptions import TaskRevokedError
 
 from deploy.local.driver import psi_params, read_keys, send, write_csv
 from node.contract import NodeTaskError, StatusEvent, TaskResult, TaskStatus
@@ -202,7 +203,7 @@ def test_task_for_the_other_party_is_refused(federation, datasets):
     assert "self_party is 'alice' but this node is 'bob'" in result["error"]["message"]
 
 
-def test_unknown_peer_and_past_deadline_refused(federation, datasets):
+def test_past_deadline_refused(federation, datasets):
     import datetime as dt
 
     per_party = _params(
@@ -213,6 +214,19 @@ def test_unknown_peer_and_past_deadline_refused(federation, datasets):
         results["alice"].get(timeout=60)
     _assert_refused_before_work(
         federation, "alice", per_party["alice"], info.value.result, "deadline"
+    )
+
+
+def test_party_not_among_allowed_peers_refused(federation, datasets):
+    params = json.loads(
+        json.dumps(_params(federation, "out/never.csv")["alice"]).replace('"bob"', '"mallory"')
+    )
+    assert "mallory" in params["sf_init_config"]["parties"]
+    results = send(federation, {"alice": params})
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    _assert_refused_before_work(
+        federation, "alice", params, info.value.result, "mallory", "allowed peers"
     )
 
 
@@ -244,13 +258,6 @@ def test_peer_with_certificate_from_another_ca_fails_both_sides(federation, data
         federation.stop_worker(bob)
         federation.start_worker(bob)
         federation.wait_workers()
-
-
-def test_workers_keep_running_jobs_after_failures(federation, datasets):
-    out_name = "out/after-failures.csv"
-    outcomes = _outcomes(send(federation, _params(federation, out_name, protocol="RR22")))
-    assert all(s == "success" for s, _ in outcomes.values()), outcomes
-    assert set(read_keys(federation.nodes["alice"].data_root / out_name, "uid")) == datasets
 
 
 def test_health_cli_reports_ok(federation):
@@ -322,3 +329,59 @@ def test_ray_head_status_cli(federation):
             done.stdout
         )
         assert info["processes"] > 1
+
+
+def test_job_process_crash_is_a_named_failure(federation, datasets):
+    import os
+    import signal
+
+    per_party = _params(federation, "out/crash.csv")
+    results = send(federation, per_party)
+    alice_trid = results["alice"].id
+    deadline = time.monotonic() + 120
+    while not any(
+        e.data.stage == "algorithm_running" for e in _events(federation, "alice", alice_trid)
+    ):
+        assert time.monotonic() < deadline, "alice never reached algorithm_running"
+        time.sleep(0.1)
+    pid = int((federation.nodes["alice"].state_dir / "jobs" / alice_trid / "pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(NodeTaskError) as info:
+        results["alice"].get(timeout=60)
+    err = info.value.result["error"]
+    assert err["type"] == "JobProcessCrashed"
+    assert "party alice" in err["message"] and "exited with code -9" in err["message"], err
+    results["bob"].revoke(terminate=True, signal="SIGTERM")
+    with pytest.raises((NodeTaskError, TaskRevokedError)):
+        results["bob"].get(timeout=60)
+    deadline = time.monotonic() + 30
+    while _events(federation, "bob", results["bob"].id)[-1].status != TaskStatus.CANCELLED:
+        assert time.monotonic() < deadline, "bob's task was not cancelled"
+        time.sleep(0.2)
+
+
+def test_workers_keep_running_jobs_after_failures(federation, datasets):
+    out_name = "out/after-failures.csv"
+    outcomes = _outcomes(send(federation, _params(federation, out_name, protocol="RR22")))
+    assert all(s == "success" for s, _ in outcomes.values()), outcomes
+    assert set(read_keys(federation.nodes["alice"].data_root / out_name, "uid")) == datasets
+
+
+def test_send_task_cli_goes_through_the_queue(federation):
+    import os
+
+    bob = federation.nodes["bob"]
+    env = dict(os.environ, **bob.env())
+    for kind, check in (
+        ("hello", lambda v: v["message"] == "hello from bob"),
+        ("health", lambda v: v["party"] == "bob"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "node", "send-task", kind, "--timeout", "60"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert check(json.loads(done.stdout)), done.stdout
