@@ -62,8 +62,9 @@ def _fill_ssl(opts: dict, ssl_opts) -> None:
             setattr(ssl_opts.verify, name, value)
 
 
-def create_link(parties: list[str], addresses: list[str], rank: int, certs: Path):
-    """SPURuntime.__init__: Desc + add_party + _fill_link_desc_attrs + create_brpc."""
+def create_link(parties: list[str], addresses: list[str], rank: int, certs: Path | None):
+    """SPURuntime.__init__: Desc + add_party + _fill_link_desc_attrs + create_brpc.
+    certs=None: no TLS (diagnosis only; the node always uses mTLS)."""
     import spu.libspu.link as spu_link
 
     desc = spu_link.Desc()
@@ -71,10 +72,11 @@ def create_link(parties: list[str], addresses: list[str], rank: int, certs: Path
         desc.add_party(party, address)
     for name, value in LINK_DESC.items():
         setattr(desc, name, value)
-    opts = tls_opts(certs, parties[rank])
-    _fill_ssl(opts["server_ssl_opts"], desc.server_ssl_opts)
-    _fill_ssl(opts["client_ssl_opts"], desc.client_ssl_opts)
-    desc.enable_ssl = True
+    if certs is not None:
+        opts = tls_opts(certs, parties[rank])
+        _fill_ssl(opts["server_ssl_opts"], desc.server_ssl_opts)
+        _fill_ssl(opts["client_ssl_opts"], desc.client_ssl_opts)
+        desc.enable_ssl = True
     return spu_link.create_brpc(desc, rank)
 
 
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="RR22", help="RR22 | ECDH | KKRT (or PROTOCOL_…)")
     ap.add_argument("--receiver", default="alice")
     ap.add_argument("--report", type=Path, required=True, help="write the JSON report here")
+    ap.add_argument(
+        "--no-tls", action="store_true", help="plain brpc link (diagnosis only; ignores --certs)"
+    )
     args = ap.parse_args(argv)
 
     parties = args.parties.split(",")
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     import spu.psi
 
     t1 = time.perf_counter()
-    link = create_link(parties, addresses, args.rank, args.certs)
+    link = create_link(parties, addresses, args.rank, None if args.no_tls else args.certs)
     t2 = time.perf_counter()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     config = psi_config(
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "party": party,
         "rank": args.rank,
         "protocol": protocol,
+        "tls": not args.no_tls,
         "original_count": int(report.original_count),
         "intersection_count": int(report.intersection_count),
         "pre_main_s": None,  # filled by the parent (its wall minus total_s)

@@ -251,12 +251,13 @@ def run_floor(
             if any(proc.returncode not in (None, 0) for proc in procs.values()):
                 break  # one side failed: do not wait for the other to time out its link
             time.sleep(0.01)
-        for p, proc in procs.items():
-            if proc.returncode not in (None, 0) or not reports[p].exists():
-                raise FloorError(
-                    f"floor process {p} exited with code {proc.returncode}; "
-                    f"log {logs[p]}:\n{_log_tail(logs[p])}"
-                )
+        failed = [p for p, proc in procs.items() if proc.returncode not in (None, 0)]
+        failed += [p for p in procs if p not in failed and not reports[p].exists()]
+        if failed:
+            p = failed[0]
+            rc = procs[p].returncode
+            how = f"exited with code {rc}" if rc is not None else "was stopped (peer failed)"
+            raise FloorError(f"floor process {p} {how}; log {logs[p]}:\n{_log_tail(logs[p])}")
     finally:
         for proc in procs.values():
             _kill(proc)

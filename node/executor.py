@@ -49,10 +49,8 @@ def execute(
 
     def teardown() -> float:
         s = time.perf_counter()
-        try:
-            devices.destroy_devices(devs)
-        finally:
-            cluster.shutdown_cluster()
+        devices.destroy_devices(devs)
+        cluster.shutdown_cluster()
         return time.perf_counter() - s
 
     result = {

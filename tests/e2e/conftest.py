@@ -3,6 +3,9 @@ Celery worker, certificates, data root — torn down even when a test fails."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from deploy.local.federation import LocalFederation
@@ -10,10 +13,16 @@ from deploy.local.federation import LocalFederation
 START_TIMEOUT_S = "45"
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
 @pytest.fixture(scope="package")
-def federation(tmp_path_factory):
+def federation():
+    """Kept under test-artifacts/e2e-federation (git-ignored) so job logs survive a failed run."""
+    base = ARTIFACTS / "e2e-federation"
+    shutil.rmtree(base, ignore_errors=True)
     fed = LocalFederation(
-        tmp_path_factory.mktemp("fed"),
+        base,
         ["alice", "bob"],
         node_env={"NODE_START_TIMEOUT_S": START_TIMEOUT_S},
         log=lambda m: print(f"[federation] {m}"),

@@ -66,6 +66,23 @@ def _events(federation, party, trid) -> list[StatusEvent]:
     return read_events(federation.nodes[party].redis(), trid)
 
 
+def _logs(federation, per_party: dict, lines: int = 25) -> str:
+    """The tail of every party's job log, for failure messages."""
+    from node.runner import log_tail
+
+    out = []
+    for party, params in per_party.items():
+        path = (
+            federation.nodes[party].state_dir
+            / "jobs"
+            / f"{params['execution_id']}.{party}"
+            / "job.log"
+        )
+        out.append(f"--- {party} job log ({path}) ---")
+        out.extend(log_tail(path, lines))
+    return "\n".join(out)
+
+
 def _assert_success_stream(events: list[StatusEvent]) -> None:
     statuses = [e.status for e in events]
     assert statuses[0] == TaskStatus.RECEIVED, statuses
@@ -92,7 +109,9 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     per_party = _params(federation, out_name, protocol=protocol)
     outcomes = _outcomes(send(federation, per_party))
     for party, (status, result) in outcomes.items():
-        assert status == "success", f"{party}: {result.get('error')}"
+        assert status == "success", (
+            f"{party}: {result.get('error')}\n{_logs(federation, per_party)}"
+        )
         TaskResult.model_validate(result)
         assert result["task_metadata"]["party"] == party
         assert result["task_metadata"]["execution_id"] == per_party[party]["execution_id"]
