@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -73,8 +74,13 @@ what is measured
                         result is returned, so it is shown apart and is not in the wall.
              queue+handoff  wall − performance_metrics.total_s: Celery delivery, preflight,
                         handing the job to the pre-started job process, returning the result.
-             cluster / device / algorithm: the result's performance_metrics.
-             teardown   teardown_s from <state_dir>/jobs/<execution_id>.<party>/teardown.json.
+             cluster / device / algorithm: the result's performance_metrics. sf.SPU only
+                        creates its actors asynchronously, so the SPU actors' start-up (a Ray
+                        worker importing secretflow) and their brpc link connect are counted
+                        in "algorithm", not in "device init".
+             teardown   teardown_s from <state_dir>/jobs/<execution_id>.<party>/teardown.json;
+                        if the job process reported a teardown error instead, the time from
+                        the result to teardown.json is shown, marked *.
              memory     sampled every --sample-interval s from send until both teardowns are
                         written: the party's Ray head session (every process whose session id
                         is the head's pid) ∪ the Celery worker's process tree (incl. the job
@@ -90,7 +96,9 @@ what is measured
 order        All floor runs first (nothing else of ours running), then the federation is
              started, one small warm-up job runs (so each party's spare job process is in
              place), and the measured jobs follow; before each one the script waits until
-             each party has exactly one idle spare job process and our processes are quiet.
+             each party has exactly one spare job process that is waiting for its job (its
+             main thread blocked in read(0) per /proc/<pid>/syscall) and our processes are
+             quiet (< 0.25 CPU-s/s). A failed run is retried (--retries).
 data         Per size: alice holds keys 0..rows-1, bob rows-overlap..2·rows-overlap-1, as
              12-digit strings, shuffled; cached in <workdir>/data. Each run reads a fresh copy
              (the PSI library writes a <input>.meta cache next to its input).
@@ -458,9 +466,9 @@ def wait_settled(view: ProcessView, timeout: float, min_spare_age: float = 5.0) 
                 reasons.append(f"{party}: spare vanished")
                 continue
             if age < min_spare_age:
-                reasons.append(f"{party}: spare {age:.0f}s old")
+                reasons.append(f"{party}: spare just started")
             elif spare_waiting(proc.pid) is False:
-                reasons.append(f"{party}: spare still starting ({age:.0f}s old)")
+                reasons.append(f"{party}: spare still importing secretflow")
         if not reasons:
             procs = {
                 pid: pr
@@ -484,6 +492,17 @@ def wait_settled(view: ProcessView, timeout: float, min_spare_age: float = 5.0) 
             console.log(f"  waiting: {msg}")
             last = msg
         time.sleep(0.5)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short(message: Any, limit: int = 400) -> str:
+    """One readable line of an error message: ANSI codes gone, the last lines kept."""
+    text = _ANSI.sub("", str(message or ""))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"^"}]
+    text = " | ".join(lines[-3:]) if len(lines) > 3 else " | ".join(lines)
+    return text if len(text) <= limit else "…" + text[-limit:]
 
 
 def _events(fed, party: str, trid: str) -> list:
@@ -553,11 +572,13 @@ def run_stack(
                         "error": {"type": type(exc).__name__, "message": str(exc)},
                     }
                 )
+        # teardown.json is written after a successful job only (node/runner.py)
+        succeeded = [p for p in PARTIES if outcomes[p].get("status") == "success"]
         teardown: dict[str, dict] = {}
         teardown_at: dict[str, float] = {}
         end = time.perf_counter() + teardown_wait
-        while len(teardown) < len(PARTIES) and time.perf_counter() < end:
-            for p in PARTIES:
+        while len(teardown) < len(succeeded) and time.perf_counter() < end:
+            for p in succeeded:
                 f = fed.nodes[p].state_dir / "jobs" / f"{exe}.{p}" / "teardown.json"
                 if p not in teardown and f.exists():
                     with contextlib.suppress(ValueError, OSError):
@@ -572,7 +593,9 @@ def run_stack(
         "execution_id": exe,
         "wall_s": round(t_results - t0, 3),
         "sampler_cpu_s": round(sampler.cpu_s, 3),
+        "failed": len(succeeded) < len(PARTIES),
         "parties": {},
+        "warnings": [],
     }
     errors = []
     for p in PARTIES:
@@ -608,11 +631,11 @@ def run_stack(
         out["parties"][p] = entry
         if res.get("status") != "success":
             err = res.get("error") or {}
-            errors.append(f"stack {p}: {err.get('type')}: {err.get('message')}")
-        if td is None:
-            errors.append(f"stack {p}: no teardown.json within {teardown_wait:.0f}s")
+            errors.append(f"stack {p}: {err.get('type')}: {short(err.get('message'))}")
+        elif td is None:
+            out["warnings"].append(f"{p}: no teardown.json within {teardown_wait:.0f}s")
         elif "teardown_s" not in td:
-            console.log(f"[yellow]{p}: teardown reported no teardown_s: {td}")
+            out["warnings"].append(f"{p}: teardown reported no teardown_s: {td}")
     rec = outcomes[RECEIVER]
     if rec.get("status") == "success":
         errors.append(check_count((rec.get("result") or {}).get("intersection_count"), ds, "stack"))
@@ -655,16 +678,27 @@ def config_table(run: dict[str, Any]) -> Table:
     floor = run.get("floor") or {}
     stack = run.get("stack") or {}
     fp = floor.get("parties", {})
-    sp = stack.get("parties", {})
+    stack_failed = bool(stack.get("failed"))
+    sp = {} if stack_failed else stack.get("parties", {})
     ratio = run.get("ratio")
     td_errors = {e["teardown_error"] for e in sp.values() if e.get("teardown_error")}
     title = f"{proto} · {rows:,} rows per party · {overlap:,} in common"
+    stack_wall = "[red]failed[/]" if stack_failed else _f(stack.get("wall_s"), " s")
+    floor_wall = "[red]failed[/]" if run.get("floor_failed_attempts") and not floor else None
     caption = (
-        f"floor wall {_f(floor.get('wall_s'), ' s')} · stack wall {_f(stack.get('wall_s'), ' s')}"
+        f"floor wall {floor_wall or _f(floor.get('wall_s'), ' s')} · stack wall {stack_wall}"
         f" · ratio stack/floor [bold]{_f(ratio, '×', 1)}[/]"
     )
+    for side in ("floor", "stack"):
+        failed = run.get(f"{side}_failed_attempts") or []
+        if failed:
+            caption += f"\n[yellow]{side}: {len(failed)} failed attempt(s) before this one[/]"
+            if not run.get(side) or (run.get(side) or {}).get("failed"):
+                caption = caption.replace("before this one", "(no successful run)")
     for err in sorted(td_errors):
         caption += f"\n[yellow]* teardown failed ({err}); shown: result → teardown.json[/]"
+    for e in run.get("errors") or []:
+        caption += f"\n[red]{short(e, 300)}[/]"
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     t.add_column("")
     for p in PARTIES:
@@ -798,7 +832,7 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
     for run in runs:
         floor = run.get("floor") or {}
         stack = run.get("stack") or {}
-        sp = stack.get("parties", {})
+        sp = {} if stack.get("failed") else stack.get("parties", {})
 
         def mx(key: str, sp=sp) -> Any:
             vals = [(sp[p].get("performance_metrics") or {}).get(key) for p in sp]
@@ -823,8 +857,10 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
         t.add_row(
             f"{run['rows']:,}",
             run["protocol"],
-            _f(floor.get("wall_s"), " s"),
-            _f(stack.get("wall_s"), " s"),
+            "[red]failed[/]"
+            if run.get("floor_failed_attempts") and not floor
+            else _f(floor.get("wall_s"), " s"),
+            "[red]failed[/]" if stack.get("failed") else _f(stack.get("wall_s"), " s"),
             _f(run.get("ratio"), "×", 1),
             _f(mx("cluster_init_s"), " s"),
             _f(mx("device_init_s"), " s"),
@@ -943,6 +979,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rows per party of the unmeasured warm-up job (default: %(default)s)",
     )
     ap.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help=(
+            "re-run a floor run or stack job that failed (crash, timeout — e.g. the PSI "
+            "library's intermittent ECDH hang, which ends after recv_timeout_ms = 120 s) up to "
+            "this many times; failed attempts are listed in the JSON. A wrong intersection is "
+            "never retried (default: %(default)s)"
+        ),
+    )
+    ap.add_argument(
         "--results-dir",
         type=Path,
         default=RESULTS_DIR,
@@ -1043,27 +1090,37 @@ def main(argv: list[str] | None = None) -> int:
             for rows, proto in configs:
                 run = runs[(rows, proto)]
                 label = f"floor {proto} {rows:,} rows"
-                with console.status(f"{label}: two processes, brpc link with mTLS + spu.psi.psi"):
-                    run["loadavg_before_floor"] = [round(x, 2) for x in os.getloadavg()]
-                    try:
-                        run["floor"] = run_floor(
-                            data[rows],
-                            proto,
-                            rundir / "floor" / f"{proto}-{rows}",
-                            certs,
-                            alloc,
-                            args.timeout,
-                            live,
-                        )
-                    except FloorError as exc:
-                        run["errors"].append(f"floor: {exc}")
-                        console.log(f"[red]{label} failed: {exc}")
-                        continue
+                run["floor_failed_attempts"] = []
+                for attempt in range(1, args.retries + 2):
+                    what = f"{label}{f' (attempt {attempt})' if attempt > 1 else ''}"
+                    with console.status(
+                        f"{what}: two processes, brpc link with mTLS + spu.psi.psi"
+                    ):
+                        run["loadavg_before_floor"] = [round(x, 2) for x in os.getloadavg()]
+                        try:
+                            run["floor"] = run_floor(
+                                data[rows],
+                                proto,
+                                rundir / "floor" / f"{proto}-{rows}-{attempt}",
+                                certs,
+                                alloc,
+                                args.timeout,
+                                live,
+                            )
+                            break
+                        except FloorError as exc:
+                            msg = short(exc, 600)
+                            run["floor_failed_attempts"].append(msg)
+                            retry = "; retrying" if attempt <= args.retries else ""
+                            console.log(f"[yellow]{what} failed: {msg}{retry}")
+                if "floor" not in run:
+                    run["errors"].append(f"floor failed: {run['floor_failed_attempts'][-1]}")
+                    continue
                 run["errors"] += run["floor"]["errors"]
                 fp = run["floor"]["parties"]
                 console.log(
                     f"{label}: wall {run['floor']['wall_s']:.2f}s (link "
-                    f"{fp['alice']['link_s']:.2f}s, psi {fp['alice']['psi_s']:.2f}s), "
+                    f"{fp[RECEIVER]['link_s']:.2f}s, psi {fp[RECEIVER]['psi_s']:.2f}s), "
                     f"intersection {fp[RECEIVER]['intersection_count']:,}"
                 )
                 for e in run["floor"]["errors"]:
@@ -1098,39 +1155,59 @@ def main(argv: list[str] | None = None) -> int:
                     teardown_wait=args.teardown_wait,
                     interval=args.sample_interval,
                 )
+            report["warmup"] = w
             if w["errors"]:
                 raise StackError("warm-up job failed: " + "; ".join(w["errors"]))
             console.log(f"warm-up job done: wall {w['wall_s']:.2f}s")
-            report["warmup"] = w
 
             for rows, proto in configs:
                 run = runs[(rows, proto)]
                 label = f"stack {proto} {rows:,} rows"
-                with console.status(f"{label}: waiting for spare job processes / quiet"):
-                    run["settle_s"] = round(wait_settled(view, args.settle_timeout), 1)
-                with console.status(
-                    f"{label}: job through both queues (Ray production mode, mTLS)"
-                ):
-                    run["loadavg_before_stack"] = [round(x, 2) for x in os.getloadavg()]
-                    run["stack"] = run_stack(
-                        fed,
-                        data[rows],
-                        proto,
-                        f"{proto}-{rows}",
-                        view,
-                        timeout=args.timeout,
-                        teardown_wait=args.teardown_wait,
-                        interval=args.sample_interval,
+                run["stack_failed_attempts"] = []
+                for attempt in range(1, args.retries + 2):
+                    what = f"{label}{f' (attempt {attempt})' if attempt > 1 else ''}"
+                    with console.status(f"{what}: waiting for the spare job processes / quiet"):
+                        run["settle_s"] = round(wait_settled(view, args.settle_timeout), 1)
+                    with console.status(
+                        f"{what}: job through both queues (Ray production mode, mTLS)"
+                    ):
+                        run["loadavg_before_stack"] = [round(x, 2) for x in os.getloadavg()]
+                        st = run_stack(
+                            fed,
+                            data[rows],
+                            proto,
+                            f"{proto}-{rows}-{attempt}",
+                            view,
+                            timeout=args.timeout,
+                            teardown_wait=args.teardown_wait,
+                            interval=args.sample_interval,
+                        )
+                    if not st["failed"]:
+                        break
+                    run["stack_failed_attempts"].append(st)
+                    retry = "; retrying" if attempt <= args.retries else ""
+                    console.log(
+                        f"[yellow]{what} failed after {st['wall_s']:.0f}s: "
+                        f"{'; '.join(st['errors'])}{retry}"
                     )
-                st = run["stack"]
+                run["stack"] = st
+                for w_ in st["warnings"]:
+                    console.log(f"[yellow]{label}: {w_}")
+                if st["failed"]:
+                    run["errors"].append(f"stack failed: {'; '.join(st['errors'])}")
+                    console.print(config_table(run))
+                    continue
                 run["errors"] += st["errors"]
-                if run.get("floor") and st.get("wall_s"):
+                if run.get("floor"):
                     run["ratio"] = round(st["wall_s"] / run["floor"]["wall_s"], 2)
                 m = st["parties"][RECEIVER]["performance_metrics"]
+                got = (st["parties"][RECEIVER].get("result") or {}).get("intersection_count")
                 console.log(
                     f"{label}: wall {st['wall_s']:.2f}s (cluster {m.get('cluster_init_s')}s, "
                     f"devices {m.get('device_init_s')}s, algorithm {m.get('algorithm_s')}s), "
-                    f"intersection {(st['parties'][RECEIVER].get('result') or {}).get('intersection_count')}"
+                    f"intersection {got:,}"
+                    if isinstance(got, int)
+                    else f"{label}: wall {st['wall_s']:.2f}s, intersection {got}"
                 )
                 for e in st["errors"]:
                     console.log(f"[red bold]CHECK FAILED: {e}")

@@ -110,10 +110,16 @@ class PartyNode:
         return client_app(self.broker_url, self.broker_url, self.redis_ca_file)
 
     def job_ports(self) -> tuple[int, int]:
-        """A fresh (fed, spu) port pair for the next job (SPU ports are not reusable)."""
-        i = self._next_job_port
-        self._next_job_port = (i + 1) % len(self.fed_ports)
-        return self.fed_ports[i], self.spu_ports[i]
+        """A fresh (fed, spu) port pair for the next job (SPU ports are not reusable):
+        round-robin through this party's ranges, skipping ports that are busy right now."""
+        from deploy.local.ports import port_free
+
+        for _ in range(len(self.fed_ports)):
+            i = self._next_job_port
+            self._next_job_port = (i + 1) % len(self.fed_ports)
+            if port_free(self.fed_ports[i]) and port_free(self.spu_ports[i]):
+                return self.fed_ports[i], self.spu_ports[i]
+        raise RuntimeError(f"{self.name}: every job port is busy")
 
 
 def _redis_conf(node: PartyNode) -> str:

@@ -16,10 +16,29 @@ def port_free(port: int, host: str = "0.0.0.0") -> bool:
     return True
 
 
-class PortAllocator:
-    """Hands out ports not handed out before and free right now, from [low, high)."""
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (never hand those out)."""
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
-    def __init__(self, low: int = 20000, high: int = 60000, seed: int | None = None) -> None:
+
+class PortAllocator:
+    """Hands out ports not handed out before and free right now, from [low, high).
+
+    The default range stays below the kernel's ephemeral range: a port from that range can be
+    taken at any moment by some process's outgoing connection, between our check and the bind.
+    """
+
+    def __init__(self, low: int = 10000, high: int | None = None, seed: int | None = None) -> None:
+        eph_low, _ = ephemeral_range()
+        high = high if high is not None else min(eph_low, 32768)
+        if high - low < 2000:
+            raise RuntimeError(
+                f"port range {low}-{high} too small (ephemeral ports start at {eph_low})"
+            )
         self.low, self.high = low, high
         self.taken: set[int] = set()
         self.rng = random.Random(seed)

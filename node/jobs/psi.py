@@ -73,17 +73,31 @@ def run(
     # (RayFed runs an actor's call only at the actor's own party).
     inputs = {p: prepared["input_path"] if p == party else "" for p in parties}
     outputs = {p: prepared["output_path"] if p == party else "" for p in parties}
-    reports = spu.psi(
-        keys=prepared["keys"],
-        input_path=inputs,
-        output_path=outputs,
-        receiver=prepared["receiver"],
-        broadcast_result=prepared["broadcast_result"],
-        table_keys_duplicated={p: prepared["table_keys_duplicated"] for p in parties},
-        protocol=prepared["protocol"],
-        disable_alignment=not prepared["sort"],
-    )
-    own = next(r for r in reports if r["party"] == party)
+    import secretflow.distributed as sfd
+
+    # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
+    # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
+    # behind a wait for the peer's report (which we do not need).
+    refs = {
+        p: actor.psi.remote(
+            prepared["keys"][p],
+            inputs[p],
+            outputs[p],
+            prepared["receiver"],
+            prepared["table_keys_duplicated"],
+            "NULL",  # output_csv_na_rep
+            prepared["broadcast_result"],
+            prepared["protocol"],
+            "CURVE_FOURQ",  # ecdh_curve
+            "ADVANCED_JOIN_TYPE_INNER_JOIN",
+            "ROLE_RECEIVER",  # left_side
+            True,  # skip_duplicates_check
+            not prepared["sort"],  # disable_alignment
+            False,  # check_hash_digest
+        )
+        for p, actor in spu.actors.items()
+    }
+    own = sfd.get(refs[party])
     writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
     count = int(own["intersection_count"])
     return {
