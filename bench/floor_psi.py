@@ -158,7 +158,22 @@ def main(argv: list[str] | None = None) -> int:
         input_path=str(args.input),
         output_path=str(args.output),
     )
-    report = spu.psi.psi(config, link)
+    if protocol == "PROTOCOL_ECDH":
+        # as node/jobs/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
+        legacy = spu.psi.BucketPsiConfig(
+            psi_type=spu.psi.PsiType.Value("ECDH_PSI_2PC"),
+            broadcast_result=False,
+            receiver_rank=parties.index(args.receiver),
+            input_params=spu.psi.InputParams(
+                path=str(args.input), select_fields=[args.key], precheck=False
+            ),
+            output_params=spu.psi.OutputParams(path=str(args.output), need_sort=True),
+            curve_type="CURVE_FOURQ",
+            bucket_size=1 << 20,
+        )
+        report = spu.psi.bucket_psi(link, legacy)
+    else:
+        report = spu.psi.psi(config, link)
     t3 = time.perf_counter()
     link.stop_link()
     t4 = time.perf_counter()

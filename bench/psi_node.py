@@ -90,8 +90,10 @@ what is measured
                         per process that maps them.
   ratio      stack wall / floor wall.
   check      the receiver's intersection_count and its output file must hold exactly the
-             overlapping keys (both (a) and (b)); a mismatch is printed in red and the exit
-             status is 1.
+             overlapping keys (both (a) and (b)); a mismatch is printed in red (CHECK FAILED,
+             summary "MISMATCH").
+exit status  0 all ok · 1 a wrong intersection · 2 aborted (e.g. the federation did not
+             start) · 3 some run failed on every attempt · 130 interrupted.
 
 order        All floor runs first (nothing else of ours running), then the federation is
              started, one small warm-up job runs (so each party's spare job process is in
@@ -178,12 +180,22 @@ class FloorError(RuntimeError):
     pass
 
 
-def _log_tail(path: Path, n: int = 15) -> str:
+_ERROR_LINE = re.compile(r"\[error\]|Error|Exception|timeout", re.IGNORECASE)
+
+
+def _log_error(path: Path) -> str:
+    """The last error lines of a floor process's log (its tail if none)."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
     except OSError:
         return ""
-    return "\n".join(lines[-n:])
+    hits = [ln for ln in lines if _ERROR_LINE.search(ln) and "Traceback" not in ln]
+    if not hits:
+        return " | ".join(lines[-3:])
+    first = next((ln for ln in hits if "[error]" in ln), None)  # the library's own report
+    picked = [first] if first else []
+    picked += [ln for ln in hits[-2:] if ln not in picked]
+    return " | ".join(picked)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -265,7 +277,7 @@ def run_floor(
             p = failed[0]
             rc = procs[p].returncode
             how = f"exited with code {rc}" if rc is not None else "was stopped (peer failed)"
-            raise FloorError(f"floor process {p} {how}; log {logs[p]}:\n{_log_tail(logs[p])}")
+            raise FloorError(f"floor process {p} {how}: {_log_error(logs[p])}")
     finally:
         for proc in procs.values():
             _kill(proc)
@@ -698,7 +710,9 @@ def config_table(run: dict[str, Any]) -> Table:
     for err in sorted(td_errors):
         caption += f"\n[yellow]* teardown failed ({err}); shown: result → teardown.json[/]"
     for e in run.get("errors") or []:
-        caption += f"\n[red]{short(e, 300)}[/]"
+        caption += f"\n[red]CHECK FAILED: {short(e, 300)}[/]"
+    for e in run.get("failures") or []:
+        caption += f"\n[yellow]run failed: {short(e, 300)}[/]"
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     t.add_column("")
     for p in PARTIES:
@@ -800,7 +814,10 @@ def config_table(run: dict[str, Any]) -> Table:
 
 def summary_table(runs: list[dict[str, Any]]) -> Table:
     t = Table(
-        title="summary (stack = node stack, floor = bare PSI library)",
+        title=(
+            "summary: floor = bare PSI library, stack = node stack; cluster/devices/algorithm/"
+            "teardown = slower party; MB = peak RSS alice/bob"
+        ),
         caption=(
             "* teardown failed: time from the result to teardown.json"
             if any(
@@ -819,16 +836,16 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
         "floor wall",
         "stack wall",
         "ratio",
-        "cluster init",
-        "device init",
+        "cluster",
+        "devices",
         "algorithm",
         "teardown",
-        "driver peak a/b",
-        "party peak a/b",
-        "floor RSS a/b",
+        "driver MB a/b",
+        "party MB a/b",
+        "floor MB a/b",
         "check",
     ):
-        t.add_column(name, justify="right")
+        t.add_column(name, justify="right", no_wrap=True)
     for run in runs:
         floor = run.get("floor") or {}
         stack = run.get("stack") or {}
@@ -853,7 +870,13 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
             _mb(floor.get("parties", {}).get(p, {}).get("maxrss_mb")).removesuffix(" MB")
             for p in PARTIES
         )
-        ok = "[green]ok[/]" if not run.get("errors") else "[red]FAILED[/]"
+        ok = (
+            "[red]MISMATCH[/]"
+            if run.get("errors")
+            else "[yellow]run failed[/]"
+            if run.get("failures")
+            else "[green]ok[/]"
+        )
         t.add_row(
             f"{run['rows']:,}",
             run["protocol"],
@@ -866,9 +889,9 @@ def summary_table(runs: list[dict[str, Any]]) -> Table:
             _f(mx("device_init_s"), " s"),
             _f(mx("algorithm_s"), " s"),
             _f(max(tds) if tds else None, " s") + (" *" if td_err else ""),
-            mem["driver_mb"] + " MB",
-            mem["total_mb"] + " MB",
-            frss + " MB",
+            mem["driver_mb"],
+            mem["total_mb"],
+            frss,
             ok,
         )
     return t
@@ -981,7 +1004,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--retries",
         type=int,
-        default=1,
+        default=2,
         help=(
             "re-run a floor run or stack job that failed (crash, timeout — e.g. the PSI "
             "library's intermittent ECDH hang, which ends after recv_timeout_ms = 120 s) up to "
@@ -1079,7 +1102,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 "protocol": proto,
                 "overlap": data[rows].overlap,
-                "errors": [],
+                "errors": [],  # wrong results
+                "failures": [],  # runs that did not finish
             }
 
         # ---- (a) floor ------------------------------------------------------------------
@@ -1114,7 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
                             retry = "; retrying" if attempt <= args.retries else ""
                             console.log(f"[yellow]{what} failed: {msg}{retry}")
                 if "floor" not in run:
-                    run["errors"].append(f"floor failed: {run['floor_failed_attempts'][-1]}")
+                    run["failures"].append(f"floor: {run['floor_failed_attempts'][-1]}")
                     continue
                 run["errors"] += run["floor"]["errors"]
                 fp = run["floor"]["parties"]
@@ -1194,7 +1218,7 @@ def main(argv: list[str] | None = None) -> int:
                 for w_ in st["warnings"]:
                     console.log(f"[yellow]{label}: {w_}")
                 if st["failed"]:
-                    run["errors"].append(f"stack failed: {'; '.join(st['errors'])}")
+                    run["failures"].append(f"stack: {'; '.join(st['errors'])}")
                     console.print(config_table(run))
                     continue
                 run["errors"] += st["errors"]
@@ -1245,11 +1269,16 @@ def main(argv: list[str] | None = None) -> int:
             console.print(config_table(run))
     if report["runs"]:
         console.print(summary_table(report["runs"]))
-    failed = [(r["rows"], r["protocol"], e) for r in report["runs"] for e in r["errors"]]
-    for rows, proto, e in failed:
+    wrong = [(r["rows"], r["protocol"], e) for r in report["runs"] for e in r["errors"]]
+    broken = [(r["rows"], r["protocol"], e) for r in report["runs"] for e in r["failures"]]
+    for rows, proto, e in broken:
+        console.print(f"[yellow bold]RUN FAILED[/] {proto} {rows:,}: {short(e, 600)}")
+    for rows, proto, e in wrong:
         console.print(f"[red bold]CHECK FAILED[/] {proto} {rows:,}: {e}")
-    if failed and exit_code == 0:
+    if wrong and exit_code == 0:
         exit_code = 1
+    elif broken and exit_code == 0:
+        exit_code = 3
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"psi_node-{stamp}.json"
     out.write_text(json.dumps(report, indent=2, default=str))

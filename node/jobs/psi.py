@@ -78,25 +78,45 @@ def run(
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
     # behind a wait for the peer's report (which we do not need).
-    refs = {
-        p: actor.psi.remote(
-            prepared["keys"][p],
-            inputs[p],
-            outputs[p],
-            prepared["receiver"],
-            prepared["table_keys_duplicated"],
-            "NULL",  # output_csv_na_rep
-            prepared["broadcast_result"],
-            prepared["protocol"],
-            "CURVE_FOURQ",  # ecdh_curve
-            "ADVANCED_JOIN_TYPE_INNER_JOIN",
-            "ROLE_RECEIVER",  # left_side
-            True,  # skip_duplicates_check
-            not prepared["sort"],  # disable_alignment
-            False,  # check_hash_digest
-        )
-        for p, actor in spu.actors.items()
-    }
+    if prepared["protocol"] == "PROTOCOL_ECDH":
+        # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
+        # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
+        # PSI runs the same ECDH core without that race.
+        refs = {
+            p: actor.psi_csv.remote(
+                prepared["keys"][p],
+                inputs[p],
+                outputs[p],
+                prepared["receiver"],
+                "ECDH_PSI_2PC",
+                False,  # precheck_input (keys are declared unique, as for v2)
+                prepared["sort"],
+                prepared["broadcast_result"],
+                1 << 20,  # bucket_size
+                "CURVE_FOURQ",
+            )
+            for p, actor in spu.actors.items()
+        }
+    else:
+        refs = {
+            p: actor.psi.remote(
+                prepared["keys"][p],
+                inputs[p],
+                outputs[p],
+                prepared["receiver"],
+                prepared["table_keys_duplicated"],
+                "NULL",  # output_csv_na_rep
+                prepared["broadcast_result"],
+                prepared["protocol"],
+                "CURVE_FOURQ",  # ecdh_curve
+                "ADVANCED_JOIN_TYPE_INNER_JOIN",
+                "ROLE_RECEIVER",  # left_side
+                True,  # skip_duplicates_check
+                not prepared["sort"],  # disable_alignment
+                False,  # check_hash_digest
+            )
+            for p, actor in spu.actors.items()
+        }
     own = sfd.get(refs[party])
     writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
     count = int(own["intersection_count"])
