@@ -23,7 +23,9 @@ from node.contract import (
     ErrorInfo,
     NodeTaskError,
     Stage,
+    TaskMetadata,
     TaskParams,
+    TaskResult,
     TaskStatus,
     utcnow,
 )
@@ -72,41 +74,26 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
     return job.prepare(params, settings)
 
 
-def _ids_from_raw(task_request_id: str, raw: Any, party: str) -> dict[str, str]:
+def _ids_from_raw(task_request_id: str, raw: Any) -> dict[str, str]:
+    """Best-effort ids and task type of a task whose params may not even validate."""
     raw = raw if isinstance(raw, dict) else {}
+    task_config = raw.get("task_config") if isinstance(raw.get("task_config"), dict) else {}
     return {
         "task_id": str(raw.get("task_id") or "unknown"),
         "subtask_id": str(raw.get("subtask_id") or "unknown"),
         "execution_id": str(
             raw.get("execution_id") or task_request_id.rpartition(".")[0] or "unknown"
         ),
+        "task_type": str(task_config.get("task_type") or "unknown"),
     }
 
 
-def _error_result(
-    ids: dict, party: str, task_type: str, started: dt.datetime, err: ErrorInfo, metrics=None
-):
-    return {
-        "status": "error",
-        "result": {},
-        "error": err.model_dump(),
-        "performance_metrics": metrics
-        or {
-            "cluster_init_s": 0.0,
-            "device_init_s": 0.0,
-            "algorithm_s": 0.0,
-            "teardown_s": 0.0,
-            "total_s": 0.0,
-        },
-        "task_metadata": {
-            **ids,
-            "party": party,
-            "task_type": task_type,
-            "started_at": started.isoformat(),
-            "completed_at": utcnow().isoformat(),
-            "devices_used": [],
-        },
-    }
+def _error_result(ids: dict[str, str], party: str, started: dt.datetime, err: ErrorInfo) -> dict:
+    return TaskResult(
+        status="error",
+        error=err,
+        task_metadata=TaskMetadata(**ids, party=party, started_at=started, completed_at=utcnow()),
+    ).model_dump(mode="json")
 
 
 @app.task(name=TASK_EXECUTE, bind=True)
@@ -114,25 +101,22 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     settings = get_settings()
     client = redis_client(settings)
     started = utcnow()
-    ids = _ids_from_raw(task_request_id, task_params, settings.party)
-    task_type = (
-        str((task_params or {}).get("task_config", {}).get("task_type", "unknown"))
-        if isinstance(task_params, dict)
-        else "unknown"
-    )
+    ids = _ids_from_raw(task_request_id, task_params)
     notifier = StatusNotifier(
         client,
         task_request_id=task_request_id,
         party=settings.party,
         task_name=TASK_EXECUTE,
         worker=f"{settings.worker_name}/{socket.gethostname()}",
-        **ids,
+        task_id=ids["task_id"],
+        subtask_id=ids["subtask_id"],
+        execution_id=ids["execution_id"],
     )
     notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
 
     def refuse(kind: str, message: str):
         err = ErrorInfo(type=kind, message=f"party {settings.party} refused the task: {message}")
-        result = _error_result(ids, settings.party, task_type, started, err)
+        result = _error_result(ids, settings.party, started, err)
         notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
         raise NodeTaskError(err.message, result)
 
@@ -186,7 +170,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         return result
     err = outcome.error
     err = ErrorInfo(type=err.type, message=f"party {settings.party}: {err.message}")
-    result = _error_result(ids, settings.party, params.task_type, started, err)
+    result = _error_result(ids, settings.party, started, err)
     if outcome.status == "cancelled":
         notifier.emit(TaskStatus.CANCELLED, Stage.TASK_FINISHED, error=err)
     else:

@@ -222,6 +222,22 @@ def test_task_for_the_other_party_is_refused(federation, datasets):
     assert "self_party is 'alice' but this node is 'bob'" in result["error"]["message"]
 
 
+def test_params_that_break_the_contract_are_refused(federation):
+    app = federation.nodes["alice"].celery_client()
+    res = app.send_task(
+        "tasks.secretflow.execute_task",
+        args=["exe-garbage.alice", {"execution_id": "exe-garbage", "task_config": 5}],
+        task_id="exe-garbage.alice",
+        queue="secretflow_queue",
+    )
+    with pytest.raises(NodeTaskError) as info:
+        res.get(timeout=60)
+    err = info.value.result["error"]
+    assert err["type"] == "InvalidTaskParams"
+    assert "party alice refused the task" in err["message"]
+    TaskResult.model_validate(info.value.result)
+
+
 def test_past_deadline_refused(federation, datasets):
     import datetime as dt
 
