@@ -17,13 +17,17 @@ uv:
 sync: uv ## create .venv from uv.lock (all extras)
 	$(UV) sync --frozen --all-extras
 
-system-deps: ## install redis-server when missing (apt-get)
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (apt-get)"; \
+system-deps: ## install redis-server and the PostgreSQL server when missing (apt-get)
+	@PKGS=""; \
+	command -v redis-server >/dev/null 2>&1 || PKGS="$$PKGS redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PKGS="$$PKGS postgresql"; \
+	if [ -n "$$PKGS" ]; then \
+	  echo "installing$$PKGS (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
-	@# the Debian package starts a system redis on 6379; the project never uses it
-	@command -v redis-server >/dev/null
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$PKGS >/dev/null; \
+	fi
+	@# the Debian packages may start system services on their default ports; the project never uses them
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
 
 deps: sync system-deps
 

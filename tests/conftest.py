@@ -72,3 +72,91 @@ def redis_server(tmp_path, ports):
         yield server
     finally:
         server.stop()
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    return found[-1].parent
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on a temp dir and a free port (Debian's package)."""
+
+    def __init__(self, base: Path, port: int) -> None:
+        self.port = port
+        self.base = base
+        self.password = secrets.token_urlsafe(12)
+        self.data = base / "pgdata"
+        base.mkdir(parents=True, exist_ok=True)
+        self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres", "postgres")
+        pwfile = base / "pw"
+        pwfile.write_text(self.password)
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        bindir = _pg_bin()
+        self._pg_ctl = str(bindir / "pg_ctl")
+        subprocess.run(
+            [
+                *self._as_user,
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "partyline",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *self._as_user,
+                self._pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(base / "pg.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://partyline:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as_user, self._pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory, ports):
+    import tempfile
+
+    # not under pytest's 0700 tmp tree: the server runs as the postgres user when we are root
+    base = Path(tempfile.mkdtemp(prefix="partyline-pg-"))
+    os.chmod(base, 0o755)
+    server = None
+    try:
+        server = PostgresServer(base / "cluster", ports.one())
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
