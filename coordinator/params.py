@@ -1,0 +1,82 @@
+"""Per-party task params from one template (DESIGN §4): only `self_party` differs.
+
+Pure: the caller supplies ids, public endpoints and ports; nothing secret or node-internal
+goes into the params (each node adds its own listen addresses and certificates).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass
+
+from coordinator.schemas import PSIJobCreate
+
+
+@dataclass(frozen=True)
+class PartyEndpoints:
+    """Where peers reach one party in one job (public host + the job's assigned ports)."""
+
+    fed_host: str
+    fed_port: int
+    spu_host: str
+    spu_port: int
+
+
+def psi_template(
+    *,
+    job_id: str,
+    execution_id: str,
+    request: PSIJobCreate,
+    endpoints: dict[str, PartyEndpoints],
+    deadline: dt.datetime,
+) -> dict:
+    parties = sorted(request.parties)
+    missing = [p for p in parties if p not in endpoints]
+    if missing:
+        raise ValueError(f"no endpoints for {', '.join(missing)}")
+    return {
+        "task_id": job_id,
+        "subtask_id": "psi",
+        "execution_id": execution_id,
+        "deadline": deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "sf_init_config": {
+            "mode": "production",
+            "parties": parties,
+            "self_party": None,
+            "cluster": {
+                p: {"address": f"{endpoints[p].fed_host}:{endpoints[p].fed_port}"} for p in parties
+            },
+            "cross_silo_comm_backend": "grpc",
+        },
+        "spu_config": {
+            "cluster_def": {
+                "nodes": [
+                    {"party": p, "address": f"{endpoints[p].spu_host}:{endpoints[p].spu_port}"}
+                    for p in parties
+                ],
+                "runtime_config": {"protocol": "SEMI2K", "field": "FM128"},
+            },
+            "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000},
+        },
+        "task_config": {
+            "task_type": "psi",
+            "keys": {p: list(request.parties[p].keys) for p in parties},
+            "input_paths": {p: request.parties[p].input for p in parties},
+            "output_paths": {p: request.parties[p].output for p in parties},
+            "receiver": request.receiver,
+            "protocol": request.protocol,
+            "sort": request.sort,
+            "broadcast_result": request.broadcast_result,
+        },
+    }
+
+
+def per_party(template: dict) -> dict[str, dict]:
+    """One copy of the template per party with its `self_party` filled in."""
+    out = {}
+    for party in template["sf_init_config"]["parties"]:
+        params = copy.deepcopy(template)
+        params["sf_init_config"]["self_party"] = party
+        out[party] = params
+    return out

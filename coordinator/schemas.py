@@ -1,0 +1,102 @@
+"""API schemas for jobs (request/response families). Validation errors name the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from node.contract import PARTY_RE, normalize_psi_protocol
+
+
+def _dataset_name(value: str, where: str) -> str:
+    """Dataset names are relative to each node's data root: no absolute paths, no '..'."""
+    if not value or not value.strip():
+        raise ValueError(f"{where} is empty")
+    if "\x00" in value or "\\" in value:
+        raise ValueError(f"{where} {value!r} contains a forbidden character")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"{where} {value!r} is absolute; give a name inside the party's data root")
+    if ".." in path.parts:
+        raise ValueError(
+            f"{where} {value!r} contains '..'; give a name inside the party's data root"
+        )
+    return value
+
+
+class PSIPartyInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] = Field(min_length=1, description="key column(s) in this party's CSV")
+    input: str = Field(description="CSV name inside this party's data root")
+    output: str = Field(description="output CSV name inside this party's data root")
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        if any(not k.strip() for k in v):
+            raise ValueError("key column names must not be empty")
+        if len(set(v)) != len(v):
+            raise ValueError("key columns are repeated")
+        return v
+
+    @field_validator("input", "output")
+    @classmethod
+    def _paths(cls, v: str, info: ValidationInfo) -> str:
+        return _dataset_name(v, info.field_name)
+
+
+class PSIJobCreate(BaseModel):
+    """A PSI request: which parties, what each contributes, who receives the result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parties: dict[str, PSIPartyInput] = Field(description="party name → keys, input, output")
+    receiver: str
+    protocol: str = "RR22"
+    broadcast_result: bool = False
+    sort: bool = True
+    deadline: dt.datetime | None = None
+
+    @field_validator("parties")
+    @classmethod
+    def _parties(cls, v: dict[str, PSIPartyInput]) -> dict[str, PSIPartyInput]:
+        bad = [p for p in v if not PARTY_RE.fullmatch(p)]
+        if bad:
+            raise ValueError(f"invalid party name(s): {', '.join(map(repr, bad))}")
+        if len(v) < 2:
+            raise ValueError(f"a PSI needs 2 parties, got {len(v)}")
+        if len(v) > 2:
+            raise ValueError(f"this PSI runs between exactly 2 parties, got {len(v)}")
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        return normalize_psi_protocol(v)
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2026-11-22T10:00:00Z")
+        return v
+
+    @model_validator(mode="after")
+    def _receiver(self) -> PSIJobCreate:
+        if self.receiver not in self.parties:
+            raise ValueError(
+                f"receiver {self.receiver!r} is not one of the parties ({', '.join(self.parties)})"
+            )
+        return self
+
+    def check_known(self, known: list[str] | set[str]) -> None:
+        """Raise ValueError naming any party the registry does not know."""
+        unknown = [p for p in self.parties if p not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown party {', '.join(map(repr, unknown))}; the registry has: "
+                f"{', '.join(sorted(known))}"
+            )
