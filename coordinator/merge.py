@@ -1,19 +1,36 @@
-"""Per-party task states → one job state. Pure: no I/O, no clock (DESIGN §5).
+"""Per-party task states → one job state (DESIGN §5). Pure: no I/O, no clock reads.
 
-Party tasks follow the node's event statuses (plus PENDING: sent, no event yet). Applying an
-event is idempotent and order-independent: an event with seq <= the task's seq changes nothing,
-and a terminal party task (SUCCESS, FAILURE, CANCELLED) never changes again.
+Party task state
+  The node's event statuses (RECEIVED, RUNNING, PROGRESS, RETRY, SUCCESS, FAILURE, CANCELLED)
+  plus PENDING: task sent, no event yet. A PROGRESS event is stored as PROGRESS (so the UI can
+  show it) but merges exactly like RUNNING; RETRY merges like RUNNING too (the party is still at
+  work). SUCCESS, FAILURE and CANCELLED are terminal.
 
-Job precedence, first match wins:
-  1. the current job state is terminal            → unchanged (terminal never regresses)
-  2. any party FAILURE                             → FAILED; error names the first failing party;
-                                                    the other unfinished parties are to be terminated
-  3. any party CANCELLED                           → CANCELLED; unfinished parties to be terminated
-  4. every party SUCCESS                           → SUCCEEDED
-  5. any RUNNING / PROGRESS / RETRY / SUCCESS       → RUNNING
-  6. any RECEIVED                                  → DISPATCHED
-  7. otherwise (all PENDING)                       → the current state
-Non-terminal states never move backwards either: QUEUED < DISPATCHED < RUNNING.
+Applying an event (`apply_event`) is idempotent and order-independent:
+  - an event whose seq <= the task's seq (a duplicate or an older event) changes nothing;
+  - a terminal party task never changes again;
+  - otherwise the task takes the event's status, seq, event_id, timestamp and data fields
+    (stage, progress, error, result) verbatim — no carry-over — so the outcome is that of the
+    highest-seq event whatever the arrival order. Seqs start at 1 (0 means "no event yet").
+
+Job precedence (`merge`), first match wins:
+  1. current job state is terminal            → unchanged, nothing to terminate
+     (also: no party tasks at all               → current, unchanged)
+  2. any party FAILURE                        → FAILED; error "party <p> failed: <type>: <message>"
+                                                 for the earliest failure (by updated_at, then
+                                                 party name); failed_party = <p>; to_terminate =
+                                                 every party whose task is not terminal
+  3. any party CANCELLED (no FAILURE)         → CANCELLED; error "party <p> cancelled its task"
+                                                 (earliest, same tie-break); failed_party = None;
+                                                 to_terminate = every non-terminal party
+  4. every party SUCCESS                      → SUCCEEDED
+  5. any RUNNING / PROGRESS / RETRY, or some
+     SUCCESS while others are not done yet    → RUNNING
+  6. any RECEIVED                             → DISPATCHED
+  7. otherwise (every party PENDING)          → current
+  Rules 5–7 never move a job backwards: QUEUED < DISPATCHED < RUNNING, and the result is the
+  higher of the proposed state and `current` (RECEIVED while RUNNING stays RUNNING).
+TIMED_OUT is never produced here: the coordinator sets it from the deadline; merge keeps it.
 """
 
 from __future__ import annotations
@@ -25,7 +42,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from node.contract import ErrorInfo, StatusEvent, TaskStatus
+from node.contract import TERMINAL_STATUSES, ErrorInfo, StatusEvent
 
 
 class JobState(StrEnum):
@@ -43,15 +60,33 @@ TERMINAL_JOB_STATES = frozenset(
 )
 _RANK = {JobState.QUEUED: 0, JobState.DISPATCHED: 1, JobState.RUNNING: 2}
 
-PENDING = "PENDING"
-TERMINAL_TASK_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED})
-_ACTIVE = frozenset({TaskStatus.RUNNING, TaskStatus.PROGRESS, TaskStatus.RETRY, TaskStatus.SUCCESS})
+
+class PartyStatus(StrEnum):
+    """A party task's status: the node's TaskStatus values plus PENDING (no event yet)."""
+
+    PENDING = "PENDING"
+    RECEIVED = "RECEIVED"
+    RUNNING = "RUNNING"
+    PROGRESS = "PROGRESS"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_PARTY_STATUSES = frozenset(PartyStatus(s) for s in TERMINAL_STATUSES)
+_WORKING = frozenset(
+    {PartyStatus.RUNNING, PartyStatus.PROGRESS, PartyStatus.RETRY, PartyStatus.SUCCESS}
+)
+_NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
 class PartyTask:
+    """One party's task in one attempt, as far as the events received so far tell."""
+
     party: str
-    status: str = PENDING
+    status: PartyStatus = PartyStatus.PENDING
     seq: int = 0
     stage: str | None = None
     progress: float | None = None
@@ -60,22 +95,25 @@ class PartyTask:
     last_event_id: str | None = None
     updated_at: dt.datetime | None = None
 
+    def __post_init__(self) -> None:
+        # accept plain strings (e.g. loaded from the DB); reject unknown statuses early
+        object.__setattr__(self, "status", PartyStatus(self.status))
+
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_TASK_STATUSES
+        return self.status in TERMINAL_PARTY_STATUSES
 
 
 def apply_event(task: PartyTask, event: StatusEvent) -> PartyTask:
+    """The task after `event`; unchanged for a duplicate, older, or post-terminal event."""
     if event.party != task.party:
         raise ValueError(f"event of party {event.party!r} applied to party {task.party!r}'s task")
     if task.terminal or event.seq <= task.seq:
         return task
     return dataclasses.replace(
         task,
-        status=str(event.status),
+        status=PartyStatus(event.status),
         seq=event.seq,
-        # the newest event's fields verbatim (no carry-over): the outcome is that of the
-        # highest-seq event whatever the arrival order
         stage=event.data.stage,
         progress=event.data.progress,
         error=event.data.error,
@@ -90,49 +128,63 @@ class MergeResult:
     state: JobState
     error: str | None = None
     failed_party: str | None = None
-    to_terminate: tuple[str, ...] = ()
+    to_terminate: tuple[str, ...] = ()  # parties whose tasks the coordinator revokes at once
 
 
-def _first(tasks: Iterable[PartyTask]) -> PartyTask:
-    floor = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return min(tasks, key=lambda t: (t.updated_at or floor, t.party))
+def _earliest(tasks: Iterable[PartyTask]) -> PartyTask:
+    def key(t: PartyTask) -> tuple[dt.datetime, str]:
+        at = t.updated_at or _NO_TIME
+        return (at if at.tzinfo else at.replace(tzinfo=dt.UTC), t.party)  # naive = UTC
+
+    return min(tasks, key=key)
 
 
 def merge(current: JobState, tasks: Mapping[str, PartyTask]) -> MergeResult:
+    """The job state implied by `current` and the party tasks (precedence: module docstring)."""
     current = JobState(current)
     if current in TERMINAL_JOB_STATES or not tasks:
         return MergeResult(current)
     values = list(tasks.values())
     unfinished = tuple(sorted(t.party for t in values if not t.terminal))
-    failed = [t for t in values if t.status == TaskStatus.FAILURE]
+
+    failed = [t for t in values if t.status == PartyStatus.FAILURE]
     if failed:
-        first = _first(failed)
+        first = _earliest(failed)
         why = f"{first.error.type}: {first.error.message}" if first.error else "no error reported"
         return MergeResult(
             JobState.FAILED, f"party {first.party} failed: {why}", first.party, unfinished
         )
-    cancelled = [t for t in values if t.status == TaskStatus.CANCELLED]
+    cancelled = [t for t in values if t.status == PartyStatus.CANCELLED]
     if cancelled:
-        first = _first(cancelled)
+        first = _earliest(cancelled)
         return MergeResult(
-            JobState.CANCELLED, f"party {first.party} cancelled its task", first.party, unfinished
+            JobState.CANCELLED, f"party {first.party} cancelled its task", None, unfinished
         )
-    if all(t.status == TaskStatus.SUCCESS for t in values):
+    if all(t.status == PartyStatus.SUCCESS for t in values):
         return MergeResult(JobState.SUCCEEDED)
-    if any(t.status in _ACTIVE for t in values):
+
+    if any(t.status in _WORKING for t in values):
         proposed = JobState.RUNNING
-    elif any(t.status == TaskStatus.RECEIVED for t in values):
+    elif any(t.status == PartyStatus.RECEIVED for t in values):
         proposed = JobState.DISPATCHED
     else:
         proposed = current
-    return MergeResult(proposed if _RANK[proposed] >= _RANK[current] else current)
+    return MergeResult(max(proposed, current, key=_RANK.__getitem__))
 
 
 def fold(
     current: JobState, tasks: Mapping[str, PartyTask], events: Iterable[StatusEvent]
 ) -> tuple[dict[str, PartyTask], MergeResult]:
-    """Apply events (of known parties) to the tasks, then merge."""
+    """Apply `events` (in the given order) to a copy of `tasks`, then merge.
+
+    Every event must belong to one of the job's parties (a key of `tasks`); routing events to
+    the right job and attempt (execution_id) is the caller's business.
+    """
     out = dict(tasks)
-    for ev in events:
-        out[ev.party] = apply_event(out[ev.party], ev)
+    for event in events:
+        if event.party not in out:
+            raise ValueError(
+                f"event {event.event_id} is for party {event.party!r}, not in this job"
+            )
+        out[event.party] = apply_event(out[event.party], event)
     return out, merge(current, out)

@@ -1,4 +1,4 @@
-"""merge.py: explicit precedence cases and properties (any order, duplicates, no regression)."""
+"""coordinator.merge: explicit precedence cases, then properties over realistic event streams."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from coordinator.merge import (
     TERMINAL_JOB_STATES,
     JobState,
+    MergeResult,
+    PartyStatus,
     PartyTask,
     apply_event,
     fold,
@@ -20,10 +22,17 @@ from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus
 
 T0 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
 PARTIES = ("alice", "bob", "carol")
+NON_TERMINAL = (JobState.QUEUED, JobState.DISPATCHED, JobState.RUNNING)
+ORDER = {JobState.QUEUED: 0, JobState.DISPATCHED: 1, JobState.RUNNING: 2}
 
 
 def ev(
-    party: str, seq: int, status: TaskStatus, *, error: str | None = None, at: int = 0
+    party: str,
+    seq: int,
+    status: TaskStatus,
+    *,
+    error: str | None = None,
+    at: float | None = None,
 ) -> StatusEvent:
     return StatusEvent(
         event_id=f"{party}-{seq}",
@@ -34,7 +43,7 @@ def ev(
         execution_id="exe-1",
         party=party,
         status=status,
-        timestamp=T0 + dt.timedelta(seconds=at or seq),
+        timestamp=T0 + dt.timedelta(seconds=seq if at is None else at),
         data=EventData(
             error=ErrorInfo(type="PeerConnectTimeout", message=error) if error else None
         ),
@@ -45,93 +54,179 @@ def tasks(*parties: str) -> dict[str, PartyTask]:
     return {p: PartyTask(p) for p in parties}
 
 
-def test_one_failure_fails_the_job_names_the_party_and_terminates_the_rest():
+def task(party: str, status: PartyStatus, seq: int = 1, **kw) -> PartyTask:
+    return PartyTask(party, status, seq, **kw)
+
+
+# --- explicit cases -----------------------------------------------------------------------------
+def test_one_failure_among_running_fails_the_job_names_the_party_and_terminates_the_other():
     _, res = fold(
-        JobState.DISPATCHED,
+        JobState.RUNNING,
         tasks("alice", "bob"),
         [
             ev("alice", 1, TaskStatus.RUNNING),
             ev("bob", 1, TaskStatus.RUNNING),
-            ev("bob", 2, TaskStatus.FAILURE, error="no link"),
+            ev("bob", 2, TaskStatus.FAILURE, error="no link to alice"),
         ],
     )
-    assert res.state == JobState.FAILED
-    assert res.failed_party == "bob"
-    assert res.error == "party bob failed: PeerConnectTimeout: no link"
-    assert res.to_terminate == ("alice",)
+    assert res == MergeResult(
+        JobState.FAILED,
+        error="party bob failed: PeerConnectTimeout: no link to alice",
+        failed_party="bob",
+        to_terminate=("alice",),
+    )
 
 
-def test_all_success_and_partial_success():
-    _, res = fold(JobState.RUNNING, tasks("alice", "bob"), [ev("alice", 1, TaskStatus.SUCCESS)])
-    assert res.state == JobState.RUNNING
+def test_several_failures_name_the_earliest_then_the_party_name():
+    err = ErrorInfo(type="E", message="m")
+    at = T0 + dt.timedelta(seconds=5)
+    t = {
+        "alice": task("alice", PartyStatus.FAILURE, error=err, updated_at=at),
+        "bob": task("bob", PartyStatus.FAILURE, error=err, updated_at=at - dt.timedelta(1)),
+        "carol": task("carol", PartyStatus.RUNNING),
+    }
+    assert merge(JobState.RUNNING, t).failed_party == "bob"
+    t["bob"] = task("bob", PartyStatus.FAILURE, error=err, updated_at=at)  # a tie: by name
+    res = merge(JobState.RUNNING, t)
+    assert (res.failed_party, res.to_terminate) == ("alice", ("carol",))
+
+
+def test_failure_without_error_info_and_naive_timestamps():
+    t = {
+        "alice": task("alice", PartyStatus.FAILURE, updated_at=dt.datetime(2026, 1, 1)),
+        "bob": task("bob", PartyStatus.FAILURE, updated_at=T0),
+    }
+    assert merge(JobState.RUNNING, t).error == "party alice failed: no error reported"
+
+
+def test_failure_beats_cancelled():
+    t = {"alice": task("alice", PartyStatus.CANCELLED), "bob": task("bob", PartyStatus.FAILURE)}
+    assert merge(JobState.RUNNING, t).state == JobState.FAILED
+
+
+def test_all_success_is_succeeded():
     _, res = fold(
         JobState.RUNNING,
         tasks("alice", "bob"),
         [ev("alice", 1, TaskStatus.SUCCESS), ev("bob", 1, TaskStatus.SUCCESS)],
     )
-    assert res.state == JobState.SUCCEEDED and res.to_terminate == ()
+    assert res == MergeResult(JobState.SUCCEEDED)
 
 
-def test_received_only_is_dispatched_and_pending_keeps_current():
-    _, res = fold(JobState.QUEUED, tasks("alice", "bob"), [ev("alice", 1, TaskStatus.RECEIVED)])
-    assert res.state == JobState.DISPATCHED
-    assert merge(JobState.DISPATCHED, tasks("alice", "bob")).state == JobState.DISPATCHED
-    assert merge(JobState.RUNNING, tasks("alice", "bob")).state == JobState.RUNNING  # no regression
+@pytest.mark.parametrize("other", [PartyStatus.RUNNING, PartyStatus.RECEIVED, PartyStatus.PENDING])
+def test_some_success_with_others_not_done_is_running(other):
+    t = {"alice": task("alice", PartyStatus.SUCCESS), "bob": task("bob", other)}
+    assert merge(JobState.DISPATCHED, t) == MergeResult(JobState.RUNNING)
 
 
-def test_cancelled():
-    _, res = fold(JobState.RUNNING, tasks("alice", "bob"), [ev("alice", 1, TaskStatus.CANCELLED)])
-    assert res.state == JobState.CANCELLED and res.to_terminate == ("bob",)
+@pytest.mark.parametrize("working", [PartyStatus.PROGRESS, PartyStatus.RETRY])
+def test_progress_and_retry_count_as_running_but_are_stored_as_is(working):
+    t = apply_event(PartyTask("alice"), ev("alice", 3, TaskStatus(working)))
+    assert t.status == working
+    assert merge(JobState.DISPATCHED, {"alice": t}).state == JobState.RUNNING
 
 
+def test_received_only_is_dispatched_and_never_moves_back():
+    received = [ev("alice", 1, TaskStatus.RECEIVED), ev("bob", 1, TaskStatus.RECEIVED)]
+    assert fold(JobState.QUEUED, tasks("alice", "bob"), received)[1].state == JobState.DISPATCHED
+    assert fold(JobState.RUNNING, tasks("alice", "bob"), received)[1].state == JobState.RUNNING
+
+
+@pytest.mark.parametrize("current", NON_TERMINAL)
+def test_all_pending_or_no_tasks_keeps_current(current):
+    assert merge(current, tasks("alice", "bob")) == MergeResult(current)
+    assert merge(current, {}) == MergeResult(current)
+
+
+def test_cancelled_is_cancelled_and_terminates_the_others():
+    _, res = fold(
+        JobState.RUNNING,
+        tasks("alice", "bob", "carol"),
+        [ev("alice", 1, TaskStatus.CANCELLED), ev("carol", 1, TaskStatus.SUCCESS)],
+    )
+    assert res == MergeResult(
+        JobState.CANCELLED, error="party alice cancelled its task", to_terminate=("bob",)
+    )
+
+
+TASK_MAPS = {
+    "all-success": {p: task(p, PartyStatus.SUCCESS) for p in ("alice", "bob")},
+    "failure": {"alice": task("alice", PartyStatus.FAILURE), "bob": task("bob", "RUNNING")},
+    "cancelled": {"alice": task("alice", PartyStatus.CANCELLED), "bob": task("bob", "RUNNING")},
+    "running": {p: task(p, PartyStatus.RUNNING) for p in ("alice", "bob")},
+    "pending": tasks("alice", "bob"),
+    "empty": {},
+}
+
+
+@pytest.mark.parametrize("tasks_name", sorted(TASK_MAPS))
 @pytest.mark.parametrize("terminal", sorted(TERMINAL_JOB_STATES))
-def test_terminal_job_state_never_regresses(terminal):
-    t = {p: PartyTask(p, status=str(TaskStatus.RUNNING), seq=3) for p in ("alice", "bob")}
-    assert merge(terminal, t).state == terminal
+def test_terminal_job_state_never_regresses_whatever_the_tasks_say(terminal, tasks_name):
+    assert merge(terminal, TASK_MAPS[tasks_name]) == MergeResult(terminal)
 
 
-def test_duplicate_and_older_events_change_nothing_and_terminal_tasks_stay():
-    t = PartyTask("alice")
-    t = apply_event(t, ev("alice", 2, TaskStatus.RUNNING))
-    assert apply_event(t, ev("alice", 1, TaskStatus.RECEIVED)) == t
+def test_duplicate_older_and_post_terminal_events_change_nothing():
+    t = apply_event(PartyTask("alice"), ev("alice", 2, TaskStatus.RUNNING))
+    assert apply_event(t, ev("alice", 2, TaskStatus.RUNNING)) == t  # duplicate
+    assert apply_event(t, ev("alice", 1, TaskStatus.RECEIVED)) == t  # older
     done = apply_event(t, ev("alice", 3, TaskStatus.SUCCESS))
+    assert (done.status, done.seq, done.last_event_id) == (PartyStatus.SUCCESS, 3, "alice-3")
     assert apply_event(done, ev("alice", 4, TaskStatus.FAILURE, error="late")) == done
+
+
+def test_event_of_another_party_is_rejected():
     with pytest.raises(ValueError, match="party 'bob'"):
-        apply_event(t, ev("bob", 5, TaskStatus.RUNNING))
+        apply_event(PartyTask("alice"), ev("bob", 1, TaskStatus.RUNNING))
+    with pytest.raises(ValueError, match="'carol'"):
+        fold(JobState.RUNNING, tasks("alice", "bob"), [ev("carol", 1, TaskStatus.RUNNING)])
+
+
+def test_party_status_covers_the_contract_and_rejects_unknown_strings():
+    assert {str(s) for s in TaskStatus} | {"PENDING"} == {str(s) for s in PartyStatus}
+    assert PartyTask("alice", "RUNNING").status is PartyStatus.RUNNING  # e.g. from the DB
+    with pytest.raises(ValueError):
+        PartyTask("alice", "DONE")
 
 
 # --- properties ---------------------------------------------------------------------------------
-ENDINGS = [TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED, None]
+ENDINGS = (TaskStatus.SUCCESS, TaskStatus.FAILURE, TaskStatus.CANCELLED)
 
 
 @st.composite
-def party_streams(draw):
-    """Per party a realistic stream: RECEIVED → RUNNING → PROGRESS* → ending, maybe truncated."""
-    parties = draw(st.lists(st.sampled_from(PARTIES), min_size=2, max_size=3, unique=True))
+def party_streams(draw) -> dict[str, list[StatusEvent]]:
+    """Per party: RECEIVED → RUNNING → PROGRESS* → SUCCESS|FAILURE|CANCELLED, maybe truncated.
+
+    seq increases from 1 and timestamps increase along each party's stream.
+    """
+    parties = draw(st.lists(st.sampled_from(PARTIES), min_size=1, max_size=3, unique=True))
     streams = {}
     for p in parties:
-        statuses = [TaskStatus.RECEIVED, TaskStatus.RUNNING] + [TaskStatus.PROGRESS] * draw(
-            st.integers(0, 3)
-        )
-        end = draw(st.sampled_from(ENDINGS))
-        if end is not None:
-            statuses.append(end)
-        statuses = statuses[: draw(st.integers(0, len(statuses)))]
-        streams[p] = [
-            ev(
-                p,
-                i + 1,
-                s,
-                error="boom" if s == TaskStatus.FAILURE else None,
-                at=draw(st.integers(1, 50)),
-            )
-            for i, s in enumerate(statuses)
-        ]
+        progress = draw(st.integers(0, 3))
+        statuses = [TaskStatus.RECEIVED, TaskStatus.RUNNING, *[TaskStatus.PROGRESS] * progress]
+        statuses.append(draw(st.sampled_from(ENDINGS)))
+        statuses = statuses[: draw(st.integers(0, len(statuses)))]  # truncated: still running
+        at, stream = 0, []
+        for seq, status in enumerate(statuses, start=1):
+            at += draw(st.integers(1, 20))
+            boom = f"{p} broke" if status == TaskStatus.FAILURE else None
+            stream.append(ev(p, seq, status, error=boom, at=at))
+        streams[p] = stream
     return streams
 
 
-def interleave(draw, streams):
-    """Stream order kept per party, parties interleaved arbitrarily."""
+def all_events(streams: dict[str, list[StatusEvent]]) -> list[StatusEvent]:
+    return [e for stream in streams.values() for e in stream]
+
+
+def shuffled_with_duplicates(draw, events: list[StatusEvent]) -> list[StatusEvent]:
+    if not events:
+        return []
+    dups = draw(st.lists(st.sampled_from(events), max_size=6))
+    return draw(st.permutations(events + dups))
+
+
+def interleaved(draw, streams: dict[str, list[StatusEvent]]) -> list[StatusEvent]:
+    """Each party's stream in order, parties interleaved arbitrarily."""
     queues = {p: list(s) for p, s in streams.items() if s}
     out = []
     while queues:
@@ -142,37 +237,66 @@ def interleave(draw, streams):
     return out
 
 
-@settings(max_examples=300, deadline=None)
-@given(party_streams(), st.randoms(use_true_random=False), st.data())
-def test_any_order_with_duplicates_gives_the_same_result(streams, rnd, data):
-    events = [e for s in streams.values() for e in s]
-    base_tasks = tasks(*streams)
-    ref_tasks, ref = fold(JobState.DISPATCHED, base_tasks, events)
-    shuffled = events + data.draw(st.lists(st.sampled_from(events), max_size=5)) if events else []
-    rnd.shuffle(shuffled)
-    got_tasks, got = fold(JobState.DISPATCHED, base_tasks, shuffled)
-    assert got_tasks == ref_tasks
-    assert got == ref
-    assert merge(JobState.DISPATCHED, got_tasks) == got  # pure: same input, same output
-    if any(e.status == TaskStatus.FAILURE for e in events):
-        assert got.state == JobState.FAILED
-
-
-ORDER = {JobState.QUEUED: 0, JobState.DISPATCHED: 1, JobState.RUNNING: 2}
-
-
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(party_streams(), st.data())
-def test_job_state_is_monotone_and_terminal_sticks(streams, data):
-    events = interleave(data.draw, streams)
+def test_a_any_order_with_duplicates_gives_the_same_states_and_result(streams, data):
+    reference_tasks, reference = fold(JobState.DISPATCHED, tasks(*streams), all_events(streams))
+    events = shuffled_with_duplicates(data.draw, all_events(streams))
+    got_tasks, got = fold(JobState.DISPATCHED, tasks(*streams), events)
+    assert got_tasks == reference_tasks
+    assert got == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(party_streams(), st.data())
+def test_b_terminal_job_state_survives_any_later_batch(streams, data):
+    events = shuffled_with_duplicates(data.draw, all_events(streams))
+    cut = data.draw(st.integers(0, len(events)))
+    current = data.draw(st.sampled_from(NON_TERMINAL))
+    first_tasks, first = fold(current, tasks(*streams), events[:cut])
+    _, second = fold(first.state, first_tasks, events[cut:])
+    if first.state in TERMINAL_JOB_STATES:
+        assert second == MergeResult(first.state)
+
+
+@settings(max_examples=200, deadline=None)
+@given(party_streams(), st.data())
+def test_c_any_failure_fails_the_job(streams, data):
+    events = shuffled_with_duplicates(data.draw, all_events(streams))
+    current = data.draw(st.sampled_from(NON_TERMINAL))
+    final_tasks, res = fold(current, tasks(*streams), events)
+    failed = {e.party for e in events if e.status == TaskStatus.FAILURE}
+    if failed:
+        assert res.state == JobState.FAILED
+        assert res.failed_party in failed
+        who = res.failed_party
+        assert res.error == f"party {who} failed: PeerConnectTimeout: {who} broke"
+        assert res.to_terminate == tuple(
+            sorted(p for p, t in final_tasks.items() if not t.terminal)
+        )
+    else:
+        assert res.state != JobState.FAILED
+
+
+@settings(max_examples=200, deadline=None)
+@given(party_streams(), st.data())
+def test_d_merge_is_pure(streams, data):
+    events = shuffled_with_duplicates(data.draw, all_events(streams))
+    final_tasks, _ = fold(JobState.QUEUED, tasks(*streams), events)
+    current = data.draw(st.sampled_from(list(JobState)))
+    snapshot = dict(final_tasks)
+    assert merge(current, final_tasks) == merge(current, final_tasks)
+    assert final_tasks == snapshot  # input untouched
+
+
+@settings(max_examples=200, deadline=None)
+@given(party_streams(), st.data())
+def test_e_job_state_is_monotone_event_by_event(streams, data):
     state, t = JobState.QUEUED, tasks(*streams)
-    seen_terminal = None
-    for e in events:
-        t, res = fold(state, t, [e])
-        if seen_terminal is not None:
-            assert res.state == seen_terminal
-        elif res.state in TERMINAL_JOB_STATES:
-            seen_terminal = res.state
-        else:
+    for event in interleaved(data.draw, streams):
+        t, res = fold(state, t, [event])
+        if state in TERMINAL_JOB_STATES:
+            assert res.state == state
+        elif res.state not in TERMINAL_JOB_STATES:
             assert ORDER[res.state] >= ORDER[state]
         state = res.state
