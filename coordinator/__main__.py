@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
 
 console = Console(stderr=True)
+DEFAULT_DATABASE_URL = "sqlite:///var/coordinator.db"  # as CoordinatorSettings.database_url
 
 
 def cmd_migrate(args) -> int:
     from coordinator.db import current_revision, migrate
 
-    url = args.database_url
-    if url is None:
-        from coordinator.settings import CoordinatorSettings
-
-        url = CoordinatorSettings.model_fields["database_url"].default
-        import os
-
-        url = os.environ.get("COORD_DATABASE_URL", url)
+    url = args.database_url or os.environ.get("COORD_DATABASE_URL", DEFAULT_DATABASE_URL)
     before = current_revision(url)
     migrate(url)
     after = current_revision(url)
