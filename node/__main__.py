@@ -156,7 +156,23 @@ def cmd_send_task(args) -> int:
         settings = _settings()
         broker, backend, ca = settings.broker_url, settings.backend_url, settings.redis_ca_file
         party = settings.party
-    app = client_app(broker, backend, ca)
+    from node.signing import SigningConfig
+
+    key = args.sign_key or os.environ.get("NODE_SIGN_KEY_FILE")
+    cert = args.sign_cert or os.environ.get("NODE_SIGN_CERT_FILE")
+    if not key or not cert:
+        console.print(
+            "[red]send-task needs the coordinator's signing key and certificate: workers accept "
+            "only signed tasks. Pass --sign-key/--sign-cert or set NODE_SIGN_KEY_FILE and "
+            "NODE_SIGN_CERT_FILE.[/]"
+        )
+        return 2
+    trusted = args.trust or str(Path(cert).parent / "*.crt")
+    try:
+        app = client_app(broker, backend, ca, signing=SigningConfig(Path(key), Path(cert), trusted))
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
     if args.kind == "hello":
         res = app.send_task(TASK_HELLO, queue=WEB_QUEUE)
     elif args.kind == "health":
@@ -245,13 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--broker", help="send to this broker URL instead of NODE_BROKER_URL")
     s.add_argument("--redis-ca", help="CA file for a rediss:// --broker")
     s.add_argument("--timeout", type=float, default=600.0)
+    s.add_argument("--sign-key", help="signing key (default NODE_SIGN_KEY_FILE)")
+    s.add_argument("--sign-cert", help="signing certificate (default NODE_SIGN_CERT_FILE)")
+    s.add_argument(
+        "--trust",
+        help="certificates that sign the workers' replies (default: *.crt beside --sign-cert)",
+    )
     s.set_defaults(fn=cmd_send_task)
 
     h = sub.add_parser("health", help="check Redis, worker, Ray head, certificates, data root")
     h.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    h.add_argument(
-        "--no-worker", action="store_true", help="skip the round-trip through the worker"
-    )
+    h.add_argument("--no-worker", action="store_true", help="skip the workers' heartbeat check")
     h.set_defaults(fn=cmd_health)
     return p
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import logging
 import os
+import threading
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from node.celery_config import base_config
+from node.contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, HEARTBEAT_TTL_S
 from node.settings import NodeSettings, get_settings
+from node.signing import SigningConfig, enable_signing
+
+log = logging.getLogger(__name__)
 
 ROLE_ENV = "NODE_WORKER_ROLE"
 
@@ -27,6 +41,10 @@ def create_app(settings: NodeSettings) -> Celery:
         task_time_limit=int(settings.task_time_limit_s + 300),
     )
     app.conf.imports = ("node.tasks",)
+    # DESIGN §6: only tasks signed by a trusted signer (the coordinator) are accepted
+    enable_signing(
+        app, SigningConfig(settings.key_file, settings.cert_file, settings.trusted_signers)
+    )
     return app
 
 
@@ -46,3 +64,52 @@ def _stop_spare(**_kw) -> None:
     from node.runner import discard_spare
 
     discard_spare()
+
+
+# --- heartbeat: evidence that this party's workers are alive (the coordinator watches "sf"; ------
+# `python -m node health` reads both without having to send a task, which only the coordinator may)
+_hb_stop = threading.Event()
+
+
+def _heartbeat_loop(settings: NodeSettings, hostname: str, role: str) -> None:
+    import redis
+    from celery.worker import state
+
+    kw = {"ssl_ca_certs": str(settings.redis_ca_file)} if settings.redis_ca_file else {}
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, **kw)
+    key = HEARTBEAT_KEY.format(role=role)
+    while not _hb_stop.is_set():
+        try:
+            active = sorted(
+                {r.id for r in state.active_requests} | {r.id for r in state.reserved_requests}
+            )
+            beat = {
+                "party": settings.party,
+                "worker": hostname,
+                "pid": os.getpid(),
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+                "active": active,
+            }
+            client.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_S)
+        except Exception as exc:  # Redis away for a moment: keep trying
+            log.warning("heartbeat not written: %s", exc)
+        _hb_stop.wait(HEARTBEAT_INTERVAL_S)
+    with contextlib.suppress(Exception):
+        client.delete(key)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_kw) -> None:
+    role = os.environ.get(ROLE_ENV, "sf")
+    hostname = getattr(sender, "hostname", "") or ""
+    threading.Thread(
+        target=_heartbeat_loop,
+        args=(get_settings(), hostname, role),
+        name="heartbeat",
+        daemon=True,
+    ).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_kw) -> None:
+    _hb_stop.set()

@@ -47,8 +47,15 @@ def base_config(broker_url: str, backend_url: str, redis_ca_file=None) -> dict:
     return cfg
 
 
-def client_app(broker_url: str, backend_url: str | None = None, redis_ca_file=None) -> Celery:
-    """A Celery client for one party's queues (what the coordinator or CLI uses to send)."""
+def client_app(
+    broker_url: str, backend_url: str | None = None, redis_ca_file=None, signing=None
+) -> Celery:
+    """A Celery client for one party's queues (what the coordinator or CLI uses to send).
+    With `signing` (node.signing.SigningConfig) every task and control message is signed."""
     app = Celery("partyline-client", set_as_current=False)
     app.conf.update(base_config(broker_url, backend_url or broker_url, redis_ca_file))
+    if signing is not None:
+        from node.signing import enable_signing
+
+        enable_signing(app, signing)
     return app

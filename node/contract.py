@@ -34,6 +34,13 @@ TASK_QUEUES = {
     TASK_LIST_DATASETS: WEB_QUEUE,
 }
 
+# each worker's liveness, refreshed in the party's own Redis: the coordinator watches "sf",
+# `python -m node health` reads both (it cannot send a task: only the coordinator signs tasks)
+WORKER_ROLES = ("sf", "web")
+HEARTBEAT_KEY = "node_heartbeat:{role}"
+HEARTBEAT_INTERVAL_S = 5
+HEARTBEAT_TTL_S = 15
+
 PARTY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always used with fullmatch
 
@@ -286,6 +293,9 @@ class EventData(BaseModel):
     progress: float | None = None
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    # on SUCCESS: the same timings as TaskResult.performance_metrics, so that a job's result is
+    # complete the moment its last event is applied (no wait for the Celery result backend)
+    performance_metrics: dict[str, Any] | None = None
 
 
 class StatusEvent(BaseModel):
@@ -328,3 +338,17 @@ class NodeTaskError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class WorkerHeartbeat(BaseModel):
+    """What a worker writes at HEARTBEAT_KEY every HEARTBEAT_INTERVAL_S (expires after TTL)."""
+
+    party: str
+    worker: str
+    pid: int
+    at: dt.datetime
+    active: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerHeartbeat:
+        return cls.model_validate_json(raw)

@@ -51,17 +51,39 @@ def _redis(settings: NodeSettings) -> Check:
 
 
 def _worker(settings: NodeSettings) -> Check:
-    try:
-        from node.celery_config import client_app
-        from node.contract import TASK_HELLO, WEB_QUEUE
+    """Both workers alive, from the heartbeats they keep in Redis.
 
-        app = client_app(settings.broker_url, settings.backend_url, settings.redis_ca_file)
-        res = app.send_task(TASK_HELLO, queue=WEB_QUEUE)
-        out = res.get(timeout=10)
-        res.forget()
-        return Check("celery worker", True, f"answered: {out.get('message')}")
+    A task cannot serve as the probe here: workers accept only tasks signed by the coordinator.
+    """
+    import datetime as dt
+
+    import redis
+
+    from node.contract import HEARTBEAT_KEY, HEARTBEAT_TTL_S, WORKER_ROLES, WorkerHeartbeat
+
+    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
+    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
+        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
+    try:
+        client = redis.Redis.from_url(settings.broker_url, **kw)
+        raws = {role: client.get(HEARTBEAT_KEY.format(role=role)) for role in WORKER_ROLES}
     except Exception as exc:
-        return Check("celery worker", False, f"no answer within 10 s ({type(exc).__name__}: {exc})")
+        return Check("celery worker", False, f"heartbeats unreadable ({type(exc).__name__}: {exc})")
+    missing = [role for role, raw in raws.items() if not raw]
+    if missing:
+        return Check(
+            "celery worker",
+            False,
+            f"no heartbeat from the {' and '.join(missing)} worker within {HEARTBEAT_TTL_S} s "
+            "(not running, or cannot reach Redis)",
+        )
+    now = dt.datetime.now(dt.UTC)
+    parts = []
+    for raw in raws.values():
+        beat = WorkerHeartbeat.from_json(raw)
+        age = max(0.0, (now - beat.at).total_seconds())
+        parts.append(f"{beat.worker} pid {beat.pid}, {age:.0f} s ago, {len(beat.active)} active")
+    return Check("celery worker", True, "; ".join(parts))
 
 
 def _ray(settings: NodeSettings) -> Check:

@@ -38,6 +38,11 @@ class NodeSettings(BaseSettings):
     cert_file: Path
     key_file: Path
     ca_file: Path
+    trusted_signers: str = Field(
+        description="certificate(s) whose signed tasks this node accepts — the coordinator's "
+        "certificate file (or a directory / glob of signer certificates); unsigned or "
+        "otherwise signed tasks are rejected"
+    )
 
     allowed_peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="parties this node will compute with (comma-separated)"

@@ -61,6 +61,7 @@ class StatusNotifier:
         progress: float | None = None,
         result: dict[str, Any] | None = None,
         error: ErrorInfo | None = None,
+        performance_metrics: dict[str, Any] | None = None,
     ) -> StatusEvent:
         key = SEQ_KEY.format(self.ids["task_request_id"])
         pipe = self.client.pipeline()
@@ -70,7 +71,13 @@ class StatusNotifier:
         event = StatusEvent(
             seq=seq,
             status=status,
-            data=EventData(stage=stage, progress=progress, result=result, error=error),
+            data=EventData(
+                stage=stage,
+                progress=progress,
+                result=result,
+                error=error,
+                performance_metrics=performance_metrics,
+            ),
             worker_container=self.worker,
             task_name=self.task_name,
             **self.ids,

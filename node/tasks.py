@@ -165,7 +165,11 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     if outcome.status == "success":
         result = outcome.result
         notifier.emit(
-            TaskStatus.SUCCESS, Stage.TASK_FINISHED, progress=1.0, result=result["result"]
+            TaskStatus.SUCCESS,
+            Stage.TASK_FINISHED,
+            progress=1.0,
+            result=result["result"],
+            performance_metrics=result.get("performance_metrics"),
         )
         return result
     err = outcome.error
@@ -193,7 +197,7 @@ def hello_task(name: str | None = None) -> dict:
 def health_task() -> dict:
     from node.health import run_checks
 
-    return run_checks(get_settings(), check_worker=False).as_dict()
+    return run_checks(get_settings()).as_dict()
 
 
 @app.task(name=TASK_LIST_DATASETS)
