@@ -24,6 +24,73 @@ def cmd_migrate(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from coordinator.api.main import create_app
+    from coordinator.db import migrate
+    from coordinator.settings import CoordinatorSettings
+    from coordinator.topology import TopologyError, load_topology
+
+    try:
+        settings = CoordinatorSettings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "settings"
+            console.print(f"[red]COORD_{where.upper()}: {err['msg']}[/]")
+        return 2
+    try:
+        topology = load_topology(settings.topology_file)
+    except (TopologyError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    migrate(settings.database_url)  # the explicit pre-start step
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from coordinator.runtime import Coordinator
+
+    app = create_app(coordinator=Coordinator(settings, topology), run_migrations=False)
+    console.print(
+        f"coordinator for {', '.join(topology.names)} on http://{args.host}:{args.port} "
+        f"(API docs at /docs, UI at /)"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_topology(args) -> int:
+    from rich.table import Table
+
+    from coordinator.topology import TopologyError, load_topology
+
+    path = args.file or os.environ.get("COORD_TOPOLOGY_FILE", "topology.yaml")
+    try:
+        topo = load_topology(path)
+    except (TopologyError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    table = Table(title=f"federation {topo.federation} ({path})")
+    for col in ("party", "broker", "fed host", "spu host", "fed ports", "spu ports", "slots"):
+        table.add_column(col)
+    for name in topo.names:
+        p = topo.party(name)
+        table.add_row(
+            name,
+            p.broker_url_redacted,
+            p.fed_host,
+            p.spu_host,
+            str(p.fed_ports),
+            str(p.spu_ports),
+            str(p.slots),
+        )
+    Console().print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m coordinator",
@@ -38,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLAlchemy URL (default: COORD_DATABASE_URL or sqlite:///var/coordinator.db)",
     )
     m.set_defaults(fn=cmd_migrate)
+    sv = sub.add_parser(
+        "serve",
+        help="migrate the database, then serve the API + UI and run the status listeners",
+    )
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--log-level", default="info")
+    sv.set_defaults(fn=cmd_serve)
+    t = sub.add_parser("topology", help="check the party registry file and show its parties")
+    t.add_argument("--file", help="default: COORD_TOPOLOGY_FILE or ./topology.yaml")
+    t.set_defaults(fn=cmd_topology)
     return p
 
 

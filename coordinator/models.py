@@ -68,6 +68,8 @@ class SecretflowTask(Base):
     stage: Mapped[str | None] = mapped_column(String(32), default=None)
     progress: Mapped[float | None] = mapped_column(default=None)
     seq: Mapped[int] = mapped_column(Integer, default=0)
+    last_event_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    status_at: Mapped[dt.datetime | None] = mapped_column(default=None)  # the event's timestamp
     params: Mapped[dict[str, Any]]
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -100,3 +100,108 @@ class PSIJobCreate(BaseModel):
                 f"unknown party {', '.join(map(repr, unknown))}; the registry has: "
                 f"{', '.join(sorted(known))}"
             )
+
+
+# --- responses ---------------------------------------------------------------------------------
+class PartyTaskOut(BaseModel):
+    """One party's task in one attempt."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    party: str
+    execution_id: str
+    celery_task_id: str
+    status: str
+    stage: str | None = None
+    progress: float | None = None
+    error: dict | None = None
+    result: dict | None = None
+    performance_metrics: dict | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    party: str
+    execution_id: str
+    seq: int
+    status: str
+    stage: str | None = None
+    data: dict = {}
+    timestamp: dt.datetime
+
+
+class JobOut(BaseModel):
+    """A job as listed: overall state and one state per party of the current attempt."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    status: str
+    parties: list[str]
+    receiver: str | None = None
+    protocol: str | None = None
+    party_status: dict[str, str] = {}
+    error: str | None = None
+    failed_party: str | None = None
+    attempt: int
+    max_attempts: int
+    execution_id: str | None = None
+    deadline: dt.datetime | None = None
+    created_at: dt.datetime
+    dispatched_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    last_reconciled_at: dt.datetime | None = None
+
+
+class JobDetail(JobOut):
+    request: dict
+    tasks: list[PartyTaskOut] = []  # every attempt, newest last
+    timeline: list[TimelineEntry] = []
+    result: dict | None = None
+
+
+class JobsPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class JobResultOut(BaseModel):
+    """Counts, paths and timings only — never data rows."""
+
+    job_id: str
+    status: str
+    intersection_count: int | None = None
+    receiver: str | None = None
+    parties: dict[str, dict] = {}
+    duration_s: float | None = None
+
+
+class PartyOut(BaseModel):
+    name: str
+    description: str = ""
+    broker: str  # URL without the password
+    fed_host: str
+    spu_host: str
+    slots: int
+    reachable: bool | None = None
+    worker_alive: bool | None = None
+    health: dict | None = None
+    error: str | None = None
+
+
+class DatasetOut(BaseModel):
+    name: str
+    size: int | None = None
+    columns: list[str] = []
+
+
+class DatasetsOut(BaseModel):
+    party: str
+    datasets: list[DatasetOut]

@@ -20,9 +20,36 @@ class CoordinatorSettings(BaseSettings):
     )
     topology_file: Path = Field(default=Path("topology.yaml"), description="the party registry")
     api_token: str = Field(description="bearer token for the REST API and the UI login")
-    start_timeout_s: float = 120.0
-    default_deadline_s: float = 6 * 3600.0
-    max_attempts: int = 2
+    start_timeout_s: float = Field(
+        default=120.0, description="a party that has not started a job by then fails it"
+    )
+    default_deadline_s: float = Field(
+        default=6 * 3600.0, description="deadline of a job submitted without one"
+    )
+    max_attempts: int = Field(default=2, ge=1, description="attempts per job (retryable failures)")
+
+    # task signing (DESIGN §6): the coordinator's own key + certificate sign every task; the
+    # nodes' certificates verify their signed control replies
+    signing_key_file: Path = Field(description="the coordinator's private key (RSA, PEM)")
+    signing_cert_file: Path = Field(description="the coordinator's certificate (PEM)")
+    trusted_node_certs: str = Field(
+        description="file, directory or glob of the party certificates (e.g. certs/*.crt)"
+    )
+
+    consumer_name: str = Field(
+        default="coordinator-1", description="this process's name in each party's consumer group"
+    )
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    session_secret: str | None = Field(
+        default=None, description="signs UI session cookies (default: derived from api_token)"
+    )
+
+    @field_validator("signing_key_file", "signing_cert_file")
+    @classmethod
+    def _exists(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"{v} does not exist")
+        return v
 
     @field_validator("api_token")
     @classmethod

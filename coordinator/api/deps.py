@@ -1,0 +1,77 @@
+"""FastAPI dependencies, as Annotated aliases (one place)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from coordinator.runtime import Coordinator
+from coordinator.services.jobs import JobService
+from coordinator.settings import CoordinatorSettings
+
+SESSION_COOKIE = "partyline_session"
+_bearer = HTTPBearer(auto_error=False, description="COORD_API_TOKEN")
+
+
+def get_coordinator(request: Request) -> Coordinator:
+    return request.app.state.coordinator
+
+
+CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
+
+
+def get_settings(coord: CoordinatorDep) -> CoordinatorSettings:
+    return coord.settings
+
+
+SettingsDep = Annotated[CoordinatorSettings, Depends(get_settings)]
+
+
+def get_jobs(coord: CoordinatorDep) -> JobService:
+    return coord.jobs
+
+
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+
+
+def get_session(coord: CoordinatorDep) -> Iterator[Session]:
+    with coord.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def session_value(settings: CoordinatorSettings) -> str:
+    """The UI cookie: an HMAC of the token, so the token itself never sits in a cookie."""
+    key = (settings.session_secret or settings.api_token).encode()
+    return hmac.new(key, b"partyline-ui-session", hashlib.sha256).hexdigest()
+
+
+def authenticated(
+    request: Request,
+    settings: SettingsDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if creds is not None and secrets.compare_digest(
+        creds.credentials.encode(), settings.api_token.encode()
+    ):
+        return
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and secrets.compare_digest(cookie, session_value(settings)):
+        return
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "missing or wrong bearer token (Authorization: Bearer <COORD_API_TOKEN>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+Authenticated = Depends(authenticated)

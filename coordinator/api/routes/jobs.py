@@ -1,0 +1,121 @@
+"""/api/v1/jobs — submit, list, detail, result, cancel, retry, live events (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from coordinator.api.deps import Authenticated, CoordinatorDep, JobsDep, SessionDep
+from coordinator.merge import TERMINAL_JOB_STATES, JobState
+from coordinator.models import Job
+from coordinator.schemas import JobDetail, JobOut, JobResultOut, JobsPage, PSIJobCreate
+from coordinator.services.jobs import JobError
+from coordinator.services.views import job_detail, job_out, job_result, list_jobs
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Authenticated])
+
+
+def _raise(exc: JobError):
+    raise HTTPException(exc.status_code, str(exc)) from exc
+
+
+@router.post("/psi", response_model=JobOut, status_code=status.HTTP_201_CREATED)
+def submit_psi(body: PSIJobCreate, jobs: JobsDep) -> JobOut:
+    """Launch a PSI between two parties. 422 names the bad field; 503 names an unreachable
+    party (then nothing was sent anywhere)."""
+    try:
+        return job_out(jobs.submit(body))
+    except JobError as exc:
+        _raise(exc)
+
+
+@router.get("", response_model=JobsPage)
+def get_jobs(
+    session: SessionDep,
+    status_: Annotated[JobState | None, Query(alias="status")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobsPage:
+    return list_jobs(session, status=status_, offset=offset, limit=limit)
+
+
+def _job(session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return job
+
+
+@router.get("/{job_id}", response_model=JobDetail)
+def get_job(job_id: str, session: SessionDep) -> JobDetail:
+    return job_detail(session, _job(session, job_id))
+
+
+@router.get("/{job_id}/result", response_model=JobResultOut)
+def get_result(job_id: str, session: SessionDep) -> JobResultOut:
+    """Intersection count, output paths and timings per party — never data rows."""
+    job = _job(session, job_id)
+    if job.status != JobState.SUCCEEDED:
+        raise HTTPException(409, f"job {job_id} is {job.status}: no result yet")
+    return job_result(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel(job_id: str, jobs: JobsDep) -> JobOut:
+    try:
+        return job_out(jobs.cancel(job_id))
+    except JobError as exc:
+        _raise(exc)
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+def retry(job_id: str, jobs: JobsDep) -> JobOut:
+    try:
+        return job_out(jobs.retry(job_id))
+    except JobError as exc:
+        _raise(exc)
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def events(job_id: str, request: Request, coord: CoordinatorDep) -> StreamingResponse:
+    """Server-sent events: the job detail each time it changes; ends when the job is final."""
+
+    def snapshot() -> dict | None:
+        with coord.sessions() as s:
+            job = s.get(Job, job_id)
+            return None if job is None else job_detail(s, job).model_dump(mode="json")
+
+    # read the change counter *before* the snapshot: a change landing in between is then seen
+    # as a new version instead of being lost (the stream would wait for a change that came)
+    seen = coord.feed.version(job_id)
+    first = await asyncio.to_thread(snapshot)
+    if first is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+
+    async def stream():
+        nonlocal seen
+        data = first
+        while True:
+            yield f"event: job\ndata: {json.dumps(data)}\n\n"
+            if data["status"] in TERMINAL_JOB_STATES:
+                return
+            while True:
+                if await request.is_disconnected():
+                    return
+                new = await coord.feed.wait(job_id, seen, timeout=10.0)
+                if new != seen:
+                    seen = new
+                    break
+                # no change counted: re-read anyway (another coordinator process may share
+                # the database), and send only a keep-alive when nothing changed
+                fresh = await asyncio.to_thread(snapshot)
+                if fresh is not None and fresh != data:
+                    break
+                yield ": keep-alive\n\n"
+            data = await asyncio.to_thread(snapshot)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")

@@ -1,0 +1,165 @@
+"""The status listener: one thread per party reading that party's `task_status_stream` with a
+consumer group (DESIGN §4/§5).
+
+Per batch: parse → apply in ONE database transaction → commit → XACK. A crash between commit and
+XACK re-delivers the batch, which is harmless (event_id is unique, apply is idempotent); a crash
+before the commit loses nothing (the entries stay pending and are read again at start-up, and
+entries left pending by a consumer that is gone are taken over with XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from pydantic import ValidationError
+
+from coordinator.parties import PartyClients
+from node.contract import STATUS_STREAM, StatusEvent
+
+log = logging.getLogger(__name__)
+
+GROUP = "coordinator"
+BATCH = 500
+BLOCK_MS = 1000
+CLAIM_EVERY_S = 15.0
+CLAIM_MIN_IDLE_MS = 30_000
+
+
+def ensure_group(client: redis.Redis, stream: str = STATUS_STREAM, group: str = GROUP) -> None:
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def parse_entries(entries) -> tuple[list[str], list[StatusEvent]]:
+    """(every entry id, the events that parse). A malformed entry is logged and acknowledged
+    with the rest — it can never become valid, and it must not block the stream."""
+    ids, events = [], []
+    for entry_id, fields in entries:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        ids.append(eid)
+        if not fields:  # deleted entry (XAUTOCLAIM may return these)
+            continue
+        try:
+            events.append(StatusEvent.from_stream_fields(fields))
+        except (ValidationError, ValueError, TypeError) as exc:
+            log.error("dropping malformed status entry %s: %s", eid, exc)
+    return ids, events
+
+
+class PartyListener(threading.Thread):
+    def __init__(
+        self,
+        party: str,
+        clients: PartyClients,
+        apply: Callable[[list[StatusEvent]], object],
+        *,
+        consumer: str,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"listener-{party}", daemon=True)
+        self.party = party
+        self.clients = clients
+        self.apply = apply
+        self.consumer = consumer
+        self.stop_event = stop
+        self.applied_batches = 0
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+
+    def _handle(self, client: redis.Redis, entries) -> int:
+        if not entries:
+            return 0
+        ids, events = parse_entries(entries)
+        if events:
+            self.apply(events)  # commits, or raises (then nothing is acknowledged)
+        client.xack(STATUS_STREAM, GROUP, *ids)
+        self.applied_batches += 1
+        return len(ids)
+
+    def _drain_own_pending(self, client: redis.Redis) -> None:
+        """Entries this consumer read before a crash but never acknowledged."""
+        while not self.stop_event.is_set():
+            resp = client.xreadgroup(GROUP, self.consumer, {STATUS_STREAM: "0"}, count=BATCH)
+            entries = resp[0][1] if resp else []
+            if not entries:
+                return
+            self._handle(client, entries)
+
+    def _claim(self, client: redis.Redis) -> None:
+        """Take over entries another (dead) consumer left pending."""
+        start = "0-0"
+        while not self.stop_event.is_set():
+            resp = client.xautoclaim(
+                STATUS_STREAM, GROUP, self.consumer, CLAIM_MIN_IDLE_MS, start_id=start, count=BATCH
+            )
+            start, entries = resp[0], resp[1]
+            self._handle(client, entries)
+            if start in (b"0-0", "0-0"):
+                return
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                client = self.clients.redis(self.party)
+                ensure_group(client)
+                self._drain_own_pending(client)
+                self._claim(client)
+                self.connected.set()
+                self.last_error = None
+                backoff = 0.5
+                next_claim = time.monotonic() + CLAIM_EVERY_S
+                while not self.stop_event.is_set():
+                    resp = client.xreadgroup(
+                        GROUP, self.consumer, {STATUS_STREAM: ">"}, count=BATCH, block=BLOCK_MS
+                    )
+                    if resp:
+                        self._handle(client, resp[0][1])
+                    if time.monotonic() > next_claim:
+                        self._claim(client)
+                        next_claim = time.monotonic() + CLAIM_EVERY_S
+            except Exception as exc:  # Redis down, DB down, …: retry; nothing was acknowledged
+                self.connected.clear()
+                msg = f"{type(exc).__name__}: {exc}"
+                if msg != self.last_error:
+                    log.warning("listener %s: %s (retrying)", self.party, msg)
+                self.last_error = msg
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+class StatusListener:
+    """Listeners for every party, started and stopped together."""
+
+    def __init__(
+        self,
+        clients: PartyClients,
+        apply: Callable[[list[StatusEvent]], object],
+        *,
+        consumer: str = "coordinator-1",
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.threads = [
+            PartyListener(p, clients, apply, consumer=consumer, stop=self.stop_event)
+            for p in clients.names
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        return all(t.connected.wait(max(0.0, end - time.monotonic())) for t in self.threads)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout)

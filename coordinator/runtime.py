@@ -1,0 +1,108 @@
+"""The running coordinator: database, party clients, job service, status listener and the
+reconciliation loop, started and stopped together (the FastAPI app's lifespan owns one)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+
+from coordinator.db import make_engine, migrate, session_factory
+from coordinator.listener import StatusListener
+from coordinator.parties import PartyClients
+from coordinator.services.jobs import JobService
+from coordinator.settings import CoordinatorSettings
+from coordinator.topology import Topology, load_topology
+from node.signing import SigningConfig
+
+log = logging.getLogger(__name__)
+
+
+class ChangeFeed:
+    """Per-job change counters; SSE streams poll them (cheap, works across threads)."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def notify(self, job_ids: Iterable[str]) -> None:
+        with self._lock:
+            for j in job_ids:
+                self._versions[j] = self._versions.get(j, 0) + 1
+                self.total += 1
+
+    def version(self, job_id: str | None = None) -> int:
+        with self._lock:
+            return self.total if job_id is None else self._versions.get(job_id, 0)
+
+    async def wait(self, job_id: str | None, seen: int, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            v = self.version(job_id)
+            if v != seen:
+                return v
+            await asyncio.sleep(0.2)
+        return self.version(job_id)
+
+
+class Coordinator:
+    def __init__(self, settings: CoordinatorSettings, topology: Topology | None = None) -> None:
+        self.settings = settings
+        self.topology = topology or load_topology(settings.topology_file)
+        self.engine = make_engine(settings.database_url)
+        self.sessions = session_factory(self.engine)
+        self.signing = SigningConfig(
+            key_file=settings.signing_key_file,
+            cert_file=settings.signing_cert_file,
+            trusted=settings.trusted_node_certs,
+        )
+        self.clients = PartyClients(self.topology, self.signing)
+        self.feed = ChangeFeed()
+        self.jobs: JobService | None = None
+        self.listener: StatusListener | None = None
+        self._stop = threading.Event()
+        self._reconciler: threading.Thread | None = None
+
+    def start(self, *, run_migrations: bool = True) -> Coordinator:
+        if run_migrations:
+            migrate(self.settings.database_url)
+        self.jobs = JobService(
+            topology=self.topology,
+            clients=self.clients,
+            sessions=self.sessions,
+            start_timeout_s=self.settings.start_timeout_s,
+            default_deadline_s=self.settings.default_deadline_s,
+            max_attempts=self.settings.max_attempts,
+            on_change=self.feed.notify,
+        )
+        self.listener = StatusListener(
+            self.clients, self.jobs.apply, consumer=self.settings.consumer_name
+        )
+        self.listener.start()
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="reconciler", daemon=True
+        )
+        self._reconciler.start()
+        return self
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.jobs.reconcile()
+            except Exception:
+                log.exception("reconciliation pass failed (will retry)")
+            self._stop.wait(self.settings.reconcile_interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.listener:
+            self.listener.stop()
+        if self._reconciler:
+            self._reconciler.join(10)
+        if self.jobs:
+            self.jobs.close()
+        self.clients.close()
+        self.engine.dispose()

@@ -1,0 +1,512 @@
+"""The job service: submit, gang-schedule, fan out (all-or-nothing), cancel, retry, and the
+timers of DESIGN §5 (start timeout, deadline, dead workers). Every DB write lives here or in
+services/status.py; routes only call these methods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.db import transaction
+from coordinator.merge import TERMINAL_JOB_STATES, JobState, PartyStatus
+from coordinator.models import Job, SecretflowTask
+from coordinator.params import per_party, psi_template
+from coordinator.parties import PartyClients, PartyUnreachable
+from coordinator.scheduling import QueuedJob, dispatchable
+from coordinator.schemas import PSIJobCreate
+from coordinator.services.status import Applied, apply_events, record_task_result
+from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
+from node.contract import (
+    HEARTBEAT_TTL_S,
+    ErrorInfo,
+    EventData,
+    NodeTaskError,
+    StatusEvent,
+    TaskStatus,
+    new_execution_id,
+    task_request_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
+SYNTHETIC_SEQ = 1_000_000_000  # coordinator-made events outrank every node event of the task
+SPU_PORT_COOLDOWN_S = 60.0  # a party's SPU listener may linger after its job (teardown)
+
+
+class JobError(Exception):
+    """A request the service refuses; `status_code` is what the API answers."""
+
+    def __init__(self, message: str, status_code: int = 409) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:12]}"
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        topology: Topology,
+        clients: PartyClients,
+        sessions: sessionmaker[Session],
+        start_timeout_s: float = 120.0,
+        default_deadline_s: float = 6 * 3600.0,
+        max_attempts: int = 2,
+        on_change: Callable[[Iterable[str]], None] | None = None,
+        port_cooldown_s: float = SPU_PORT_COOLDOWN_S,
+    ) -> None:
+        self.topology = topology
+        self.clients = clients
+        self.sessions = sessions
+        self.start_timeout_s = start_timeout_s
+        self.default_deadline_s = default_deadline_s
+        self.max_attempts = max_attempts
+        self.on_change = on_change or (lambda _ids: None)
+        self.ports = PortPool(topology, cooldown_s=port_cooldown_s)
+        self._dispatch_lock = threading.RLock()
+        self._unreachable_since: dict[str, float] = {}
+        # best-effort follow-ups (Celery results) run off the listener's path
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
+        self._restore_ports()
+
+    # --- start-up -------------------------------------------------------------------------
+    def _restore_ports(self) -> None:
+        """Hold the ports of every attempt still running (after a coordinator restart)."""
+        with transaction(self.sessions) as s:
+            for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
+                assignment = {}
+                for t in job.tasks:
+                    if t.execution_id != job.execution_id:
+                        continue
+                    try:
+                        sf = t.params["sf_init_config"]["cluster"][t.party]["address"]
+                        spu = next(
+                            n["address"]
+                            for n in t.params["spu_config"]["cluster_def"]["nodes"]
+                            if n["party"] == t.party
+                        )
+                        assignment[t.party] = JobPorts(
+                            int(sf.rsplit(":", 1)[1]), int(spu.rsplit(":", 1)[1])
+                        )
+                    except (KeyError, StopIteration, ValueError):
+                        continue
+                if assignment and job.execution_id not in self.ports.held:
+                    try:
+                        self.ports.hold(job.execution_id, assignment)
+                    except (ValueError, KeyError) as exc:
+                        log.warning("job %s: ports not restored: %s", job.id, exc)
+
+    # --- submit ---------------------------------------------------------------------------
+    def submit(self, request: PSIJobCreate) -> Job:
+        """Validate against the registry, check every broker, store the job QUEUED, dispatch."""
+        try:
+            request.check_known(self.topology.names)
+        except ValueError as exc:
+            raise JobError(str(exc), 422) from exc
+        now = utcnow()
+        if request.deadline is not None and request.deadline <= now:
+            raise JobError(f"deadline {request.deadline.isoformat()} has already passed", 422)
+        try:
+            self.clients.ping_all(sorted(request.parties))
+        except PartyUnreachable as exc:
+            raise JobError(f"{exc}; nothing was sent to any party", 503) from exc
+        job = Job(
+            id=new_job_id(),
+            kind="psi",
+            status=JobState.QUEUED,
+            request=request.model_dump(mode="json"),
+            parties={"names": sorted(request.parties)},
+            attempt=0,
+            max_attempts=self.max_attempts,
+            deadline=request.deadline or now + dt.timedelta(seconds=self.default_deadline_s),
+        )
+        with transaction(self.sessions) as s:
+            s.add(job)
+        self.on_change([job.id])
+        self.tick()
+        return self.get(job.id)
+
+    def get(self, job_id: str) -> Job:
+        with self.sessions() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobError(f"no job {job_id!r}", 404)
+            _ = job.tasks  # load while the session is open
+            return job
+
+    # --- gang scheduling + fan-out --------------------------------------------------------
+    def tick(self) -> list[str]:
+        """Dispatch every queued job whose parties all have a free slot (FIFO)."""
+        dispatched = []
+        with self._dispatch_lock:
+            with self.sessions() as s:
+                if not s.scalar(select(Job.id).where(Job.status == JobState.QUEUED).limit(1)):
+                    return dispatched
+                queued = list(
+                    s.scalars(
+                        select(Job).where(Job.status == JobState.QUEUED).order_by(Job.created_at)
+                    )
+                )
+                busy: dict[str, int] = {}
+                for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
+                    for p in job.parties.get("names", []):
+                        busy[p] = busy.get(p, 0) + 1
+                queue = [QueuedJob(j.id, tuple(j.parties.get("names", []))) for j in queued]
+            for job_id in dispatchable(queue, busy, self.topology.slots):
+                if self._dispatch(job_id):
+                    dispatched.append(job_id)
+        return dispatched
+
+    def _dispatch(self, job_id: str) -> bool:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != JobState.QUEUED:
+                return False
+            parties = list(job.parties["names"])
+            if _aware(job.deadline) and _aware(job.deadline) <= now:
+                job.status, job.finished_at = JobState.TIMED_OUT, now
+                job.error = "deadline passed while the job was queued"
+                changed = True
+            else:
+                changed = False
+        if changed:
+            self.on_change([job_id])
+            return False
+        execution_id = new_execution_id()
+        try:
+            ports = self.ports.acquire(execution_id, parties)
+        except PortsExhausted as exc:
+            log.warning("job %s waits: %s", job_id, exc)
+            return False
+        request = PSIJobCreate.model_validate(job.request)
+        template = psi_template(
+            job_id=job_id,
+            execution_id=execution_id,
+            request=request,
+            endpoints=self.topology.endpoints(ports),
+            deadline=_aware(job.deadline),
+        )
+        params = per_party(template)
+        trids = {p: task_request_id(execution_id, p) for p in parties}
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id)
+            job.attempt += 1
+            job.execution_id = execution_id
+            job.status = JobState.DISPATCHED
+            job.dispatched_at = now
+            job.finished_at = None
+            job.result = None
+            for p in parties:
+                s.add(
+                    SecretflowTask(
+                        job_id=job_id,
+                        task_id=job_id,
+                        subtask_id="psi",
+                        execution_id=execution_id,
+                        party=p,
+                        celery_task_id=trids[p],
+                        task_type="psi",
+                        status=PartyStatus.PENDING,
+                        params=params[p],
+                    )
+                )
+        self.on_change([job_id])
+        # all-or-nothing: every broker must answer before anything is sent …
+        sent: list[str] = []
+        try:
+            self.clients.ping_all(parties)
+            for p in parties:
+                self.clients.send_execute(p, trids[p], params[p])
+                sent.append(p)
+        except PartyUnreachable as exc:
+            # … and what was sent before a broker failed is revoked at once
+            for p in sent:
+                self.clients.revoke(p, trids[p])
+            self._fail_dispatch(job_id, execution_id, exc, sent)
+            return False
+        log.info("job %s attempt %s sent to %s", job_id, execution_id, ", ".join(parties))
+        return True
+
+    def _fail_dispatch(
+        self, job_id: str, execution_id: str, exc: PartyUnreachable, sent: list[str]
+    ) -> None:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id)
+            for t in job.tasks:
+                if t.execution_id != execution_id:
+                    continue
+                if t.party == exc.party:
+                    t.status = PartyStatus.FAILURE
+                    t.error = {"type": "BrokerUnreachable", "message": str(exc)}
+                else:
+                    t.status = PartyStatus.CANCELLED
+                    what = "revoked" if t.party in sent else "not sent"
+                    t.error = {"type": "Revoked", "message": f"{what}: {exc}"}
+                t.finished_at = now
+            job.status = JobState.FAILED
+            job.failed_party = exc.party
+            job.error = f"{exc}; the tasks already sent were revoked"
+            job.finished_at = now
+        self.ports.release(execution_id)
+        self.on_change([job_id])
+
+    # --- events (from the listener) ---------------------------------------------------------
+    def apply(self, events: list[StatusEvent]) -> Applied:
+        """Apply a batch in one transaction; act on the outcome only after the commit."""
+        with transaction(self.sessions) as s:
+            out = apply_events(s, events)
+        self.after(out)
+        return out
+
+    def after(self, out: Applied) -> None:
+        for party, trid in out.terminate:
+            self.clients.revoke(party, trid)
+        for party, trid in out.finished_tasks:
+            self._background.submit(self._fetch_result, party, trid)
+        for execution_id in set(out.released):
+            self.ports.release(execution_id)
+        if out.jobs_touched or out.jobs_changed:
+            self.on_change(out.jobs_touched | out.jobs_changed)
+        if out.requeued or out.released:
+            self.tick()
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_result(self, party: str, trid: str) -> None:
+        try:
+            self._record_result(party, trid)
+        except Exception:
+            log.exception("could not record the Celery result of %s", trid)
+
+    def _record_result(self, party: str, trid: str) -> None:
+        try:
+            state, value = self.clients.celery_result(party, trid)
+        except Exception as exc:
+            log.debug("no celery result for %s: %s", trid, exc)
+            return
+        if state == "SUCCESS" and isinstance(value, dict):
+            result = value
+        elif isinstance(value, NodeTaskError):
+            result = value.result
+        else:
+            return
+        with transaction(self.sessions) as s:
+            record_task_result(s, trid, result)
+
+    # --- cancel / retry -------------------------------------------------------------------
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobError(f"no job {job_id!r}", 404)
+            if job.status in TERMINAL_JOB_STATES:
+                raise JobError(f"job {job_id} is already {job.status}", 409)
+            job.status, job.error, job.finished_at = JobState.CANCELLED, reason, now
+            victims = [
+                (t.party, t.celery_task_id)
+                for t in job.tasks
+                if t.execution_id == job.execution_id
+                and t.status not in ("SUCCESS", "FAILURE", "CANCELLED")
+            ]
+            execution_id = job.execution_id
+        for party, trid in victims:
+            self.clients.revoke(party, trid)
+        if execution_id:
+            self.ports.release(execution_id)
+        self.on_change([job_id])
+        self.tick()
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        """Run a finished, unsuccessful job again: a new attempt (execution_id) for every party."""
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise JobError(f"no job {job_id!r}", 404)
+            if job.status not in (JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT):
+                raise JobError(
+                    f"job {job_id} is {job.status}; only a failed, cancelled or "
+                    "timed-out job can be retried",
+                    409,
+                )
+            now = utcnow()
+            if _aware(job.deadline) and _aware(job.deadline) <= now:
+                job.deadline = now + dt.timedelta(seconds=self.default_deadline_s)
+            job.status = JobState.QUEUED
+            job.max_attempts = max(job.max_attempts, job.attempt + 1)
+            job.error = job.failed_party = job.finished_at = None
+        self.on_change([job_id])
+        self.tick()
+        return self.get(job_id)
+
+    # --- timers + reconciliation ----------------------------------------------------------
+    def _synthetic(
+        self, t: SecretflowTask, status: TaskStatus, etype: str, msg: str
+    ) -> StatusEvent:
+        return StatusEvent(
+            event_id=f"coord-{uuid.uuid4().hex}",
+            seq=SYNTHETIC_SEQ + t.seq,
+            task_request_id=t.celery_task_id,
+            task_id=t.task_id,
+            subtask_id=t.subtask_id,
+            execution_id=t.execution_id,
+            party=t.party,
+            status=status,
+            data=EventData(stage="task_finished", error=ErrorInfo(type=etype, message=msg)),
+            worker_container="coordinator",
+        )
+
+    def _party_alive(self, party: str, now_mono: float) -> tuple[bool | None, str]:
+        """(alive?, why): None when it cannot be told yet."""
+        try:
+            hb = self.clients.heartbeat(party)
+        except PartyUnreachable as exc:
+            since = self._unreachable_since.setdefault(party, now_mono)
+            if now_mono - since > HEARTBEAT_TTL_S:
+                return False, str(exc)
+            return None, ""
+        except Exception as exc:  # redis errors are wrapped below
+            since = self._unreachable_since.setdefault(party, now_mono)
+            if now_mono - since > HEARTBEAT_TTL_S:
+                return False, f"party {party}'s broker is unreachable: {exc}"
+            return None, ""
+        self._unreachable_since.pop(party, None)
+        if hb is None:
+            return False, (
+                f"party {party}'s SecretFlow worker is gone (no heartbeat for "
+                f"{HEARTBEAT_TTL_S} s): killed, crashed or offline"
+            )
+        return True, ""
+
+    def reconcile(self) -> None:
+        """One pass: deadlines, start timeouts, dead workers, lost events; then dispatch."""
+        import time
+
+        now, mono = utcnow(), time.monotonic()
+        synthetic: list[StatusEvent] = []
+        to_cancel_timed_out: list[str] = []
+        fetch: list[tuple[str, str]] = []
+        with self.sessions() as s:
+            jobs = list(s.scalars(select(Job).where(Job.status.in_([JobState.QUEUED, *ACTIVE]))))
+            alive: dict[str, tuple[bool | None, str]] = {}
+            for job in jobs:
+                if _aware(job.deadline) and _aware(job.deadline) <= now:
+                    to_cancel_timed_out.append(job.id)
+                    continue
+                if job.status == JobState.QUEUED:
+                    continue
+                tasks = [t for t in job.tasks if t.execution_id == job.execution_id]
+                age = (now - _aware(job.dispatched_at)).total_seconds() if job.dispatched_at else 0
+                for t in tasks:
+                    if t.status in ("SUCCESS", "FAILURE", "CANCELLED"):
+                        continue
+                    if t.party not in alive:
+                        alive[t.party] = self._party_alive(t.party, mono)
+                    ok, why = alive[t.party]
+                    if ok is False and age > HEARTBEAT_TTL_S:
+                        synthetic.append(self._synthetic(t, TaskStatus.FAILURE, "WorkerLost", why))
+                    elif t.status in ("PENDING", "RECEIVED") and age > self.start_timeout_s:
+                        synthetic.append(
+                            self._synthetic(
+                                t,
+                                TaskStatus.FAILURE,
+                                "StartTimeout",
+                                f"party {t.party} did not start within {self.start_timeout_s:.0f} s "
+                                "(worker offline or busy?)",
+                            )
+                        )
+                    elif age > 30:
+                        fetch.append((t.party, t.celery_task_id))
+            # tasks left non-terminal under a finished job (revoked before they started …)
+            stale = s.scalars(
+                select(SecretflowTask)
+                .join(Job, Job.id == SecretflowTask.job_id)
+                .where(
+                    Job.status.in_(list(TERMINAL_JOB_STATES)),
+                    SecretflowTask.status.in_(
+                        ["PENDING", "RECEIVED", "RUNNING", "PROGRESS", "RETRY"]
+                    ),
+                )
+            )
+            for t in stale:
+                age = (now - _aware(t.created_at)).total_seconds()
+                if age > 60:
+                    synthetic.append(
+                        self._synthetic(
+                            t, TaskStatus.CANCELLED, "Revoked", "revoked by the coordinator"
+                        )
+                    )
+        for job_id in to_cancel_timed_out:
+            self._time_out(job_id)
+        # lost events: a task the node finished whose final event never arrived
+        for party, trid in fetch:
+            ev = self._from_celery(party, trid)
+            if ev is not None:
+                synthetic.append(ev)
+        if synthetic:
+            self.apply(synthetic)
+        with transaction(self.sessions) as s:
+            for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
+                job.last_reconciled_at = now
+        self.tick()
+
+    def _from_celery(self, party: str, trid: str) -> StatusEvent | None:
+        try:
+            state, value = self.clients.celery_result(party, trid)
+        except Exception:
+            return None
+        if state not in ("SUCCESS", "FAILURE", "REVOKED"):
+            return None
+        with self.sessions() as s:
+            t = s.scalars(select(SecretflowTask).where(SecretflowTask.celery_task_id == trid)).one()
+            if state == "SUCCESS" and isinstance(value, dict):
+                ev = self._synthetic(t, TaskStatus.SUCCESS, "", "")
+                ev.data = EventData(stage="task_finished", progress=1.0, result=value.get("result"))
+                return ev
+            if state == "REVOKED":
+                return self._synthetic(t, TaskStatus.CANCELLED, "Revoked", "revoked")
+            msg = value.message if isinstance(value, NodeTaskError) else str(value)
+            return self._synthetic(t, TaskStatus.FAILURE, type(value).__name__, msg)
+
+    def _time_out(self, job_id: str) -> None:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or job.status in TERMINAL_JOB_STATES:
+                return
+            job.status, job.finished_at = JobState.TIMED_OUT, now
+            job.error = f"deadline {_aware(job.deadline).isoformat()} passed"
+            victims = [
+                (t.party, t.celery_task_id)
+                for t in job.tasks
+                if t.execution_id == job.execution_id
+                and t.status not in ("SUCCESS", "FAILURE", "CANCELLED")
+            ]
+            execution_id = job.execution_id
+        for party, trid in victims:
+            self.clients.revoke(party, trid)
+        if execution_id:
+            self.ports.release(execution_id)
+        self.on_change([job_id])

@@ -1,0 +1,257 @@
+"""Applying status events to the database (DESIGN §5), in the caller's transaction.
+
+Idempotent: an event_id already in task_status_logs is skipped; per task, `merge.apply_event`
+ignores older/duplicate seqs and never changes a terminal task. The job's state is then rebuilt
+from all its party tasks of the current attempt with the pure `merge.merge` — never from the
+single event. Post-commit work (revoking survivors, retries) is returned, not done here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from coordinator.merge import TERMINAL_JOB_STATES, JobState, PartyTask, apply_event, merge
+from coordinator.models import Job, SecretflowTask, TaskStatusLog
+from node.contract import ErrorInfo, StatusEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+# failures worth a new attempt (a network hiccup), never a refusal or a data/config problem
+_RETRYABLE_TYPES = {"StartTimeout", "PeerUnreachable", "LinkTimeout"}
+_RETRYABLE_WORDS = ("connection refused", "connect failed", "timed out", "timeout", "reset by peer")
+_NEVER_RETRY_WORDS = ("certificate", "refused the task", "handshake")
+
+
+def retryable(error: ErrorInfo | None) -> bool:
+    """Whether a party's failure may be cured by running the whole job again."""
+    if error is None:
+        return False
+    text = f"{error.type} {error.message}".lower()
+    if any(w in text for w in _NEVER_RETRY_WORDS):
+        return False
+    return error.type in _RETRYABLE_TYPES or any(w in text for w in _RETRYABLE_WORDS)
+
+
+@dataclass
+class Applied:
+    """What one batch changed; the caller acts on it after the commit."""
+
+    applied: int = 0
+    duplicates: int = 0
+    unknown: int = 0
+    jobs_changed: set[str] = field(default_factory=set)  # overall state changed
+    jobs_touched: set[str] = field(default_factory=set)  # any party task changed
+    terminate: list[tuple[str, str]] = field(default_factory=list)  # (party, task_request_id)
+    finished_tasks: list[tuple[str, str]] = field(default_factory=list)  # (party, trid)
+    released: list[str] = field(default_factory=list)  # execution ids whose ports may be freed
+    requeued: list[str] = field(default_factory=list)  # job ids queued for another attempt
+
+
+def to_party_task(row: SecretflowTask) -> PartyTask:
+    return PartyTask(
+        party=row.party,
+        status=row.status,
+        seq=row.seq,
+        stage=row.stage,
+        progress=row.progress,
+        error=ErrorInfo.model_validate(row.error) if row.error else None,
+        result=row.result,
+        last_event_id=row.last_event_id,
+        updated_at=row.status_at,
+    )
+
+
+def _store(row: SecretflowTask, task: PartyTask, now: dt.datetime) -> None:
+    row.status = str(task.status)
+    row.seq = task.seq
+    row.stage = task.stage
+    row.progress = task.progress
+    row.error = task.error.model_dump(mode="json") if task.error else None
+    if task.result is not None:
+        row.result = task.result
+    row.last_event_id = task.last_event_id
+    row.status_at = task.updated_at
+    if task.status in ("RUNNING", "PROGRESS") and row.started_at is None:
+        row.started_at = now
+    if task.terminal and row.finished_at is None:
+        row.finished_at = now
+
+
+def _log_rows(events: Sequence[StatusEvent], job_of: dict[str, str | None]) -> list[dict]:
+    now = utcnow()
+    return [
+        {
+            "event_id": e.event_id,
+            "task_request_id": e.task_request_id,
+            "job_id": job_of.get(e.task_request_id),
+            "execution_id": e.execution_id,
+            "party": e.party,
+            "seq": e.seq,
+            "status": str(e.status),
+            "stage": e.data.stage,
+            "data": e.data.model_dump(mode="json", exclude_none=True),
+            "timestamp": e.timestamp,
+            "received_at": now,
+        }
+        for e in events
+    ]
+
+
+def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
+    """Record and apply a batch of events; rebuild the state of every job they touch."""
+    out = Applied()
+    batch: dict[str, StatusEvent] = {}
+    for e in events:
+        if e.event_id in batch:
+            out.duplicates += 1
+        else:
+            batch[e.event_id] = e
+    if not batch:
+        return out
+    seen = set(
+        session.scalars(
+            select(TaskStatusLog.event_id).where(TaskStatusLog.event_id.in_(list(batch)))
+        )
+    )
+    out.duplicates += len(seen)
+    fresh = [e for eid, e in batch.items() if eid not in seen]
+    if not fresh:
+        return out
+    trids = {e.task_request_id for e in fresh}
+    rows = {
+        r.celery_task_id: r
+        for r in session.scalars(
+            select(SecretflowTask).where(SecretflowTask.celery_task_id.in_(list(trids)))
+        )
+    }
+    session.execute(insert(TaskStatusLog), _log_rows(fresh, {t: r.job_id for t, r in rows.items()}))
+    now = utcnow()
+    touched_jobs: set[str] = set()
+    for e in sorted(fresh, key=lambda ev: (ev.task_request_id, ev.seq)):
+        row = rows.get(e.task_request_id)
+        if row is None or row.party != e.party or row.execution_id != e.execution_id:
+            out.unknown += 1  # e.g. a task sent by hand with the node CLI: logged, not applied
+            continue
+        before = to_party_task(row)
+        after = apply_event(before, e)
+        if after is not before:
+            _store(row, after, now)
+            if after.last_event_id == e.event_id and e.data.performance_metrics:
+                row.performance_metrics = e.data.performance_metrics
+            out.applied += 1
+            touched_jobs.add(row.job_id)
+            if after.terminal:
+                out.finished_tasks.append((row.party, row.celery_task_id))
+    out.jobs_touched |= touched_jobs
+    reconcile_jobs(session, sorted(touched_jobs), out, now=now)
+    return out
+
+
+def _job_result(tasks: Sequence[SecretflowTask], receiver: str | None) -> dict:
+    per_party = {}
+    count = None
+    for t in tasks:
+        res = t.result or {}
+        per_party[t.party] = {
+            "intersection_count": res.get("intersection_count"),
+            "output_path": res.get("output_path"),
+            "performance_metrics": t.performance_metrics,
+        }
+        if t.party == receiver:
+            count = res.get("intersection_count")
+    return {"intersection_count": count, "receiver": receiver, "parties": per_party}
+
+
+def reconcile_jobs(
+    session: Session, job_ids: Sequence[str], out: Applied, *, now: dt.datetime
+) -> None:
+    """Rebuild the state of several jobs with two queries (jobs locked, then their tasks)."""
+    if not job_ids:
+        return
+    jobs = session.scalars(
+        select(Job).where(Job.id.in_(list(job_ids))).order_by(Job.id).with_for_update()
+    ).all()
+    tasks: dict[str, list[SecretflowTask]] = {}
+    for t in session.scalars(
+        select(SecretflowTask).where(SecretflowTask.job_id.in_([j.id for j in jobs]))
+    ):
+        tasks.setdefault(t.job_id, []).append(t)
+    for job in jobs:
+        current = [t for t in tasks.get(job.id, []) if t.execution_id == job.execution_id]
+        _reconcile(job, current, out, now)
+
+
+def reconcile_job(session: Session, job_id: str, out: Applied, *, now: dt.datetime) -> None:
+    reconcile_jobs(session, [job_id], out, now=now)
+
+
+def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.datetime) -> None:
+    """One job's state from its current attempt's party tasks (merge is pure)."""
+    if job.execution_id is None or not tasks:
+        return
+    current = JobState(job.status)
+    merged = merge(current, {t.party: to_party_task(t) for t in tasks})
+    job.last_reconciled_at = now
+    if all(to_party_task(t).terminal for t in tasks):
+        out.released.append(job.execution_id)
+    if merged.state == current:
+        return
+    out.jobs_changed.add(job.id)
+    for party in merged.to_terminate:
+        trid = next(t.celery_task_id for t in tasks if t.party == party)
+        out.terminate.append((party, trid))
+    if merged.state == JobState.FAILED:
+        failed = next(t for t in tasks if t.party == merged.failed_party)
+        err = ErrorInfo.model_validate(failed.error) if failed.error else None
+        if retryable(err) and job.attempt < job.max_attempts:
+            job.status = JobState.QUEUED
+            job.error = f"attempt {job.attempt} failed, retrying: {merged.error}"
+            job.failed_party = merged.failed_party
+            out.requeued.append(job.id)
+            out.released.append(job.execution_id)
+            return
+    job.status = merged.state
+    if merged.state in TERMINAL_JOB_STATES:
+        job.finished_at = now
+        job.error = merged.error
+        job.failed_party = merged.failed_party
+        out.released.append(job.execution_id)
+        if merged.state == JobState.SUCCEEDED:
+            receiver = (job.request or {}).get("receiver")
+            job.result = _job_result(tasks, receiver)
+
+
+def record_task_result(session: Session, task_request_id: str, result: dict) -> None:
+    """Store a finished task's full Celery result (performance metrics, output) on its row and
+    refresh the job's result summary."""
+    row = session.scalars(
+        select(SecretflowTask).where(SecretflowTask.celery_task_id == task_request_id)
+    ).one_or_none()
+    if row is None:
+        return
+    metrics = result.get("performance_metrics")
+    if metrics:
+        row.performance_metrics = metrics
+    if result.get("result") and row.result is None:
+        row.result = result["result"]
+    job = session.get(Job, row.job_id)
+    if (
+        job is not None
+        and job.status == JobState.SUCCEEDED
+        and job.execution_id == row.execution_id
+    ):
+        tasks = list(
+            session.scalars(
+                select(SecretflowTask).where(
+                    SecretflowTask.job_id == job.id,
+                    SecretflowTask.execution_id == job.execution_id,
+                )
+            )
+        )
+        job.result = _job_result(tasks, (job.request or {}).get("receiver"))

@@ -1,0 +1,93 @@
+"""Read side: jobs as the API and the UI show them (queries only, no writes)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from coordinator.models import Job, SecretflowTask, TaskStatusLog
+from coordinator.schemas import (
+    JobDetail,
+    JobOut,
+    JobResultOut,
+    JobsPage,
+    PartyTaskOut,
+    TimelineEntry,
+)
+
+
+def job_out(job: Job, cls: type[JobOut] = JobOut, **extra) -> JobOut:
+    request = job.request or {}
+    current = [t for t in job.tasks if t.execution_id == job.execution_id]
+    party_status = {t.party: t.status for t in current}
+    for p in job.parties.get("names", []):
+        party_status.setdefault(p, "QUEUED" if job.status == "QUEUED" else "PENDING")
+    return cls(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        parties=list(job.parties.get("names", [])),
+        receiver=request.get("receiver"),
+        protocol=request.get("protocol"),
+        party_status=party_status,
+        error=job.error,
+        failed_party=job.failed_party,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        execution_id=job.execution_id,
+        deadline=job.deadline,
+        created_at=job.created_at,
+        dispatched_at=job.dispatched_at,
+        finished_at=job.finished_at,
+        last_reconciled_at=job.last_reconciled_at,
+        **extra,
+    )
+
+
+def list_jobs(session: Session, *, status: str | None, offset: int, limit: int) -> JobsPage:
+    q = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status:
+        q = q.where(Job.status == status)
+        count = count.where(Job.status == status)
+    jobs = session.scalars(q.order_by(Job.created_at.desc()).offset(offset).limit(limit)).all()
+    return JobsPage(
+        items=[job_out(j) for j in jobs],
+        total=session.scalar(count) or 0,
+        offset=offset,
+        limit=limit,
+    )
+
+
+def job_detail(session: Session, job: Job) -> JobDetail:
+    logs = session.scalars(
+        select(TaskStatusLog)
+        .where(TaskStatusLog.job_id == job.id)
+        .order_by(TaskStatusLog.timestamp, TaskStatusLog.seq)
+    ).all()
+    tasks = session.scalars(
+        select(SecretflowTask).where(SecretflowTask.job_id == job.id).order_by(SecretflowTask.id)
+    ).all()
+    return job_out(
+        job,
+        JobDetail,
+        request=job.request,
+        tasks=[PartyTaskOut.model_validate(t) for t in tasks],
+        timeline=[TimelineEntry.model_validate(e) for e in logs],
+        result=job.result,
+    )
+
+
+def job_result(job: Job) -> JobResultOut:
+    res = job.result or {}
+    duration = None
+    if job.dispatched_at and job.finished_at:
+        duration = (job.finished_at - job.dispatched_at).total_seconds()
+    return JobResultOut(
+        job_id=job.id,
+        status=job.status,
+        intersection_count=res.get("intersection_count"),
+        receiver=res.get("receiver") or (job.request or {}).get("receiver"),
+        parties=res.get("parties") or {},
+        duration_s=duration,
+    )

@@ -1,0 +1,823 @@
+/* Partyline coordinator UI: vanilla JS (fetch + EventSource), no framework, no build step.
+ *
+ * The pages are server-rendered shells; this script fills them from the JSON API
+ * (/api/v1/...). The browser is authenticated by the session cookie set at /login, so every
+ * fetch goes same-origin with credentials. Data is always inserted with textContent (never
+ * innerHTML), so nothing a node or a job reports can inject markup.
+ */
+"use strict";
+
+const FINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"]);
+const RETRYABLE = new Set(["FAILED", "CANCELLED", "TIMED_OUT"]);
+
+// --- helpers ----------------------------------------------------------------------------------
+function $(sel, root) {
+  return (root || document).querySelector(sel);
+}
+
+/** h("td", {class: "x", dataset: {party: "alice"}}, "text", childNode, ...) */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function show(el, on) {
+  if (el) el.classList.toggle("hidden", !on);
+}
+
+function badge(status) {
+  return h("span", { class: `badge s-${status}`, text: status || "?" });
+}
+
+/** API timestamps may come without an offset (SQLite): they are UTC. */
+function parseTime(iso) {
+  if (!iso) return null;
+  const hasZone = /[zZ]$|[+-]\d\d:?\d\d$/.test(iso);
+  const d = new Date(hasZone ? iso : `${iso}Z`);
+  return isNaN(d) ? null : d;
+}
+
+function fmtTime(iso, withDate = true) {
+  const d = parseTime(iso);
+  if (!d) return "";
+  return withDate
+    ? d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" })
+    : d.toLocaleTimeString(undefined, { hour12: false });
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined || isNaN(s)) return "";
+  return s < 10 ? `${Number(s).toFixed(2)} s` : `${Number(s).toFixed(1)} s`;
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+/** FastAPI errors: {"detail": "text"} or {"detail": [{loc, msg}, ...]} (422). */
+function errorMessages(status, body, fallback) {
+  const detail = body && body.detail;
+  if (Array.isArray(detail)) {
+    return detail.map((e) => {
+      const loc = (e.loc || []).filter((x) => x !== "body").join(".");
+      const msg = String(e.msg || "").replace(/^Value error, /, "");
+      return loc ? `${loc}: ${msg}` : msg;
+    });
+  }
+  if (typeof detail === "string" && detail) return [detail];
+  return [fallback || `HTTP ${status}`];
+}
+
+async function api(path, options = {}) {
+  const opts = { credentials: "same-origin", headers: { Accept: "application/json" }, ...options };
+  if (opts.json !== undefined) {
+    opts.body = JSON.stringify(opts.json);
+    opts.headers = { ...opts.headers, "Content-Type": "application/json" };
+    delete opts.json;
+  }
+  let resp;
+  try {
+    resp = await fetch(path, opts);
+  } catch (exc) {
+    throw new ApiError(0, `the coordinator did not answer (${exc.message})`, null);
+  }
+  if (resp.status === 401) {
+    window.location.assign("/login");
+    throw new ApiError(401, "not logged in", null);
+  }
+  let body = null;
+  const text = await resp.text();
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = { detail: text.slice(0, 500) };
+    }
+  }
+  if (!resp.ok) {
+    const msgs = errorMessages(resp.status, body, `${resp.status} ${resp.statusText}`);
+    throw new ApiError(resp.status, msgs.join("; "), body);
+  }
+  return body;
+}
+
+function showError(el, messages, title) {
+  if (!el) return;
+  el.replaceChildren();
+  const list = Array.isArray(messages) ? messages : [messages];
+  if (title) el.append(h("div", { class: "title", text: title }));
+  if (list.length === 1 && !title) el.append(list[0]);
+  else el.append(h("ul", {}, list.map((m) => h("li", { text: m }))));
+  show(el, true);
+}
+
+function stamp(el) {
+  if (el) el.textContent = `updated ${new Date().toLocaleTimeString(undefined, { hour12: false })}`;
+}
+
+// --- parties ----------------------------------------------------------------------------------
+function yesNo(value, yes = "yes", no = "no") {
+  if (value === null || value === undefined) return h("span", { class: "muted", text: "—" });
+  return h("span", { class: `badge ${value ? "ok" : "bad"}`, text: value ? yes : no });
+}
+
+function healthList(p) {
+  const out = [];
+  if (p.health && Array.isArray(p.health.checks)) {
+    out.push(
+      h(
+        "ul",
+        { class: "checks" },
+        p.health.checks.map((c) => {
+          const state = !c.ok ? "failed" : c.warn ? "warn" : "ok";
+          return h(
+            "li",
+            { class: state, dataset: { check: c.name, ok: String(!!c.ok) } },
+            h("span", { class: "mark", text: c.ok ? (c.warn ? "!" : "✓") : "✗" }),
+            h("span", { class: "name", text: `${c.name}:` }),
+            h("span", { class: "detail", text: c.detail || (c.ok ? "ok" : "failed") }),
+          );
+        }),
+      ),
+    );
+  }
+  if (p.error) out.push(h("div", { class: "field-error", text: p.error }));
+  if (!out.length) out.push(h("span", { class: "muted", text: "—" }));
+  return out;
+}
+
+async function initParties() {
+  const tbody = $("#parties-table tbody");
+  const btn = $("#refresh-parties");
+  const errBox = $("#parties-error");
+
+  async function load() {
+    btn.disabled = true;
+    btn.textContent = "Asking the nodes…";
+    try {
+      const parties = await api("/api/v1/parties");
+      show(errBox, false);
+      tbody.replaceChildren(
+        ...parties.map((p) =>
+          h(
+            "tr",
+            { id: `party-row-${p.name}`, dataset: { party: p.name, testid: "party-row" } },
+            h(
+              "td",
+              {},
+              h("strong", { text: p.name }),
+              p.description ? h("div", { class: "muted small", text: p.description }) : null,
+              h("div", { class: "muted small", text: `slots: ${p.slots}` }),
+            ),
+            h(
+              "td",
+              { class: "small" },
+              h("code", { text: p.broker }),
+              h("div", { class: "muted", text: `fed ${p.fed_host} · spu ${p.spu_host}` }),
+            ),
+            h("td", { class: "reachable" }, yesNo(p.reachable, "reachable", "unreachable")),
+            h("td", { class: "worker" }, yesNo(p.worker_alive, "alive", "no heartbeat")),
+            h("td", { class: "health" }, healthList(p)),
+          ),
+        ),
+      );
+      if (!parties.length) {
+        tbody.replaceChildren(
+          h("tr", {}, h("td", { colspan: 5, class: "empty", text: "The registry is empty." })),
+        );
+      }
+      stamp($("#parties-updated"));
+    } catch (exc) {
+      showError(errBox, exc.message);
+    } finally {
+      btn.disabled = false;
+      btn.textContent = "Refresh";
+    }
+  }
+
+  btn.addEventListener("click", load);
+  await load();
+}
+
+// --- new PSI form -----------------------------------------------------------------------------
+function defaultOutputName() {
+  const d = new Date();
+  const pad = (n) => String(n).padStart(2, "0");
+  const ts = `${d.getFullYear()}${pad(d.getMonth() + 1)}${pad(d.getDate())}-${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}`;
+  return `out/psi-${ts}.csv`;
+}
+
+async function initNewPsi() {
+  const form = $("#psi-form");
+  const errBox = $("#form-error");
+  const submit = $("#submit-psi");
+  const submitState = $("#submit-state");
+  const sides = ["a", "b"];
+  const datasets = { a: [], b: [] }; // the chosen party's datasets, per side
+  const loads = { a: 0, b: 0 }; // to ignore answers for a party no longer selected
+  let parties = [];
+
+  const out = defaultOutputName();
+  for (const s of sides) $(`#output-${s}`).value = out;
+
+  function chosen(side) {
+    return $(`#party-${side}`).value;
+  }
+
+  function fillReceiver() {
+    const rec = $("#receiver");
+    const prev = rec.value;
+    const names = [...new Set(sides.map(chosen).filter(Boolean))];
+    rec.replaceChildren(...names.map((n) => h("option", { value: n, text: n })));
+    if (names.includes(prev)) rec.value = prev;
+    rec.disabled = names.length === 0;
+  }
+
+  function fillKeys(side) {
+    const sel = $(`#keys-${side}`);
+    const ds = datasets[side].find((d) => d.name === $(`#dataset-${side}`).value);
+    const cols = ds ? ds.columns : [];
+    sel.replaceChildren(...cols.map((c, i) => h("option", { value: c, text: c, selected: i === 0 })));
+    sel.disabled = cols.length === 0;
+    sel.size = Math.min(Math.max(cols.length, 3), 8);
+  }
+
+  async function loadDatasets(side) {
+    const party = chosen(side);
+    const sel = $(`#dataset-${side}`);
+    const err = $(`#dataset-${side}-error`);
+    err.textContent = "";
+    datasets[side] = [];
+    const ticket = ++loads[side];
+    if (!party) {
+      sel.replaceChildren(h("option", { value: "", text: "choose a party first" }));
+      sel.disabled = true;
+      fillKeys(side);
+      return;
+    }
+    sel.replaceChildren(h("option", { value: "", text: `asking ${party} for its datasets…` }));
+    sel.disabled = true;
+    fillKeys(side);
+    try {
+      const body = await api(`/api/v1/parties/${encodeURIComponent(party)}/datasets`);
+      if (ticket !== loads[side]) return;
+      datasets[side] = body.datasets || [];
+      if (!datasets[side].length) {
+        sel.replaceChildren(h("option", { value: "", text: `no CSV files in ${party}'s data root` }));
+      } else {
+        sel.replaceChildren(
+          h("option", { value: "", text: `choose one of ${datasets[side].length} dataset(s)` }),
+          ...datasets[side].map((d) =>
+            h("option", {
+              value: d.name,
+              text: `${d.name} (${fmtBytes(d.size)}, ${d.columns.length} column${d.columns.length === 1 ? "" : "s"})`,
+            }),
+          ),
+        );
+        sel.disabled = false;
+        if (datasets[side].length === 1) sel.value = datasets[side][0].name;
+      }
+    } catch (exc) {
+      if (ticket !== loads[side]) return;
+      sel.replaceChildren(h("option", { value: "", text: "datasets unavailable" }));
+      err.textContent = exc.message;
+    }
+    fillKeys(side);
+  }
+
+  function onPartyChange(side) {
+    const other = side === "a" ? "b" : "a";
+    const same = chosen(side) && chosen(side) === chosen(other);
+    $(`#party-${side}-error`).textContent = same ? "choose two different parties" : "";
+    if (!same) $(`#party-${other}-error`).textContent = "";
+    fillReceiver();
+    loadDatasets(side);
+  }
+
+  try {
+    parties = await api("/api/v1/parties?health=false");
+  } catch (exc) {
+    showError(errBox, exc.message, "Could not load the parties");
+    return;
+  }
+  sides.forEach((side, i) => {
+    const sel = $(`#party-${side}`);
+    sel.replaceChildren(
+      h("option", { value: "", text: "choose a party" }),
+      ...parties.map((p) =>
+        h("option", {
+          value: p.name,
+          text: p.reachable === false ? `${p.name} (unreachable)` : p.name,
+        }),
+      ),
+    );
+    if (parties[i]) sel.value = parties[i].name;
+    sel.addEventListener("change", () => onPartyChange(side));
+    $(`#dataset-${side}`).addEventListener("change", () => fillKeys(side));
+  });
+  fillReceiver();
+  await Promise.all(sides.map(loadDatasets));
+
+  function clientErrors() {
+    const errs = [];
+    const [pa, pb] = sides.map(chosen);
+    if (!pa || !pb) errs.push("parties: choose two parties");
+    else if (pa === pb) errs.push(`parties: ${pa} is chosen twice; a PSI needs two different parties`);
+    return errs;
+  }
+
+  function body() {
+    const parties = {};
+    for (const s of sides) {
+      parties[chosen(s)] = {
+        keys: [...$(`#keys-${s}`).selectedOptions].map((o) => o.value),
+        input: $(`#dataset-${s}`).value,
+        output: $(`#output-${s}`).value.trim(),
+      };
+    }
+    const b = {
+      parties,
+      receiver: $("#receiver").value,
+      protocol: $("#protocol").value,
+      broadcast_result: $("#broadcast").checked,
+    };
+    const deadline = $("#deadline").value;
+    if (deadline) b.deadline = new Date(deadline).toISOString();
+    return b;
+  }
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    show(errBox, false);
+    const errs = clientErrors();
+    if (errs.length) {
+      showError(errBox, errs, "Please fix the form");
+      return;
+    }
+    submit.disabled = true;
+    submitState.textContent = "Sending the job to the coordinator…";
+    try {
+      const job = await api("/api/v1/jobs/psi", { method: "POST", json: body() });
+      submitState.textContent = `Job ${job.id} created.`;
+      window.location.assign(`/jobs/${encodeURIComponent(job.id)}`);
+    } catch (exc) {
+      const msgs = exc.body ? errorMessages(exc.status, exc.body) : [exc.message];
+      const title =
+        exc.status === 422
+          ? "The coordinator rejected the request"
+          : exc.status === 503
+            ? "A party is unreachable; nothing was sent"
+            : "The job was not created";
+      showError(errBox, msgs, title);
+      submitState.textContent = "";
+      submit.disabled = false;
+    }
+  });
+}
+
+// --- jobs list --------------------------------------------------------------------------------
+async function initJobs() {
+  const PAGE = 20;
+  const params = new URLSearchParams(window.location.search);
+  const state = {
+    status: params.get("status") || "",
+    offset: Math.max(0, parseInt(params.get("offset") || "0", 10) || 0),
+    total: 0,
+  };
+  const filter = $("#status-filter");
+  const tbody = $("#jobs-table tbody");
+  const errBox = $("#jobs-error");
+  const auto = $("#auto-refresh");
+  filter.value = state.status;
+  let timer = null;
+  let busy = false;
+
+  function remember() {
+    const q = new URLSearchParams();
+    if (state.status) q.set("status", state.status);
+    if (state.offset) q.set("offset", String(state.offset));
+    const s = q.toString();
+    window.history.replaceState(null, "", s ? `/?${s}` : "/");
+  }
+
+  function row(j) {
+    return h(
+      "tr",
+      { id: `job-row-${j.id}`, dataset: { job: j.id, testid: "job-row" } },
+      h("td", {}, h("a", { href: `/jobs/${encodeURIComponent(j.id)}`, class: "mono", text: j.id })),
+      h("td", {}, badge(j.status), j.attempt > 1 ? h("div", { class: "muted small", text: `attempt ${j.attempt}/${j.max_attempts}` }) : null),
+      h(
+        "td",
+        {},
+        j.parties.map((p) =>
+          h(
+            "span",
+            { class: "party-status", title: p === j.receiver ? "receiver" : "" },
+            p === j.receiver ? h("strong", { text: p }) : p,
+            badge(j.party_status[p] || "PENDING"),
+          ),
+        ),
+      ),
+      h("td", { class: "small", text: (j.protocol || "").replace(/^PROTOCOL_/, "") }),
+      h("td", { class: "small", text: fmtTime(j.created_at) }),
+      h("td", { class: "small error-cell", text: j.error || "" }),
+    );
+  }
+
+  async function load() {
+    if (busy) return;
+    busy = true;
+    const q = new URLSearchParams({ offset: String(state.offset), limit: String(PAGE) });
+    if (state.status) q.set("status", state.status);
+    try {
+      const page = await api(`/api/v1/jobs?${q}`);
+      show(errBox, false);
+      state.total = page.total;
+      if (!page.items.length && state.offset > 0 && page.total > 0) {
+        state.offset = Math.max(0, Math.floor((page.total - 1) / PAGE) * PAGE);
+        busy = false;
+        return load();
+      }
+      tbody.replaceChildren(
+        ...(page.items.length
+          ? page.items.map(row)
+          : [
+              h(
+                "tr",
+                {},
+                h("td", {
+                  colspan: 6,
+                  class: "empty",
+                  text: state.status ? `No ${state.status} jobs.` : "No jobs yet — launch one from New PSI.",
+                }),
+              ),
+            ]),
+      );
+      const first = page.total ? state.offset + 1 : 0;
+      const last = state.offset + page.items.length;
+      $("#page-info").textContent = `${first}–${last} of ${page.total}`;
+      $("#prev-page").disabled = state.offset === 0;
+      $("#next-page").disabled = last >= page.total;
+      stamp($("#jobs-updated"));
+    } catch (exc) {
+      showError(errBox, exc.message);
+    } finally {
+      busy = false;
+    }
+  }
+
+  function schedule() {
+    clearInterval(timer);
+    timer = auto.checked ? setInterval(load, 3000) : null;
+  }
+
+  filter.addEventListener("change", () => {
+    state.status = filter.value;
+    state.offset = 0;
+    remember();
+    load();
+  });
+  $("#prev-page").addEventListener("click", () => {
+    state.offset = Math.max(0, state.offset - PAGE);
+    remember();
+    load();
+  });
+  $("#next-page").addEventListener("click", () => {
+    state.offset += PAGE;
+    remember();
+    load();
+  });
+  auto.addEventListener("change", schedule);
+  await load();
+  schedule();
+}
+
+// --- one job ----------------------------------------------------------------------------------
+function initJob() {
+  const jobId = document.body.dataset.jobId;
+  const liveState = $("#live-state");
+  let es = null;
+  let pollTimer = null;
+  let lateTimer = null;
+  let current = null;
+
+  function setLive(text, on) {
+    liveState.textContent = text;
+    liveState.classList.toggle("on", !!on);
+  }
+
+  function attempts(job) {
+    const order = [];
+    for (const t of job.tasks || []) if (!order.includes(t.execution_id)) order.push(t.execution_id);
+    return order;
+  }
+
+  function renderFacts(job) {
+    const dl = $("#job-facts");
+    const facts = [
+      ["Kind", job.kind],
+      ["Protocol", (job.protocol || "").replace(/^PROTOCOL_/, "")],
+      ["Receiver", job.receiver],
+      ["Attempt", `${job.attempt} of ${job.max_attempts}`],
+      ["Execution id", job.execution_id || "—"],
+      ["Created", fmtTime(job.created_at)],
+      ["Dispatched", fmtTime(job.dispatched_at) || "—"],
+      ["Finished", fmtTime(job.finished_at) || "—"],
+    ];
+    if (job.deadline) facts.push(["Deadline", fmtTime(job.deadline)]);
+    const inputs = (job.request && job.request.parties) || {};
+    for (const [p, spec] of Object.entries(inputs)) {
+      facts.push([`${p} input`, `${spec.input} on [${(spec.keys || []).join(", ")}] → ${spec.output}`]);
+    }
+    dl.replaceChildren(...facts.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v ?? "" })]));
+  }
+
+  function renderCards(job) {
+    const wrap = $("#party-cards");
+    const tasks = (job.tasks || []).filter((t) => t.execution_id === job.execution_id);
+    wrap.replaceChildren(
+      ...job.parties.map((p) => {
+        const t = tasks.find((x) => x.party === p);
+        const status = job.party_status[p] || (t && t.status) || "PENDING";
+        let progress = t && t.progress !== null && t.progress !== undefined ? Number(t.progress) : 0;
+        if (status === "SUCCESS") progress = 1;
+        const pct = Math.round(Math.max(0, Math.min(1, progress)) * 100);
+        const bar = h("div", { class: "progress", role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", {}));
+        bar.firstChild.style.width = `${pct}%`;
+        if (status === "SUCCESS") bar.classList.add("done");
+        if (status === "FAILURE" || status === "CANCELLED") bar.classList.add("failed");
+        const err = t && t.error ? `${t.error.type ? `${t.error.type}: ` : ""}${t.error.message || JSON.stringify(t.error)}` : "";
+        return h(
+          "div",
+          {
+            class: `panel party-card${status === "FAILURE" ? " failed" : ""}`,
+            id: `party-${p}`,
+            dataset: { party: p, status, testid: "party-card" },
+          },
+          h("h3", {}, h("span", {}, p, p === job.receiver ? h("span", { class: "muted small", text: " · receiver" }) : null), badge(status)),
+          h("div", { class: "small" }, h("span", { class: "muted", text: "stage " }), h("span", { class: "stage", text: (t && t.stage) || "—" })),
+          bar,
+          h("div", { class: "muted small", text: `${pct}%${t && t.started_at ? ` · started ${fmtTime(t.started_at, false)}` : ""}${t && t.finished_at ? ` · finished ${fmtTime(t.finished_at, false)}` : ""}` }),
+          err ? h("div", { class: "field-error", text: err }) : null,
+        );
+      }),
+    );
+  }
+
+  function renderTimeline(job) {
+    const tbody = $("#timeline tbody");
+    const order = attempts(job);
+    const events = job.timeline || [];
+    if (!events.length) {
+      tbody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No events yet." })));
+      return;
+    }
+    tbody.replaceChildren(
+      ...events.map((e) => {
+        const idx = order.indexOf(e.execution_id);
+        const prog = e.data && e.data.progress !== null && e.data.progress !== undefined ? `${Math.round(e.data.progress * 100)}%` : "";
+        const err = e.data && e.data.error ? e.data.error.message || "" : "";
+        return h(
+          "tr",
+          { dataset: { party: e.party, status: e.status } },
+          h("td", { class: "small mono", text: fmtTime(e.timestamp, false) }),
+          h("td", { text: e.party }),
+          h("td", { class: "small", text: idx >= 0 ? String(idx + 1) : "" }),
+          h("td", {}, badge(e.status)),
+          h("td", { class: "small" }, e.stage || "", err ? h("div", { class: "field-error", text: err }) : null),
+          h("td", { class: "small", text: prog }),
+        );
+      }),
+    );
+  }
+
+  function renderResult(job) {
+    const box = $("#job-result");
+    const res = job.result;
+    if (job.status !== "SUCCEEDED" || !res) {
+      show(box, false);
+      return;
+    }
+    $("#intersection-count").textContent = res.intersection_count ?? "—";
+    $("#result-receiver").textContent = res.receiver || job.receiver || "";
+    const started = parseTime(job.dispatched_at);
+    const finished = parseTime(job.finished_at);
+    $("#result-duration").textContent = started && finished ? ` · ${fmtSeconds((finished - started) / 1000)} end to end` : "";
+    // metrics are recorded just after the end: "…" while they may still come, "—" after
+    const pending = !finished || Date.now() - finished < 40000 ? "…" : "—";
+    const rows = Object.entries(res.parties || {}).map(([p, r]) => {
+      const m = r.performance_metrics || {};
+      return h(
+        "tr",
+        { dataset: { party: p } },
+        h("td", { text: p }),
+        h("td", { class: "mono small output-path", text: r.output_path || "— (not written here)" }),
+        h("td", { class: "small", text: fmtSeconds(m.algorithm_s) || pending }),
+        h("td", { class: "small", text: fmtSeconds(m.total_s) || pending }),
+      );
+    });
+    $("#result-parties tbody").replaceChildren(...rows);
+    show(box, true);
+  }
+
+  function renderError(job) {
+    const box = $("#job-error");
+    const failed = FINAL.has(job.status) && job.status !== "SUCCEEDED";
+    const retrying = !FINAL.has(job.status) && job.error;
+    if (!job.error || !(failed || retrying)) {
+      show(box, false);
+      return;
+    }
+    box.classList.toggle("error", !!failed);
+    box.classList.toggle("info", !failed);
+    box.querySelector(".title").firstChild.textContent = failed
+      ? job.status === "TIMED_OUT"
+        ? "Timed out"
+        : job.status === "CANCELLED"
+          ? "Cancelled"
+          : "Failed"
+      : "Retrying";
+    $("#failed-party").textContent = job.failed_party || "";
+    show($("#failed-party-wrap"), !!job.failed_party);
+    $("#job-error-text").textContent = job.error;
+    show(box, true);
+  }
+
+  function render(job) {
+    current = job;
+    document.title = `Job ${job.id} · ${job.status} · Partyline coordinator`;
+    const st = $("#job-status");
+    st.textContent = job.status;
+    st.className = `badge s-${job.status}`;
+    st.dataset.status = job.status;
+    show($("#load-error"), false);
+    show($("#cancel-btn"), !FINAL.has(job.status));
+    show($("#retry-btn"), RETRYABLE.has(job.status));
+    renderError(job);
+    renderResult(job);
+    renderCards(job);
+    renderFacts(job);
+    renderTimeline(job);
+    if (isDone(job)) {
+      setLive(job.status.toLowerCase(), false);
+      stopLive();
+      pollLate(job);
+    } else if (FINAL.has(job.status) && es) {
+      // the stream ends at the final state; the result summary follows in a moment
+      startPolling();
+    }
+  }
+
+  /** Final, and for a success: the result is in (it may arrive just after the status). */
+  function isDone(job) {
+    return FINAL.has(job.status) && (job.status !== "SUCCEEDED" || !!job.result);
+  }
+
+  /** Performance metrics are recorded just after the job ends: look a few more times. */
+  function pollLate(job) {
+    const complete = (j) =>
+      (j.tasks || []).filter((t) => t.execution_id === j.execution_id).every((t) => t.performance_metrics);
+    if (lateTimer || complete(job)) return;
+    let tries = 0;
+    lateTimer = setInterval(async () => {
+      tries += 1;
+      try {
+        const j = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
+        if (!FINAL.has(j.status)) {
+          clearInterval(lateTimer);
+          lateTimer = null;
+          render(j);
+          startLive();
+          return;
+        }
+        current = j;
+        renderResult(j);
+        renderCards(j);
+        if (complete(j) || tries >= 15) {
+          clearInterval(lateTimer);
+          lateTimer = null;
+        }
+      } catch {
+        /* keep what is shown */
+      }
+    }, 2000);
+  }
+
+  function stopLive() {
+    if (es) {
+      es.close();
+      es = null;
+    }
+    clearInterval(pollTimer);
+    pollTimer = null;
+  }
+
+  async function pollOnce() {
+    try {
+      const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
+      render(job);
+    } catch (exc) {
+      if (exc.status === 404) {
+        stopLive();
+        showError($("#load-error"), exc.message);
+        setLive("not found", false);
+      } else {
+        setLive(`polling (last error: ${exc.message})`, false);
+      }
+    }
+  }
+
+  function startPolling() {
+    if (es) {
+      es.close();
+      es = null;
+    }
+    if (pollTimer) return;
+    setLive("polling every 2 s", true);
+    pollTimer = setInterval(pollOnce, 2000);
+    pollOnce();
+  }
+
+  function startLive() {
+    stopLive();
+    current = null;
+    if (!("EventSource" in window)) {
+      startPolling();
+      return;
+    }
+    setLive("connecting", false);
+    es = new EventSource(`/api/v1/jobs/${encodeURIComponent(jobId)}/events`);
+    es.addEventListener("open", () => setLive("live", true));
+    es.addEventListener("job", (ev) => {
+      setLive("live", true);
+      try {
+        render(JSON.parse(ev.data));
+      } catch (exc) {
+        console.error("bad job event", exc);
+      }
+    });
+    es.addEventListener("error", () => {
+      // The stream ends when the job is final (render() closes it first); any other end or a
+      // failure to connect (404, network): fall back to polling, which also reports a 404.
+      if (es && !(current && isDone(current))) startPolling();
+    });
+  }
+
+  async function action(kind) {
+    const btn = kind === "cancel" ? $("#cancel-btn") : $("#retry-btn");
+    const stateEl = $("#action-state");
+    if (kind === "cancel" && !window.confirm(`Cancel job ${jobId} on every party?`)) return;
+    btn.disabled = true;
+    stateEl.textContent = kind === "cancel" ? "Cancelling…" : "Retrying…";
+    try {
+      const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/${kind}`, { method: "POST" });
+      stateEl.textContent = kind === "cancel" ? "Cancel sent to every party." : `Retry queued (attempt ${job.attempt}).`;
+      if (lateTimer) {
+        clearInterval(lateTimer);
+        lateTimer = null;
+      }
+      startLive();
+    } catch (exc) {
+      stateEl.textContent = "";
+      showError($("#load-error"), exc.message, kind === "cancel" ? "Cancel failed" : "Retry failed");
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  $("#cancel-btn").addEventListener("click", () => action("cancel"));
+  $("#retry-btn").addEventListener("click", () => action("retry"));
+  startLive();
+}
+
+// --- boot -------------------------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  const init = { parties: initParties, new: initNewPsi, jobs: initJobs, job: initJob }[page];
+  if (init) {
+    Promise.resolve(init()).catch((exc) => console.error(exc));
+  }
+});
