@@ -6,7 +6,9 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help deps uv sync system-deps test test-unit test-e2e lint format bench clean
+
+DEMO_ARGS ?=
+.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench clean
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,19 +19,23 @@ uv:
 sync: uv ## create .venv from uv.lock (all extras)
 	$(UV) sync --frozen --all-extras
 
-system-deps: ## install redis-server and the PostgreSQL server when missing (apt-get)
+system-deps: ## install redis-server, the PostgreSQL server and chromium (UI test) when missing (apt-get)
 	@PKGS=""; \
 	command -v redis-server >/dev/null 2>&1 || PKGS="$$PKGS redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PKGS="$$PKGS postgresql"; \
+	command -v chromium >/dev/null 2>&1 || PKGS="$$PKGS chromium"; \
 	if [ -n "$$PKGS" ]; then \
 	  echo "installing$$PKGS (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$PKGS >/dev/null; \
 	fi
 	@# the Debian packages may start system services on their default ports; the project never uses them
-	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null && command -v chromium >/dev/null
 
 deps: sync system-deps
+
+demo: deps ## start alice + bob + a coordinator, run one PSI, keep running until Ctrl-C (DEMO_ARGS="--parties alice,bob,carol --rows 100000 --once")
+	.venv/bin/python -m deploy.local demo $(DEMO_ARGS)
 
 test: deps ## run the whole test suite (unit + real two-party e2e)
 	.venv/bin/pytest $(PYTEST_ARGS)

@@ -36,9 +36,11 @@ class PartyNode:
     fed_ports: range
     spu_ports: range
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    coordinator_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     certs_dir: Path | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     redis_tls: bool = True
+    worker_started_at: float = 0.0  # time.time() of the last start_worker
     _next_job_port: int = 0
 
     @property
@@ -73,6 +75,7 @@ class PartyNode:
             "NODE_KEY_FILE": str(self.certs_dir / party_key_name(self.name)),
             "NODE_CA_FILE": str(self.certs_dir / "ca.crt"),
             "NODE_ALLOWED_PEERS": ",".join(self.peers),
+            "NODE_TRUSTED_SIGNERS": str(self.certs_dir / "coordinator.crt"),
             "NODE_FED_LISTEN_HOST": "127.0.0.1",
             "NODE_SPU_LISTEN_HOST": "127.0.0.1",
             "NODE_RAY_ADDRESS": self.ray_address,
@@ -104,10 +107,27 @@ class PartyNode:
         kw = {"ssl_ca_certs": str(self.redis_ca_file)} if self.redis_ca_file else {}
         return redis.Redis.from_url(self.broker_url, **kw)
 
-    def celery_client(self):
+    @property
+    def signing(self):
+        """The coordinator's signing identity (only it may send tasks to a node)."""
+        from node.signing import SigningConfig
+
+        assert self.certs_dir is not None
+        return SigningConfig(
+            key_file=self.certs_dir / "coordinator.key",
+            cert_file=self.certs_dir / "coordinator.crt",
+            trusted=str(self.certs_dir / "*.crt"),
+        )
+
+    def celery_client(self, *, signed: bool = True):
         from node.celery_config import client_app
 
-        return client_app(self.broker_url, self.broker_url, self.redis_ca_file)
+        return client_app(
+            self.broker_url,
+            self.broker_url,
+            self.redis_ca_file,
+            signing=self.signing if signed else None,
+        )
 
     def job_ports(self) -> tuple[int, int]:
         """A fresh (fed, spu) port pair for the next job (SPU ports are not reusable):
@@ -120,6 +140,37 @@ class PartyNode:
             if port_free(self.fed_ports[i]) and port_free(self.spu_ports[i]):
                 return self.fed_ports[i], self.spu_ports[i]
         raise RuntimeError(f"{self.name}: every job port is busy")
+
+
+COORDINATOR_ACL = " ".join(
+    [
+        "resetkeys",
+        "~secretflow_queue*",
+        "~web_queue*",
+        "~default*",
+        "~_kombu.*",
+        "~celery-task-meta-*",
+        "~task_status_stream",
+        "~node_heartbeat:*",
+        "resetchannels",
+        "&/0.celery.pidbox",
+        "&celery-task-meta-*",
+        "&*.reply.celery.pidbox",
+        "-@all",
+        "+@connection",
+        "+@list",
+        "+@set",
+        "+@string",
+        "+@stream",
+        "+@pubsub",
+        "+@keyspace",
+        "+@transaction",
+        "+@scripting",
+        "+info",
+        "-@dangerous",
+        "+info",
+    ]
+)
 
 
 def _redis_conf(node: PartyNode) -> str:
@@ -146,6 +197,9 @@ def _redis_conf(node: PartyNode) -> str:
             "protected-mode yes",
             "user default off",
             f"user node on >{node.password} ~* &* +@all",
+            # the coordinator (DESIGN §6): send to the queues, revoke, read results, the status
+            # stream (consumer group) and the heartbeat — not the node's other keys
+            f"user coordinator on >{node.coordinator_password} {COORDINATOR_ACL}",
             "",
         ]
     )
@@ -210,7 +264,8 @@ class LocalFederation:
 
     # --- lifecycle ------------------------------------------------------------------------
     def create_certs(self) -> None:
-        init_federation(self.certs_dir, self.parties)
+        # the coordinator signs tasks with its own identity from the same CA
+        init_federation(self.certs_dir, [*self.parties, "coordinator"])
 
     def start_redis(self, node: PartyNode) -> None:
         (node.base / "redis").mkdir(parents=True, exist_ok=True)
@@ -261,6 +316,7 @@ class LocalFederation:
             start_new_session=True,
         )
         logf.close()
+        node.worker_started_at = time.time()
 
     def wait_workers(self, timeout: float = 120) -> None:
         from node.contract import TASK_HELLO, WEB_QUEUE
@@ -281,18 +337,31 @@ class LocalFederation:
                         raise TimeoutError(
                             f"{node.name}'s worker did not answer within {timeout}s"
                         ) from None
-            self._wait_sf_worker(app, node, end)
+            self._wait_sf_worker(node, end)
 
-    def _wait_sf_worker(self, app, node: PartyNode, end: float) -> None:
+    def _wait_sf_worker(self, node: PartyNode, end: float) -> None:
+        """The SecretFlow worker is up once it writes a heartbeat newer than its start.
+
+        (Not `control.ping`: replies are signed with the party's key, which a client only
+        verifies when that certificate is in its trusted store.)
+        """
+        import datetime as dt
+
+        from node.contract import HEARTBEAT_KEY, WorkerHeartbeat
+
+        since = dt.datetime.fromtimestamp(node.worker_started_at - 1, dt.UTC)
+        client = node.redis()
         while time.monotonic() < end:
+            if node.procs["worker"].poll() is not None:
+                raise RuntimeError(f"{node.name}'s worker exited; see {node.base / 'worker.log'}")
             try:
-                replies = app.control.ping(timeout=2.0) or []
+                raw = client.get(HEARTBEAT_KEY.format(role="sf"))
             except Exception:
-                replies = []
-            if any(k.startswith(f"sf.{node.name}@") for r in replies for k in r):
+                raw = None
+            if raw and WorkerHeartbeat.from_json(raw).at >= since:
                 return
             time.sleep(0.5)
-        raise TimeoutError(f"{node.name}'s SecretFlow worker did not answer ping")
+        raise TimeoutError(f"{node.name}'s SecretFlow worker wrote no heartbeat since it started")
 
     def start(self) -> LocalFederation:
         self.base.mkdir(parents=True, exist_ok=True)
