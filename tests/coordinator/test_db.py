@@ -30,7 +30,7 @@ def db_url(request, tmp_path):
 
 def test_migrations_create_exactly_the_models(db_url):
     migrate(db_url)
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == "0002"
     engine = make_engine(db_url)
     try:
         names = set(inspect(engine).get_table_names())
@@ -115,5 +115,5 @@ def test_migrate_cli(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "0001" in done.stderr
-    assert current_revision(url) == "0001"
+    assert "0002" in done.stderr
+    assert current_revision(url) == "0002"

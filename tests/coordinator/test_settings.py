@@ -8,6 +8,16 @@ from pydantic import ValidationError
 from coordinator.settings import CoordinatorSettings
 
 
+@pytest.fixture(autouse=True)
+def signing_files(tmp_path, monkeypatch):
+    """The settings need the coordinator's signing key and certificate to exist."""
+    for name in ("coordinator.key", "coordinator.crt"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.setenv("COORD_SIGNING_KEY_FILE", str(tmp_path / "coordinator.key"))
+    monkeypatch.setenv("COORD_SIGNING_CERT_FILE", str(tmp_path / "coordinator.crt"))
+    monkeypatch.setenv("COORD_TRUSTED_NODE_CERTS", str(tmp_path / "*.crt"))
+
+
 @pytest.mark.parametrize("token", ["changeme", "", "secret", "short-token"])
 def test_placeholder_or_short_api_token_refused(token):
     with pytest.raises(ValidationError, match="COORD_API_TOKEN"):
@@ -25,3 +35,9 @@ def test_from_environment(monkeypatch):
     s = CoordinatorSettings()
     assert s.database_url.startswith("postgresql+psycopg://")
     assert s.max_attempts == 2
+
+
+def test_missing_signing_key_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("COORD_SIGNING_KEY_FILE", str(tmp_path / "nope.key"))
+    with pytest.raises(ValidationError, match=r"nope\.key does not exist"):
+        CoordinatorSettings(api_token="a-real-token-of-enough-length")

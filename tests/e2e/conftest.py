@@ -23,7 +23,7 @@ def federation():
     shutil.rmtree(base, ignore_errors=True)
     fed = LocalFederation(
         base,
-        ["alice", "bob"],
+        ["alice", "bob", "carol"],  # carol: in the registry, never in a job of the tests
         node_env={"NODE_START_TIMEOUT_S": START_TIMEOUT_S},
         log=lambda m: print(f"[federation] {m}"),
     )

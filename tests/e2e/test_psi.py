@@ -406,7 +406,12 @@ def test_send_task_cli_goes_through_the_queue(federation):
     import os
 
     bob = federation.nodes["bob"]
-    env = dict(os.environ, **bob.env())
+    env = dict(
+        os.environ,
+        **bob.env(),
+        NODE_SIGN_KEY_FILE=str(bob.signing.key_file),
+        NODE_SIGN_CERT_FILE=str(bob.signing.cert_file),
+    )
     for kind, check in (
         ("hello", lambda v: v["message"] == "hello from bob"),
         ("health", lambda v: v["party"] == "bob"),

@@ -443,7 +443,8 @@ def test_status_event_json_has_all_design_fields():
         "worker_container",
         "task_name",
     }
-    assert set(doc["data"]) == {"stage", "progress", "result", "error"}
+    # DESIGN §4 data fields, plus performance_metrics (filled on SUCCESS)
+    assert set(doc["data"]) == {"stage", "progress", "result", "error", "performance_metrics"}
     assert doc["status"] == "PROGRESS"
     assert doc["task_name"] == contract.TASK_EXECUTE
     ts = dt.datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00"))

@@ -82,6 +82,7 @@ def make_settings(tmp_path: Path, party: str = "alice", **overrides) -> NodeSett
         "cert_file": certs / f"{party}.crt",
         "key_file": certs / f"{party}.key",
         "ca_file": certs / "ca.crt",
+        "trusted_signers": str(certs / "coordinator.crt"),
         "allowed_peers": ["bob" if party == "alice" else "alice"],
     }
     fields.update(overrides)
@@ -303,6 +304,7 @@ def test_settings_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("NODE_KEY_FILE", str(tmp_path / "alice.key"))
     monkeypatch.setenv("NODE_CA_FILE", str(tmp_path / "ca.crt"))
     monkeypatch.setenv("NODE_ALLOWED_PEERS", "bob, carol")
+    monkeypatch.setenv("NODE_TRUSTED_SIGNERS", str(tmp_path / "coordinator.crt"))
     monkeypatch.setenv("NODE_RAY_ADDRESS", "127.0.0.1:26379")
     s = NodeSettings()
     assert s.party == "alice"
@@ -320,7 +322,7 @@ def test_allowed_peers_drops_self_and_blanks(tmp_path, monkeypatch):
     monkeypatch.setenv("NODE_PARTY", "alice")
     monkeypatch.setenv("NODE_BROKER_URL", BROKER)
     monkeypatch.setenv("NODE_DATA_ROOT", str(tmp_path))
-    for name in ("CERT_FILE", "KEY_FILE", "CA_FILE"):
+    for name in ("CERT_FILE", "KEY_FILE", "CA_FILE", "TRUSTED_SIGNERS"):
         monkeypatch.setenv(f"NODE_{name}", str(tmp_path / name.lower()))
     monkeypatch.setenv("NODE_ALLOWED_PEERS", " alice,, bob ,")
     assert NodeSettings().allowed_peers == ["bob"]

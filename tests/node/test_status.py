@@ -36,7 +36,7 @@ EVENT_FIELDS = {
     "worker_container",
     "task_name",
 }
-DATA_FIELDS = {"stage", "progress", "result", "error"}
+DATA_FIELDS = {"stage", "progress", "result", "error", "performance_metrics"}
 
 
 def notifier(client, execution_id: str, party: str = "alice", **kw) -> StatusNotifier:

@@ -1,0 +1,514 @@
+"""The REST API and job service against three real redis-servers (one per party) and SQLite.
+
+No node workers run here: the parties' queues are inspected directly (what reached them), and
+status events are written into each party's stream exactly as a node writes them
+(node.status.StatusNotifier). Real multi-party PSI through the API is in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from certs.authority import init_federation
+from coordinator.api.main import create_app
+from coordinator.settings import CoordinatorSettings
+from deploy.local.servers import RedisServer
+from node.contract import (
+    HEARTBEAT_KEY,
+    SECRETFLOW_QUEUE,
+    STATUS_STREAM,
+    ErrorInfo,
+    Stage,
+    TaskStatus,
+)
+from node.status import StatusNotifier
+
+TOKEN = "test-token-0123456789abcdef"
+PARTIES = ("alice", "bob", "carol")
+
+
+@pytest.fixture()
+def env(tmp_path, ports):
+    certs = tmp_path / "certs"
+    init_federation(certs, [*PARTIES, "coordinator"])
+    servers = {p: RedisServer(tmp_path / f"redis-{p}", ports.one()) for p in PARTIES}
+    try:
+        topo = {
+            "version": 1,
+            "federation": "test",
+            "parties": {
+                p: {
+                    "broker_url": servers[p].url,
+                    "fed_host": "127.0.0.1",
+                    "fed_ports": _rng(ports.block(8)),
+                    "spu_ports": _rng(ports.block(8)),
+                }
+                for i, p in enumerate(PARTIES)
+            },
+        }
+        path = tmp_path / "topology.yaml"
+        path.write_text(yaml.safe_dump(topo))
+        yield {"servers": servers, "topology": path, "certs": certs, "tmp": tmp_path}
+    finally:
+        for s in servers.values():
+            s.stop()
+
+
+def _rng(r: range) -> str:
+    return f"{r.start}-{r.stop - 1}"
+
+
+def _settings(env, **kw) -> CoordinatorSettings:
+    certs: Path = env["certs"]
+    return CoordinatorSettings(
+        api_token=TOKEN,
+        database_url=f"sqlite:///{env['tmp'] / 'coord.db'}",
+        topology_file=env["topology"],
+        signing_key_file=certs / "coordinator.key",
+        signing_cert_file=certs / "coordinator.crt",
+        trusted_node_certs=str(certs / "*.crt"),
+        reconcile_interval_s=0.5,
+        **kw,
+    )
+
+
+@pytest.fixture()
+def api(env):
+    app = create_app(_settings(env))
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        client.env = env
+        client.coord = app.state.coordinator
+        yield client
+
+
+def _heartbeat(env, party: str) -> None:
+    """Stand in for a live SecretFlow worker's heartbeat (the node writes this every 5 s)."""
+    env["servers"][party].client().set(
+        HEARTBEAT_KEY.format(role="sf"),
+        json.dumps(
+            {
+                "party": party,
+                "worker": f"sf.{party}@x",
+                "pid": 1,
+                "at": "2026-01-01T00:00:00Z",
+                "active": [],
+            }
+        ),
+        ex=600,
+    )
+
+
+def psi_body(**over) -> dict:
+    body = {
+        "parties": {
+            "alice": {"keys": ["uid"], "input": "a.csv", "output": "out/a.csv"},
+            "bob": {"keys": ["id"], "input": "b.csv", "output": "out/b.csv"},
+        },
+        "receiver": "alice",
+        "protocol": "RR22",
+    }
+    body.update(over)
+    return body
+
+
+def queued(env) -> dict[str, int]:
+    return {p: s.client().llen(SECRETFLOW_QUEUE) for p, s in env["servers"].items()}
+
+
+def queued_messages(env, party: str) -> list[dict]:
+    return [json.loads(m) for m in env["servers"][party].client().lrange(SECRETFLOW_QUEUE, 0, -1)]
+
+
+def wait_for(fn, timeout=30.0, every=0.2):
+    end = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out; last value {value!r}")
+        time.sleep(every)
+
+
+# --- auth -------------------------------------------------------------------------------------
+def test_api_refuses_missing_or_wrong_token(api):
+    assert api.get("/api/v1/jobs", headers={"Authorization": ""}).status_code == 401
+    r = api.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong-token-xxxxxxxxxx"})
+    assert r.status_code == 401
+    assert "bearer token" in r.json()["detail"]
+    assert api.get("/api/v1/jobs").status_code == 200
+
+
+def test_openapi_docs_are_served(api):
+    assert api.get("/docs").status_code == 200
+    spec = api.get("/openapi.json").json()
+    assert "/api/v1/jobs/psi" in spec["paths"]
+
+
+# --- validation: 422 naming the field, nothing reaches any queue ----------------------------
+def _drop(body, party, field):
+    del body["parties"][party][field]
+    return body
+
+
+BAD = {
+    "unknown party": (
+        psi_body(
+            parties={
+                **psi_body()["parties"],
+                "dave": {"keys": ["k"], "input": "d.csv", "output": "o.csv"},
+            }
+        ),
+        "2 parties",
+    ),
+    "unknown party name": (
+        {
+            **psi_body(),
+            "parties": {
+                "alice": psi_body()["parties"]["alice"],
+                "zed": psi_body()["parties"]["bob"],
+            },
+        },
+        "unknown party 'zed'",
+    ),
+    "one party": (
+        {**psi_body(), "parties": {"alice": psi_body()["parties"]["alice"]}},
+        "2 parties",
+    ),
+    "receiver not a party": (
+        psi_body(receiver="carol"),
+        "receiver 'carol' is not one of the parties",
+    ),
+    "no keys": (
+        {
+            **psi_body(),
+            "parties": {
+                **psi_body()["parties"],
+                "bob": {"keys": [], "input": "b.csv", "output": "o.csv"},
+            },
+        },
+        "keys",
+    ),
+    "no input": (_drop(psi_body(), "bob", "input"), "input"),
+    "no output": (_drop(psi_body(), "alice", "output"), "output"),
+    "absolute path": (
+        {
+            **psi_body(),
+            "parties": {
+                **psi_body()["parties"],
+                "bob": {"keys": ["id"], "input": "/etc/passwd", "output": "o.csv"},
+            },
+        },
+        "absolute",
+    ),
+    "escaping path": (
+        {
+            **psi_body(),
+            "parties": {
+                **psi_body()["parties"],
+                "bob": {"keys": ["id"], "input": "b.csv", "output": "../../x.csv"},
+            },
+        },
+        "'..'",
+    ),
+    "unknown protocol": (psi_body(protocol="MAGIC"), "protocol"),
+    "naive deadline": (psi_body(deadline="2030-01-01T00:00:00"), "time zone"),
+    "past deadline": (psi_body(deadline="2001-01-01T00:00:00Z"), "already passed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_request_is_422_naming_the_problem_and_sends_nothing(api, case):
+    body, needle = BAD[case]
+    r = api.post("/api/v1/jobs/psi", json=body)
+    assert r.status_code == 422, r.text
+    assert needle in r.text
+    assert queued(api.env) == {p: 0 for p in PARTIES}
+    assert api.get("/api/v1/jobs").json()["total"] == 0
+
+
+def test_duplicate_party_is_refused(api):
+    raw = (
+        '{"parties": {"alice": {"keys": ["uid"], "input": "a.csv", "output": "o.csv"},'
+        ' "alice": {"keys": ["uid"], "input": "b.csv", "output": "o.csv"}}, "receiver": "alice"}'
+    )
+    r = api.post("/api/v1/jobs/psi", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    assert queued(api.env) == {p: 0 for p in PARTIES}
+
+
+def test_unreachable_party_is_503_naming_it_and_nothing_is_sent(api):
+    api.env["servers"]["bob"].stop()
+    r = api.post("/api/v1/jobs/psi", json=psi_body())
+    assert r.status_code == 503, r.text
+    assert "party bob" in r.json()["detail"]
+    assert api.env["servers"]["alice"].client().llen(SECRETFLOW_QUEUE) == 0
+    assert api.get("/api/v1/jobs").json()["total"] == 0
+
+
+# --- fan-out -----------------------------------------------------------------------------------
+def test_job_is_sent_signed_to_exactly_its_parties(api):
+    r = api.post("/api/v1/jobs/psi", json=psi_body())
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] == "DISPATCHED", job["error"]
+    assert queued(api.env) == {"alice": 1, "bob": 1, "carol": 0}
+    for party in ("alice", "bob"):
+        (msg,) = queued_messages(api.env, party)
+        assert msg["content-type"] == "application/data"  # the auth serializer's wire type
+        assert msg["headers"]["id"] == f"{job['execution_id']}.{party}"
+        assert msg["headers"]["task"] == "tasks.secretflow.execute_task"
+    detail = api.get(f"/api/v1/jobs/{job['id']}").json()
+    params = {t["party"]: t for t in detail["tasks"]}
+    assert set(params) == {"alice", "bob"}
+    assert detail["party_status"] == {"alice": "PENDING", "bob": "PENDING"}
+
+
+def test_only_template_self_party_differs_and_ports_come_from_each_range(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    with api.coord.sessions() as s:
+        from coordinator.models import SecretflowTask
+
+        rows = {t.party: t.params for t in s.query(SecretflowTask).filter_by(job_id=job["id"])}
+    a, b = rows["alice"], rows["bob"]
+    assert a["sf_init_config"]["self_party"] == "alice"
+    assert b["sf_init_config"]["self_party"] == "bob"
+    b["sf_init_config"]["self_party"] = "alice"
+    assert a == b
+    topo = api.coord.topology
+    for p in ("alice", "bob"):
+        port = int(a["sf_init_config"]["cluster"][p]["address"].rsplit(":", 1)[1])
+        assert port in topo.party(p).fed_ports
+
+
+def test_gang_scheduling_queues_a_second_job_on_a_busy_party(api):
+    first = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    second = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    assert first["status"] == "DISPATCHED"
+    assert second["status"] == "QUEUED"  # alice and bob have 1 slot each
+    assert queued(api.env)["alice"] == 1
+    # the first job finishes → the second is dispatched
+    _emit_all(api, first, TaskStatus.SUCCESS)
+    wait_for(lambda: api.get(f"/api/v1/jobs/{second['id']}").json()["status"] == "DISPATCHED")
+    listed = api.get("/api/v1/jobs", params={"status": "SUCCEEDED"}).json()
+    assert [j["id"] for j in listed["items"]] == [first["id"]]
+
+
+# --- status merge through the real streams -----------------------------------------------------
+def _notifier(api, job: dict, party: str) -> StatusNotifier:
+    return StatusNotifier(
+        api.env["servers"][party].client(),
+        task_request_id=f"{job['execution_id']}.{party}",
+        task_id=job["id"],
+        subtask_id="psi",
+        execution_id=job["execution_id"],
+        party=party,
+        task_name="tasks.secretflow.execute_task",
+    )
+
+
+def _emit_all(api, job, final: TaskStatus):
+    for party in job["parties"]:
+        n = _notifier(api, job, party)
+        n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+        n.emit(TaskStatus.RUNNING, None, progress=0.05)
+        result = {
+            "intersection_count": 42 if party == "alice" else None,
+            "output_path": "out/a.csv",
+        }
+        metrics = {"cluster_init_s": 1.0, "algorithm_s": 2.0, "total_s": 3.5}
+        n.emit(final, Stage.TASK_FINISHED, progress=1.0, result=result, performance_metrics=metrics)
+
+
+def test_events_merge_to_succeeded_with_timeline_and_result(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    _emit_all(api, job, TaskStatus.SUCCESS)
+    detail = wait_for(
+        lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "SUCCEEDED" and d
+    )
+    assert detail["party_status"] == {"alice": "SUCCESS", "bob": "SUCCESS"}
+    assert [e["status"] for e in detail["timeline"] if e["party"] == "alice"] == [
+        "RECEIVED",
+        "RUNNING",
+        "SUCCESS",
+    ]
+    result = api.get(f"/api/v1/jobs/{job['id']}/result").json()
+    assert result["intersection_count"] == 42
+    assert result["receiver"] == "alice"
+    # complete from the events alone (these tasks have no Celery result to fetch)
+    assert result["parties"]["bob"]["performance_metrics"]["total_s"] == 3.5
+    # every event was acknowledged only after it was applied: nothing pending
+    for p in ("alice", "bob"):
+        pending = api.env["servers"][p].client().xpending(STATUS_STREAM, "coordinator")
+        assert pending["pending"] == 0
+
+
+def test_failure_at_one_party_fails_the_job_naming_it(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    a, b = _notifier(api, job, "alice"), _notifier(api, job, "bob")
+    a.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+    b.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+    a.emit(TaskStatus.RUNNING)
+    b.emit(
+        TaskStatus.FAILURE,
+        Stage.TASK_FINISHED,
+        error=ErrorInfo(type="TaskRefused", message="party bob refused the task: no such column"),
+    )
+    detail = wait_for(
+        lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d
+    )
+    assert detail["failed_party"] == "bob"
+    assert "party bob failed: TaskRefused" in detail["error"]
+    assert "no such column" in detail["error"]
+    assert detail["attempt"] == 1  # a refusal is not retryable
+
+
+def test_duplicate_and_out_of_order_events_change_nothing(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    a = _notifier(api, job, "alice")
+    ev1 = a.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+    ev2 = a.emit(TaskStatus.RUNNING)
+    r = api.env["servers"]["alice"].client()
+    r.xadd(STATUS_STREAM, ev2.to_stream_fields())  # duplicate
+    r.xadd(STATUS_STREAM, ev1.to_stream_fields())  # stale
+    wait_for(lambda: len(api.get(f"/api/v1/jobs/{job['id']}").json()["timeline"]) == 2)
+    time.sleep(1.0)
+    d = api.get(f"/api/v1/jobs/{job['id']}").json()
+    assert d["party_status"]["alice"] == "RUNNING"
+    assert d["status"] == "RUNNING"
+    assert len(d["timeline"]) == 2
+
+
+def test_dead_worker_fails_the_job_naming_the_party(env):
+    """No heartbeat from bob's SecretFlow worker ⇒ FAILED naming bob, without waiting for the
+    start timeout."""
+    app = create_app(_settings(env, start_timeout_s=600))
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        api.env = env
+        _heartbeat(env, "alice")
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        t0 = time.monotonic()
+        detail = wait_for(
+            lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d,
+            timeout=60,
+        )
+        assert time.monotonic() - t0 < 40
+        assert detail["failed_party"] == "bob"
+        assert "WorkerLost" in detail["error"] and "bob" in detail["error"]
+
+
+def test_cancel_then_retry_runs_a_new_attempt(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    r = api.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
+    assert api.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 409
+    r = api.post(f"/api/v1/jobs/{job['id']}/retry")
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["status"] == "DISPATCHED"
+    assert again["attempt"] == 2
+    assert again["execution_id"] != job["execution_id"]
+    ids = {m["headers"]["id"] for m in queued_messages(api.env, "alice")}
+    assert f"{again['execution_id']}.alice" in ids
+
+
+def test_sse_stream_ends_with_the_final_state(api):
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    _emit_all(api, job, TaskStatus.SUCCESS)
+    statuses = []
+    with api.stream("GET", f"/api/v1/jobs/{job['id']}/events") as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                statuses.append(json.loads(line[6:])["status"])
+    assert statuses[-1] == "SUCCEEDED"
+
+
+def test_parties_endpoint_reports_reachability(api):
+    api.env["servers"]["carol"].stop()
+    _heartbeat(api.env, "alice")
+    parties = {p["name"]: p for p in api.get("/api/v1/parties", params={"health": False}).json()}
+    assert parties["alice"]["reachable"] is True and parties["alice"]["worker_alive"] is True
+    assert parties["bob"]["worker_alive"] is False
+    assert parties["carol"]["reachable"] is False and "party carol" in parties["carol"]["error"]
+    assert (
+        "***" in parties["alice"]["broker"]
+        and api.env["servers"]["alice"].password not in parties["alice"]["broker"]
+    )
+
+
+def _api_with(env, **settings):
+    app = create_app(_settings(env, **settings))
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"})
+    client.env = env
+    return client
+
+
+def test_retryable_failure_runs_the_whole_job_again_as_a_new_attempt(env):
+    with _api_with(env, max_attempts=2) as api:
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        _notifier(api, job, "alice").emit(
+            TaskStatus.FAILURE,
+            Stage.TASK_FINISHED,
+            error=ErrorInfo(type="LinkError", message="connect to bob: Connection refused"),
+        )
+        again = wait_for(
+            lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["attempt"] == 2 and d
+        )
+        assert again["status"] == "DISPATCHED"
+        assert again["execution_id"] != job["execution_id"]
+        assert "retrying" in again["error"] and "party alice failed" in again["error"]
+        ids = {m["headers"]["id"] for m in queued_messages(env, "bob")}
+        assert f"{again['execution_id']}.bob" in ids  # every party gets the new attempt
+        # the second failure ends it: attempts are bounded
+        _notifier(api, again, "bob").emit(
+            TaskStatus.FAILURE,
+            Stage.TASK_FINISHED,
+            error=ErrorInfo(type="LinkError", message="Connection refused"),
+        )
+        final = wait_for(
+            lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d
+        )
+        assert final["attempt"] == 2 and final["failed_party"] == "bob"
+
+
+def test_party_that_never_starts_fails_the_job_after_the_start_timeout(env):
+    with _api_with(env, start_timeout_s=3, max_attempts=1) as api:
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)  # workers "alive" but bob never takes the task
+        job = api.post("/api/v1/jobs/psi", json={**psi_body(), "protocol": "ECDH"}).json()
+        a = _notifier(api, job, "alice")
+        a.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+        a.emit(TaskStatus.RUNNING)
+        d = wait_for(
+            lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d,
+            timeout=60,
+        )
+        assert "party bob did not start" in d["error"]
+        assert d["failed_party"] == "bob"
+
+
+def test_deadline_times_the_job_out(env):
+    import datetime as dt
+
+    with _api_with(env) as api:
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
+        deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)).isoformat()
+        job = api.post("/api/v1/jobs/psi", json=psi_body(deadline=deadline)).json()
+        d = wait_for(
+            lambda: (
+                (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "TIMED_OUT" and d
+            ),
+            timeout=30,
+        )
+        assert "deadline" in d["error"]
+        sent = json.loads(env["servers"]["alice"].client().lrange(SECRETFLOW_QUEUE, 0, -1)[0])
+        assert sent["headers"]["id"] == f"{job['execution_id']}.alice"

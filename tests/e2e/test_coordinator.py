@@ -1,0 +1,260 @@
+"""The coordinator against real nodes: PSI through the REST API on PostgreSQL and on SQLite,
+a 3-party registry, and the faults of issue 3 (dead worker, stopped Redis, coordinator killed
+and restarted mid-job). The coordinator runs as its own process (`python -m coordinator serve`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from sqlalchemy import select
+
+from coordinator.db import make_engine, session_factory
+from coordinator.models import Job, SecretflowTask, TaskStatusLog
+from deploy.local.coordinator_proc import CoordinatorProcess
+from deploy.local.driver import read_keys, write_csv
+from deploy.local.ports import PortAllocator
+from deploy.local.topology import coordinator_passwords, write_topology
+from node.contract import SECRETFLOW_QUEUE, STATUS_STREAM
+from node.status import read_events
+
+from .conftest import ARTIFACTS
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"}
+
+
+@pytest.fixture(scope="module")
+def data(federation):
+    alice = [f"id{i:05d}" for i in range(0, 1500)]
+    bob = [f"id{i:05d}" for i in range(700, 2400)]
+    write_csv(federation.nodes["alice"].data_root / "coord" / "alice.csv", "uid", alice)
+    write_csv(federation.nodes["bob"].data_root / "coord" / "bob.csv", "id", bob)
+    return set(alice) & set(bob)
+
+
+def _start(federation, name: str, database_url: str | None) -> CoordinatorProcess:
+    base = ARTIFACTS / "e2e-coordinator" / name
+    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
+    return CoordinatorProcess(
+        base,
+        topology_file=topo,
+        certs_dir=federation.certs_dir,
+        port=PortAllocator().one(),
+        database_url=database_url,
+        env={**coordinator_passwords(federation), "COORD_RECONCILE_INTERVAL_S": "1"},
+    ).start()
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def coordinator(request, federation, data):
+    url = request.getfixturevalue("postgres_db") if request.param == "postgresql" else None
+    proc = _start(federation, request.param, url)
+    try:
+        proc.wait_ready()
+        proc.db_url = proc.database_url
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_db(postgres_server):
+    """A fresh database per coordinator run on the session's PostgreSQL server."""
+    import psycopg
+
+    name = f"coord_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    dsn = postgres_server.url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def psi_body(out: str, **over) -> dict:
+    body = {
+        "parties": {
+            "alice": {"keys": ["uid"], "input": "coord/alice.csv", "output": out},
+            "bob": {"keys": ["id"], "input": "coord/bob.csv", "output": out},
+        },
+        "receiver": "alice",
+        "protocol": "RR22",
+    }
+    body.update(over)
+    return body
+
+
+def wait_job(http, job_id: str, pred, timeout: float = 240.0) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        d = http.get(f"/api/v1/jobs/{job_id}").json()
+        if pred(d):
+            return d
+        assert time.monotonic() < end, f"job {job_id} stuck: {json.dumps(d, indent=1)[:3000]}"
+        time.sleep(0.3)
+
+
+def final(http, job_id: str, timeout: float = 240.0) -> dict:
+    return wait_job(http, job_id, lambda d: d["status"] in TERMINAL, timeout)
+
+
+def test_psi_through_the_api(coordinator, federation, data):
+    with coordinator.client() as http:
+        r = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-api.csv"))
+        assert r.status_code == 201, r.text
+        job = r.json()
+        d = final(http, job["id"])
+        assert d["status"] == "SUCCEEDED", d["error"]
+        assert d["party_status"] == {"alice": "SUCCESS", "bob": "SUCCESS"}
+        res = wait_job(
+            http,
+            job["id"],
+            lambda d: all(t["performance_metrics"] for t in d["tasks"]),
+            timeout=30,
+        )
+        result = http.get(f"/api/v1/jobs/{job['id']}/result").json()
+    got = read_keys(federation.nodes["alice"].data_root / "out/coord-api.csv", "uid")
+    assert sorted(got) == sorted(data)
+    assert result["intersection_count"] == len(data)
+    assert result["parties"]["alice"]["output_path"].endswith("out/coord-api.csv")
+    assert result["parties"]["alice"]["performance_metrics"]["total_s"] > 0
+    assert not (federation.nodes["bob"].data_root / "out/coord-api.csv").exists()
+    stages = [e["stage"] for e in res["timeline"] if e["party"] == "alice"]
+    assert stages[0] == "task_received" and stages[-1] == "task_finished"
+
+    # the database holds what the API shows, and every node event exactly once
+    engine = make_engine(coordinator.db_url)
+    try:
+        with session_factory(engine)() as s:
+            row = s.get(Job, job["id"])
+            assert row.status == "SUCCEEDED" and row.result["intersection_count"] == len(data)
+            tasks = s.scalars(
+                select(SecretflowTask).where(SecretflowTask.job_id == job["id"])
+            ).all()
+            assert {t.party: t.status for t in tasks} == {"alice": "SUCCESS", "bob": "SUCCESS"}
+            for t in tasks:
+                logged = s.scalars(
+                    select(TaskStatusLog.event_id).where(
+                        TaskStatusLog.task_request_id == t.celery_task_id
+                    )
+                ).all()
+                sent = [
+                    e.event_id
+                    for e in read_events(federation.nodes[t.party].redis(), t.celery_task_id)
+                ]
+                assert sorted(logged) == sorted(sent)
+    finally:
+        engine.dispose()
+
+
+def test_third_party_in_the_registry_gets_nothing(coordinator, federation):
+    carol = federation.nodes["carol"].redis()
+    before = carol.xlen(STATUS_STREAM) if carol.exists(STATUS_STREAM) else 0
+    with coordinator.client() as http:
+        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-3p.csv")).json()
+        d = final(http, job["id"])
+    assert d["status"] == "SUCCEEDED", d["error"]
+    assert set(d["party_status"]) == {"alice", "bob"}
+    assert carol.llen(SECRETFLOW_QUEUE) == 0
+    assert (carol.xlen(STATUS_STREAM) if carol.exists(STATUS_STREAM) else 0) == before
+    parties = {p["name"] for p in coordinator.client().get("/api/v1/parties").json()}
+    assert parties == {"alice", "bob", "carol"}
+
+
+def test_datasets_and_health_come_from_the_nodes(coordinator, federation):
+    with coordinator.client() as http:
+        ds = http.get("/api/v1/parties/bob/datasets").json()
+        parties = {p["name"]: p for p in http.get("/api/v1/parties").json()}
+    entry = next(d for d in ds["datasets"] if d["name"] == "coord/bob.csv")
+    assert entry["columns"][0] == "id" and entry["size"] > 0
+    assert "id00700" not in json.dumps(ds)  # names and headers only, never rows
+    for name in ("alice", "bob", "carol"):
+        assert parties[name]["reachable"] and parties[name]["worker_alive"], parties[name]
+        health = parties[name]["health"]
+        assert health["party"] == name and health["ok"], health  # incl. both workers' heartbeats
+
+
+# --- faults (PostgreSQL only: the production database) ---------------------------------------
+def _only_postgres(coordinator):
+    if "postgresql" not in coordinator.db_url:
+        pytest.skip("fault tests run once, against PostgreSQL")
+
+
+def _sf_worker_pid(node) -> int:
+    return node.procs["worker"].pid
+
+
+def test_killed_worker_fails_the_job_naming_the_party(coordinator, federation):
+    _only_postgres(coordinator)
+    bob = federation.nodes["bob"]
+    with coordinator.client() as http:
+        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-kill.csv")).json()
+        wait_job(
+            http,
+            job["id"],
+            lambda d: d["party_status"].get("bob") in ("RUNNING", "PROGRESS"),
+            timeout=120,
+        )
+        os.killpg(bob.procs["worker"].pid, signal.SIGKILL)  # the whole worker, job process too
+        killed = time.monotonic()
+        d = final(http, job["id"], timeout=90)
+        took = time.monotonic() - killed
+        assert d["status"] == "FAILED", d
+        assert d["failed_party"] == "bob", d["error"]
+        assert "bob" in d["error"]
+        assert took < 60, f"the job took {took:.0f} s to fail"
+        # the survivor was terminated, not left waiting for its dead peer
+        wait_job(
+            http, job["id"], lambda d: d["party_status"]["alice"] in ("CANCELLED", "FAILURE"), 60
+        )
+    bob.procs.pop("worker").wait(10)
+    federation.start_worker(bob)
+    federation.wait_workers()
+
+
+def test_stopped_redis_refuses_the_job_naming_the_party(coordinator, federation):
+    _only_postgres(coordinator)
+    bob = federation.nodes["bob"]
+    alice_q = federation.nodes["alice"].redis()
+    with coordinator.client() as http:
+        n_before = http.get("/api/v1/jobs").json()["total"]
+        proc = bob.procs.pop("redis")
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        try:
+            r = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-noredis.csv"))
+            assert r.status_code == 503, r.text
+            assert "party bob" in r.json()["detail"]
+            assert alice_q.llen(SECRETFLOW_QUEUE) == 0
+            assert http.get("/api/v1/jobs").json()["total"] == n_before
+        finally:
+            federation.start_redis(bob)
+    federation.wait_workers()
+
+
+def test_coordinator_restart_mid_job_loses_nothing(coordinator, federation):
+    _only_postgres(coordinator)
+    with coordinator.client() as http:
+        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-restart.csv")).json()
+        wait_job(http, job["id"], lambda d: d["status"] == "RUNNING", timeout=120)
+    coordinator.kill(signal.SIGKILL)
+    # the nodes finish without the coordinator
+    trids = {p: f"{job['execution_id']}.{p}" for p in ("alice", "bob")}
+    end = time.monotonic() + 180
+    while not all(
+        (ev := read_events(federation.nodes[p].redis(), t)) and ev[-1].status == "SUCCESS"
+        for p, t in trids.items()
+    ):
+        assert time.monotonic() < end, "the nodes did not finish"
+        time.sleep(0.5)
+    coordinator.start()
+    coordinator.wait_ready()
+    with coordinator.client() as http:
+        d = final(http, job["id"], timeout=60)
+        assert d["status"] == "SUCCEEDED", d["error"]
+        for p, t in trids.items():
+            sent = {e.event_id for e in read_events(federation.nodes[p].redis(), t)}
+            logged = {e["seq"] for e in d["timeline"] if e["party"] == p}
+            assert len(logged) == len(sent), (p, logged)

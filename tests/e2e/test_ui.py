@@ -1,0 +1,277 @@
+"""The UI in real headless Chromium (Debian's chromium driven by Playwright for Python, no
+browser download) against real nodes and a real coordinator process on SQLite: log in, see the
+parties' health, launch a PSI from the "New PSI" form with the dataset and key-column pickers,
+watch it reach SUCCEEDED live and read the right intersection count. Screenshots land in
+test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from deploy.local.coordinator_proc import CoordinatorProcess
+from deploy.local.driver import read_keys, write_csv
+from deploy.local.ports import PortAllocator
+from deploy.local.topology import coordinator_passwords, write_topology
+
+from .conftest import ARTIFACTS
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+SHOTS = ARTIFACTS / "ui"
+JOB_TIMEOUT_MS = 240_000
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT")
+
+
+@pytest.fixture(scope="module")
+def data(federation):
+    """Distinct dataset names and key columns per party, with a known true intersection."""
+    alice = [f"u{i:05d}" for i in range(0, 900)]
+    bob = [f"u{i:05d}" for i in range(600, 1700)]
+    write_csv(federation.nodes["alice"].data_root / "ui" / "alice.csv", "uid", alice)
+    write_csv(federation.nodes["bob"].data_root / "ui" / "bob.csv", "id", bob)
+    return sorted(set(alice) & set(bob))
+
+
+@pytest.fixture(scope="module")
+def coordinator(federation, data):
+    base = ARTIFACTS / "e2e-ui"
+    shutil.rmtree(base, ignore_errors=True)
+    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
+    proc = CoordinatorProcess(
+        base,
+        topology_file=topo,
+        certs_dir=federation.certs_dir,
+        port=PortAllocator().one(),
+        env={**coordinator_passwords(federation), "COORD_RECONCILE_INTERVAL_S": "1"},
+    ).start()
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"], headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Page:
+    """A browser tab on the coordinator that records uncaught JS errors."""
+
+    def __init__(self, browser, coordinator) -> None:
+        self.ctx = browser.new_context(
+            base_url=coordinator.url, viewport={"width": 1366, "height": 900}
+        )
+        self.page = self.ctx.new_page()
+        self.page.set_default_timeout(60_000)
+        self.js_errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.js_errors.append(str(exc)))
+
+    def login(self, token: str) -> None:
+        r = self.page.request.post("/login", form={"token": token}, max_redirects=0)
+        assert r.status == 303, r.text()
+
+    def close(self) -> None:
+        self.ctx.close()
+        assert not self.js_errors, f"uncaught JS errors: {self.js_errors}"
+
+
+@pytest.fixture
+def tab(browser, coordinator):
+    t = Page(browser, coordinator)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def page(tab, coordinator):
+    """A logged-in tab."""
+    tab.login(coordinator.token)
+    return tab.page
+
+
+def test_login(tab, coordinator):
+    page = tab.page
+    page.goto("/")
+    page.wait_for_url(re.compile(r"/login$"))
+    assert page.locator("#login-error").count() == 0
+
+    page.fill("#token", "not-the-token")
+    with page.expect_response(
+        lambda r: r.url.endswith("/login") and r.request.method == "POST"
+    ) as r:
+        page.click("#login-submit")
+    assert r.value.status == 401
+    err = page.locator("#login-error")
+    playwright_api.expect(err).to_be_visible()
+    playwright_api.expect(err).to_contain_text("not the coordinator's API token")
+    assert page.url.endswith("/login")
+
+    page.fill("#token", coordinator.token)
+    page.click("#login-submit")
+    page.wait_for_url(f"{coordinator.url}/")
+    playwright_api.expect(page.locator("#nav-jobs")).to_have_class(re.compile("active"))
+    playwright_api.expect(page.locator("#jobs-table")).to_be_visible()
+
+    page.click("#logout")
+    page.wait_for_url(re.compile(r"/login$"))
+    page.goto("/parties")
+    page.wait_for_url(re.compile(r"/login$"))
+
+
+def test_parties_page(page, federation):
+    page.goto("/parties")
+    for name in ("alice", "bob"):
+        row = page.locator(f"#party-row-{name}")
+        playwright_api.expect(row.locator("td.reachable")).to_have_text("reachable")
+        playwright_api.expect(row.locator("td.worker")).to_have_text("alive")
+        # the node's own checks, each shown with its message
+        checks = row.locator("ul.checks li")
+        playwright_api.expect(checks.first).to_be_visible()
+        redis = row.locator("li[data-check='redis']")
+        assert redis.get_attribute("data-ok") == "true"
+        playwright_api.expect(redis).to_contain_text("PING ok")
+    # carol is in the registry (never in a job of these tests) and is listed as well
+    playwright_api.expect(page.locator("#party-row-carol")).to_be_visible()
+    # the broker URL is shown, without the coordinator's Redis password
+    for name, node in federation.nodes.items():
+        broker = page.locator(f"#party-row-{name} td").nth(1).inner_text()
+        assert f":{node.ports['redis']}" in broker and "***" in broker, broker
+        assert node.coordinator_password not in page.locator(f"#party-row-{name}").inner_text()
+    page.screenshot(path=str(SHOTS / "parties.png"), full_page=True)
+    page.click("#refresh-parties")
+    playwright_api.expect(page.locator("#refresh-parties")).to_have_text("Refresh")
+    playwright_api.expect(page.locator("#party-row-alice td.reachable")).to_have_text("reachable")
+
+
+def pick(page, side: str, party: str, dataset: str, keys: list[str]) -> None:
+    page.select_option(f"#party-{side}", party)
+    page.wait_for_selector(f"#dataset-{side} option[value='{dataset}']", state="attached")
+    page.select_option(f"#dataset-{side}", dataset)
+    page.select_option(f"#keys-{side}", keys)
+
+
+def test_form_shows_validation_errors(page, coordinator):
+    with coordinator.client() as http:
+        before = http.get("/api/v1/jobs").json()["total"]
+
+    page.goto("/new")
+    pick(page, "a", "alice", "ui/alice.csv", ["uid"])
+    pick(page, "b", "bob", "ui/bob.csv", ["id"])
+    # the key-column picker offers the chosen dataset's header columns
+    cols = page.locator("#keys-a option").all_inner_texts()
+    assert cols == ["uid", "f0"], cols
+    assert page.locator("#receiver option").all_inner_texts() == ["alice", "bob"]
+    err = page.locator("#form-error")
+
+    # the same party twice: refused in the form, nothing sent
+    page.select_option("#party-b", "alice")
+    playwright_api.expect(page.locator("#party-b-error")).to_contain_text("different parties")
+    page.click("#submit-psi")
+    playwright_api.expect(err).to_be_visible()
+    playwright_api.expect(err).to_contain_text("alice is chosen twice")
+
+    # an empty key selection: the API's 422 is shown as "field: message"
+    pick(page, "b", "bob", "ui/bob.csv", ["id"])
+    page.select_option("#keys-a", [])
+    with page.expect_response("**/api/v1/jobs/psi") as resp:
+        page.click("#submit-psi")
+    assert resp.value.status == 422
+    playwright_api.expect(err).to_contain_text("rejected")
+    playwright_api.expect(err).to_contain_text("parties.alice.keys:")
+    playwright_api.expect(err).to_contain_text("at least 1 item")
+    page.screenshot(path=str(SHOTS / "form-error.png"), full_page=True)
+
+    # an absolute output path: the API's message names the field
+    page.select_option("#keys-a", ["uid"])
+    page.fill("#output-b", "/etc/passwd.csv")
+    with page.expect_response("**/api/v1/jobs/psi") as resp:
+        page.click("#submit-psi")
+    assert resp.value.status == 422
+    playwright_api.expect(err).to_contain_text("parties.bob.output:")
+    playwright_api.expect(err).to_contain_text("absolute")
+    assert page.url.endswith("/new")
+
+    with coordinator.client() as http:
+        assert http.get("/api/v1/jobs").json()["total"] == before  # nothing was submitted
+
+
+def test_psi_from_the_form(page, coordinator, federation, data):
+    out = "out/ui-psi.csv"
+    page.goto("/new")
+    pick(page, "a", "alice", "ui/alice.csv", ["uid"])
+    pick(page, "b", "bob", "ui/bob.csv", ["id"])
+    page.fill("#output-a", out)
+    page.fill("#output-b", out)
+    page.select_option("#receiver", "alice")
+    page.select_option("#protocol", "RR22")
+    with page.expect_response("**/api/v1/jobs/psi") as resp:
+        page.click("#submit-psi")
+    assert resp.value.status == 201
+    # the form goes on to the job's page
+    page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    playwright_api.expect(page.locator("#job-id")).to_have_text(job_id)
+    page.wait_for_function(
+        "final => final.includes(document.querySelector('#job-status').dataset.status)",
+        arg=list(FINAL),
+        timeout=JOB_TIMEOUT_MS,
+    )
+    status = page.locator("#job-status").inner_text()
+    if status != "SUCCEEDED":
+        page.screenshot(path=str(SHOTS / "job-not-succeeded.png"), full_page=True)
+    assert status == "SUCCEEDED", page.locator("#job-error").inner_text()
+
+    count = page.locator("#intersection-count")
+    playwright_api.expect(count).to_be_visible()
+    assert int(count.inner_text()) == len(data)
+    playwright_api.expect(page.locator("#result-receiver")).to_have_text("alice")
+    playwright_api.expect(
+        page.locator("#result-parties tr[data-party='alice'] .output-path")
+    ).to_contain_text(out)
+    for party in ("alice", "bob"):
+        card = page.locator(f"#party-{party}")
+        assert card.get_attribute("data-status") == "SUCCESS"
+        playwright_api.expect(card.locator(".stage")).to_have_text("task_finished")
+        timeline = page.locator(f"#timeline tbody tr[data-party='{party}']")
+        assert timeline.count() >= 2
+        playwright_api.expect(timeline.last).to_contain_text("task_finished")
+    playwright_api.expect(page.locator("#cancel-btn")).to_be_hidden()
+    playwright_api.expect(page.locator("#retry-btn")).to_be_hidden()
+    playwright_api.expect(page.locator("#job-error")).to_be_hidden()
+    # performance metrics are recorded just after the end; the page picks them up
+    playwright_api.expect(
+        page.locator("#result-parties tr[data-party='alice'] td").nth(3)
+    ).to_have_text(re.compile(r"\d s$"), timeout=60_000)
+    page.screenshot(path=str(SHOTS / "job-succeeded.png"), full_page=True)
+
+    # what the page shows is what the receiver holds
+    got = read_keys(federation.nodes["alice"].data_root / out, "uid")
+    assert sorted(got) == data
+    assert not (federation.nodes["bob"].data_root / out).exists()
+
+    # the jobs list shows it, with the per-party states; the status filter works
+    page.goto("/")
+    row = page.locator(f"#job-row-{job_id}")
+    playwright_api.expect(row).to_contain_text("SUCCEEDED")
+    playwright_api.expect(row).to_contain_text("alice")
+    playwright_api.expect(row).to_contain_text("bob")
+    page.select_option("#status-filter", "FAILED")
+    playwright_api.expect(page.locator(f"#job-row-{job_id}")).to_have_count(0)
+    page.select_option("#status-filter", "SUCCEEDED")
+    playwright_api.expect(page.locator(f"#job-row-{job_id}")).to_have_count(1)
+    page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
