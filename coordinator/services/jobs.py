@@ -312,7 +312,9 @@ class JobService:
         else:
             return
         with transaction(self.sessions) as s:
-            record_task_result(s, trid, result)
+            job_id = record_task_result(s, trid, result)
+        if job_id is not None:
+            self.on_change([job_id])
 
     # --- cancel / retry -------------------------------------------------------------------
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:

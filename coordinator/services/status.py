@@ -227,14 +227,14 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
             job.result = _job_result(tasks, receiver)
 
 
-def record_task_result(session: Session, task_request_id: str, result: dict) -> None:
+def record_task_result(session: Session, task_request_id: str, result: dict) -> str | None:
     """Store a finished task's full Celery result (performance metrics, output) on its row and
-    refresh the job's result summary."""
+    refresh the job's result summary. Returns the job id (None when the task is unknown)."""
     row = session.scalars(
         select(SecretflowTask).where(SecretflowTask.celery_task_id == task_request_id)
     ).one_or_none()
     if row is None:
-        return
+        return None
     metrics = result.get("performance_metrics")
     if metrics:
         row.performance_metrics = metrics
