@@ -49,6 +49,7 @@ from deploy.local.servers import PostgresServer, RedisServer  # noqa: E402
 from node.contract import STATUS_STREAM, EventData, StatusEvent, TaskStatus  # noqa: E402
 
 console = Console(width=150)
+METRICS = {"cluster_init_s": 2.1, "data_load_s": 0.3, "algorithm_s": 4.2, "total_s": 6.9}
 STEPS = [TaskStatus.RECEIVED, TaskStatus.RUNNING] + [TaskStatus.PROGRESS] * 7 + [TaskStatus.SUCCESS]
 
 
@@ -159,7 +160,12 @@ class Scenario:
                         execution_id=exe,
                         party=party,
                         status=st,
-                        data=EventData(stage="algorithm_running", progress=seq / len(STEPS)),
+                        data=EventData(
+                            stage="algorithm_running",
+                            progress=seq / len(STEPS),
+                            # as the node sends it: SUCCESS carries the timings
+                            performance_metrics=METRICS if st == TaskStatus.SUCCESS else None,
+                        ),
                     )
                 )
         return out

@@ -48,6 +48,8 @@ class Applied:
     jobs_changed: set[str] = field(default_factory=set)  # overall state changed
     jobs_touched: set[str] = field(default_factory=set)  # any party task changed
     terminate: list[tuple[str, str]] = field(default_factory=list)  # (party, task_request_id)
+    # finished tasks whose full Celery result is still worth fetching (the event did not carry
+    # the performance metrics, e.g. a failure or a node without that extension)
     finished_tasks: list[tuple[str, str]] = field(default_factory=list)  # (party, trid)
     released: list[str] = field(default_factory=list)  # execution ids whose ports may be freed
     requeued: list[str] = field(default_factory=list)  # job ids queued for another attempt
@@ -130,7 +132,10 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             select(SecretflowTask).where(SecretflowTask.celery_task_id.in_(list(trids)))
         )
     }
-    session.execute(insert(TaskStatusLog), _log_rows(fresh, {t: r.job_id for t, r in rows.items()}))
+    # a Core executemany (batched by the driver), not the ORM's bulk-insert machinery
+    session.execute(
+        insert(TaskStatusLog.__table__), _log_rows(fresh, {t: r.job_id for t, r in rows.items()})
+    )
     now = utcnow()
     touched_jobs: set[str] = set()
     for e in sorted(fresh, key=lambda ev: (ev.task_request_id, ev.seq)):
@@ -146,7 +151,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
                 row.performance_metrics = e.data.performance_metrics
             out.applied += 1
             touched_jobs.add(row.job_id)
-            if after.terminal:
+            if after.terminal and not row.performance_metrics:
                 out.finished_tasks.append((row.party, row.celery_task_id))
     out.jobs_touched |= touched_jobs
     reconcile_jobs(session, sorted(touched_jobs), out, now=now)
