@@ -1,7 +1,10 @@
 """The status listener: one thread per party reading that party's `task_status_stream` with a
 consumer group (DESIGN §4/§5).
 
-Per batch: parse → apply in ONE database transaction → commit → XACK. A crash between commit and
+Per batch: parse → apply in ONE database transaction → commit → XACK. The party threads only
+read and parse; one applier thread applies whatever batches are waiting, from every party, in
+one transaction (fewer, larger transactions and one database connection however many parties),
+and each party thread acknowledges its own entries once that transaction has committed. A crash between commit and
 XACK re-delivers the batch, which is harmless (event_id is unique, apply is idempotent); a crash
 before the commit loses nothing (the entries stay pending and are read again at start-up, and
 entries left pending by a consumer that is gone are taken over with XAUTOCLAIM).
@@ -10,9 +13,11 @@ entries left pending by a consumer that is gone are taken over with XAUTOCLAIM).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 from pydantic import ValidationError
@@ -27,6 +32,7 @@ BATCH = 500
 BLOCK_MS = 1000
 CLAIM_EVERY_S = 15.0
 CLAIM_MIN_IDLE_MS = 30_000
+MAX_MERGED_EVENTS = 2000  # the applier merges waiting batches up to this many events
 
 
 def ensure_group(client: redis.Redis, stream: str = STATUS_STREAM, group: str = GROUP) -> None:
@@ -51,6 +57,67 @@ def parse_entries(entries) -> tuple[list[str], list[StatusEvent]]:
         except (ValidationError, ValueError, TypeError) as exc:
             log.error("dropping malformed status entry %s: %s", eid, exc)
     return ids, events
+
+
+@dataclass
+class _Batch:
+    events: list[StatusEvent]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class Applier(threading.Thread):
+    """Applies the batches the party threads hand over, several parties' at a time, each
+    merged group in one transaction; a party thread waits for its batch before it XACKs."""
+
+    def __init__(self, apply: Callable[[list[StatusEvent]], object], stop: threading.Event):
+        super().__init__(name="listener-applier", daemon=True)
+        self.apply = apply
+        self.stop_event = stop
+        self._queue: queue.Queue[_Batch] = queue.Queue()
+        self.transactions = 0
+
+    def submit(self, events: list[StatusEvent]) -> None:
+        """Apply `events` (with whatever else is waiting); returns once committed, or raises
+        what the apply raised (then nothing may be acknowledged)."""
+        batch = _Batch(events)
+        self._queue.put(batch)
+        while not batch.done.wait(0.5):
+            if self.stop_event.is_set() or not self.is_alive():
+                raise RuntimeError("the status applier stopped before applying the batch")
+        if batch.error is not None:
+            raise batch.error
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            group, n = [first], len(first.events)
+            while n < MAX_MERGED_EVENTS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                group.append(more)
+                n += len(more.events)
+            try:
+                self.apply([e for b in group for e in b.events])
+                self.transactions += 1
+            except Exception as exc:  # handed to every waiting party thread
+                for b in group:
+                    b.error = exc
+            for b in group:
+                b.done.set()
+        # fail whatever is still waiting: its party thread must not acknowledge it
+        while True:
+            try:
+                b = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            b.error = RuntimeError("the status listener is stopping")
+            b.done.set()
 
 
 class PartyListener(threading.Thread):
@@ -78,7 +145,7 @@ class PartyListener(threading.Thread):
             return 0
         ids, events = parse_entries(entries)
         if events:
-            self.apply(events)  # commits, or raises (then nothing is acknowledged)
+            self.apply(events)  # commits (Applier.submit), or raises: nothing is acknowledged
         client.xack(STATUS_STREAM, GROUP, *ids)
         self.applied_batches += 1
         return len(ids)
@@ -146,12 +213,14 @@ class StatusListener:
         consumer: str = "coordinator-1",
     ) -> None:
         self.stop_event = threading.Event()
+        self.applier = Applier(apply, self.stop_event)
         self.threads = [
-            PartyListener(p, clients, apply, consumer=consumer, stop=self.stop_event)
+            PartyListener(p, clients, self.applier.submit, consumer=consumer, stop=self.stop_event)
             for p in clients.names
         ]
 
     def start(self) -> None:
+        self.applier.start()
         for t in self.threads:
             t.start()
 
@@ -163,3 +232,4 @@ class StatusListener:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout)
+        self.applier.join(timeout)
