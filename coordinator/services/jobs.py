@@ -21,7 +21,12 @@ from coordinator.params import per_party, psi_template
 from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.scheduling import QueuedJob, dispatchable
 from coordinator.schemas import PSIJobCreate
-from coordinator.services.status import Applied, apply_events, record_task_result
+from coordinator.services.status import (
+    COORDINATOR_SOURCE,
+    Applied,
+    apply_events,
+    record_task_result,
+)
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import (
     HEARTBEAT_TTL_S,
@@ -377,7 +382,7 @@ class JobService:
             party=t.party,
             status=status,
             data=EventData(stage="task_finished", error=ErrorInfo(type=etype, message=msg)),
-            worker_container="coordinator",
+            worker_container=COORDINATOR_SOURCE,
         )
 
     def _party_alive(self, party: str, now_mono: float) -> tuple[bool | None, str]:

@@ -22,6 +22,8 @@ from node.contract import ErrorInfo, StatusEvent, utcnow
 
 log = logging.getLogger(__name__)
 
+COORDINATOR_SOURCE = "coordinator"  # worker_container of the events the coordinator makes itself
+
 # failures worth a new attempt (a network hiccup), never a refusal or a data/config problem
 _RETRYABLE_TYPES = {"StartTimeout", "PeerUnreachable", "LinkTimeout"}
 _RETRYABLE_WORDS = ("connection refused", "connect failed", "timed out", "timeout", "reset by peer")
@@ -132,12 +134,9 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             select(SecretflowTask).where(SecretflowTask.celery_task_id.in_(list(trids)))
         )
     }
-    # a Core executemany (batched by the driver), not the ORM's bulk-insert machinery
-    session.execute(
-        insert(TaskStatusLog.__table__), _log_rows(fresh, {t: r.job_id for t, r in rows.items()})
-    )
     now = utcnow()
     touched_jobs: set[str] = set()
+    moot: set[str] = set()  # coordinator-made events the facts had already overtaken
     for e in sorted(fresh, key=lambda ev: (ev.task_request_id, ev.seq)):
         row = rows.get(e.task_request_id)
         if row is None or row.party != e.party or row.execution_id != e.execution_id:
@@ -153,6 +152,18 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             touched_jobs.add(row.job_id)
             if after.terminal and not row.performance_metrics:
                 out.finished_tasks.append((row.party, row.celery_task_id))
+        elif e.worker_container == COORDINATOR_SOURCE:
+            moot.add(e.event_id)
+    # every node event is logged (the timeline is what the nodes said); a coordinator-made event
+    # (timer, dead worker, Celery-result fallback) only when it changed the task — e.g. a
+    # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
+    # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
+    logged = [e for e in fresh if e.event_id not in moot]
+    if logged:
+        session.execute(
+            insert(TaskStatusLog.__table__),
+            _log_rows(logged, {t: r.job_id for t, r in rows.items()}),
+        )
     out.jobs_touched |= touched_jobs
     reconcile_jobs(session, sorted(touched_jobs), out, now=now)
     return out

@@ -1,0 +1,129 @@
+"""coordinator.services.status.apply_events against a real database (SQLite and PostgreSQL):
+what is logged and what is applied when node events and coordinator-made events meet."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from coordinator.db import make_engine, migrate, session_factory, transaction
+from coordinator.models import Job, SecretflowTask, TaskStatusLog
+from coordinator.services.status import COORDINATOR_SOURCE, apply_events
+from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus
+
+PARTIES = ("alice", "bob")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").url
+        engine = make_engine(url)
+        with engine.begin() as conn:  # a clean schema per test
+            for table in ("task_status_logs", "secretflow_tasks", "jobs", "alembic_version"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table} CASCADE")
+        engine.dispose()
+    migrate(url)
+    engine = make_engine(url)
+    factory = session_factory(engine)
+    with transaction(factory) as s:
+        s.add(
+            Job(
+                id="job-1",
+                status="RUNNING",
+                request={"receiver": "alice"},
+                parties={"names": list(PARTIES)},
+                execution_id="exe-1",
+                attempt=1,
+                max_attempts=1,
+            )
+        )
+        for p in PARTIES:
+            s.add(
+                SecretflowTask(
+                    job_id="job-1",
+                    task_id="job-1",
+                    subtask_id="psi",
+                    execution_id="exe-1",
+                    party=p,
+                    celery_task_id=f"exe-1.{p}",
+                    task_type="psi",
+                    status="RUNNING",
+                    seq=2,
+                    params={},
+                )
+            )
+    yield factory
+    engine.dispose()
+
+
+def _event(party, seq, status, *, source=None, error=None, event_id=None, result=None):
+    kw = {"event_id": event_id} if event_id else {}
+    if source:
+        kw["worker_container"] = source
+    return StatusEvent(
+        seq=seq,
+        task_request_id=f"exe-1.{party}",
+        task_id="job-1",
+        subtask_id="psi",
+        execution_id="exe-1",
+        party=party,
+        status=status,
+        data=EventData(stage="task_finished", progress=1.0, error=error, result=result),
+        **kw,
+    )
+
+
+def _logged(factory, party):
+    with factory() as s:
+        return list(
+            s.scalars(
+                select(TaskStatusLog.event_id).where(
+                    TaskStatusLog.task_request_id == f"exe-1.{party}"
+                )
+            )
+        )
+
+
+def test_a_fallback_event_overtaken_by_the_nodes_own_event_is_not_logged(sessions):
+    node = _event("alice", 3, TaskStatus.SUCCESS, result={"intersection_count": 7})
+    fallback = _event(
+        "alice", 1_000_000_002, TaskStatus.SUCCESS, source=COORDINATOR_SOURCE, event_id="coord-x"
+    )
+    with transaction(sessions) as s:
+        apply_events(s, [node])
+    with transaction(sessions) as s:
+        out = apply_events(s, [fallback])
+    assert out.applied == 0
+    assert _logged(sessions, "alice") == [node.event_id]  # the timeline shows the node's word
+
+
+def test_a_coordinator_event_that_decides_is_logged_and_fails_the_job(sessions):
+    lost = _event(
+        "bob",
+        1_000_000_002,
+        TaskStatus.FAILURE,
+        source=COORDINATOR_SOURCE,
+        event_id="coord-lost",
+        error=ErrorInfo(type="WorkerLost", message="party bob's SecretFlow worker is gone"),
+    )
+    with transaction(sessions) as s:
+        out = apply_events(s, [lost])
+    assert out.applied == 1 and _logged(sessions, "bob") == ["coord-lost"]
+    with sessions() as s:
+        job = s.get(Job, "job-1")
+        assert job.status == "FAILED" and job.failed_party == "bob"
+        assert "worker is gone" in job.error
+
+
+def test_a_node_event_is_logged_even_when_it_changes_nothing(sessions):
+    success = _event("alice", 3, TaskStatus.SUCCESS)
+    late = _event("alice", 2, TaskStatus.PROGRESS)  # older than what the task already has
+    with transaction(sessions) as s:
+        apply_events(s, [success])
+    with transaction(sessions) as s:
+        out = apply_events(s, [late])
+    assert out.applied == 0
+    assert sorted(_logged(sessions, "alice")) == sorted([success.event_id, late.event_id])
