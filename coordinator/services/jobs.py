@@ -30,6 +30,7 @@ from coordinator.services.status import (
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import (
     HEARTBEAT_TTL_S,
+    TERMINAL_STATUSES,
     ErrorInfo,
     EventData,
     NodeTaskError,
@@ -322,6 +323,16 @@ class JobService:
             self.on_change([job_id])
 
     # --- cancel / retry -------------------------------------------------------------------
+    def _stop_tasks(
+        self, job_id: str, victims: list[tuple[str, str]], execution_id: str | None
+    ) -> None:
+        """After a job was ended in the database: revoke its unfinished tasks, free its ports."""
+        for party, trid in victims:
+            self.clients.revoke(party, trid)
+        if execution_id:
+            self.ports.release(execution_id)
+        self.on_change([job_id])
+
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
         now = utcnow()
         with transaction(self.sessions) as s:
@@ -331,18 +342,8 @@ class JobService:
             if job.status in TERMINAL_JOB_STATES:
                 raise JobError(f"job {job_id} is already {job.status}", 409)
             job.status, job.error, job.finished_at = JobState.CANCELLED, reason, now
-            victims = [
-                (t.party, t.celery_task_id)
-                for t in job.tasks
-                if t.execution_id == job.execution_id
-                and t.status not in ("SUCCESS", "FAILURE", "CANCELLED")
-            ]
-            execution_id = job.execution_id
-        for party, trid in victims:
-            self.clients.revoke(party, trid)
-        if execution_id:
-            self.ports.release(execution_id)
-        self.on_change([job_id])
+            victims, execution_id = _unfinished(job), job.execution_id
+        self._stop_tasks(job_id, victims, execution_id)
         self.tick()
         return self.get(job_id)
 
@@ -427,7 +428,7 @@ class JobService:
                 tasks = [t for t in job.tasks if t.execution_id == job.execution_id]
                 age = (now - _aware(job.dispatched_at)).total_seconds() if job.dispatched_at else 0
                 for t in tasks:
-                    if t.status in ("SUCCESS", "FAILURE", "CANCELLED"):
+                    if t.status in TERMINAL_STATUSES:
                         continue
                     if t.party not in alive:
                         alive[t.party] = self._party_alive(t.party, mono)
@@ -505,15 +506,14 @@ class JobService:
                 return
             job.status, job.finished_at = JobState.TIMED_OUT, now
             job.error = f"deadline {_aware(job.deadline).isoformat()} passed"
-            victims = [
-                (t.party, t.celery_task_id)
-                for t in job.tasks
-                if t.execution_id == job.execution_id
-                and t.status not in ("SUCCESS", "FAILURE", "CANCELLED")
-            ]
-            execution_id = job.execution_id
-        for party, trid in victims:
-            self.clients.revoke(party, trid)
-        if execution_id:
-            self.ports.release(execution_id)
-        self.on_change([job_id])
+            victims, execution_id = _unfinished(job), job.execution_id
+        self._stop_tasks(job_id, victims, execution_id)
+
+
+def _unfinished(job: Job) -> list[tuple[str, str]]:
+    """(party, celery task id) of the current attempt's tasks that have not finished."""
+    return [
+        (t.party, t.celery_task_id)
+        for t in job.tasks
+        if t.execution_id == job.execution_id and t.status not in TERMINAL_STATUSES
+    ]
