@@ -14,20 +14,6 @@ from coordinator.db import current_revision, make_engine, migrate, session_facto
 from coordinator.models import Base, Job, SecretflowTask, TaskStatusLog
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'coordinator.db'}"
-    server = request.getfixturevalue("postgres_server")
-    url = server.url
-    engine = make_engine(url)
-    with engine.begin() as conn:  # a clean schema per test
-        for table in ("task_status_logs", "secretflow_tasks", "jobs", "alembic_version"):
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table} CASCADE")
-    engine.dispose()
-    return url
-
-
 def test_migrations_create_exactly_the_models(db_url):
     migrate(db_url)
     assert current_revision(db_url) == "0002"

@@ -14,19 +14,10 @@ from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus
 PARTIES = ("alice", "bob")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'coordinator.db'}"
-    else:
-        url = request.getfixturevalue("postgres_server").url
-        engine = make_engine(url)
-        with engine.begin() as conn:  # a clean schema per test
-            for table in ("task_status_logs", "secretflow_tasks", "jobs", "alembic_version"):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table} CASCADE")
-        engine.dispose()
-    migrate(url)
-    engine = make_engine(url)
+@pytest.fixture
+def sessions(db_url):
+    migrate(db_url)
+    engine = make_engine(db_url)
     factory = session_factory(engine)
     with transaction(factory) as s:
         s.add(
