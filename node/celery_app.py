@@ -89,6 +89,7 @@ def _heartbeat_loop(settings: NodeSettings, hostname: str, role: str) -> None:
                 "pid": os.getpid(),
                 "at": dt.datetime.now(dt.UTC).isoformat(),
                 "active": active,
+                "problems": _problems(settings, role),
             }
             client.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_S)
         except Exception as exc:  # Redis away for a moment: keep trying
@@ -96,6 +97,17 @@ def _heartbeat_loop(settings: NodeSettings, hostname: str, role: str) -> None:
         _hb_stop.wait(HEARTBEAT_INTERVAL_S)
     with contextlib.suppress(Exception):
         client.delete(key)
+
+
+def _problems(settings: NodeSettings, role: str) -> list[str]:
+    """The SecretFlow worker's own stack, checked every beat (cheap: one TCP connect)."""
+    if role != "sf":
+        return []
+    from node import rayhead
+
+    if not rayhead.is_up(settings):
+        return [f"Ray head: nothing answers on {settings.ray_address}"]
+    return []
 
 
 @worker_ready.connect

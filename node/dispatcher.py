@@ -11,12 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node.contract import TaskParams
+from node.contract import ErrorType, TaskParams
 from node.settings import NodeSettings
 
 
 class JobRefused(ValueError):
-    """The node refuses the task before doing any SecretFlow work."""
+    """The node refuses the task before doing any SecretFlow work; `type` is the typed cause."""
+
+    def __init__(self, message: str, type_: ErrorType = ErrorType.TASK_REFUSED) -> None:
+        super().__init__(message)
+        self.type = type_
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,10 @@ def get_job(task_type: str) -> JobType:
         return _REGISTRY[task_type]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise JobRefused(f"unknown task type {task_type!r} (this node runs: {known})") from None
+        raise JobRefused(
+            f"unknown task type {task_type!r} (this node runs: {known})",
+            ErrorType.UNKNOWN_TASK_TYPE,
+        ) from None
 
 
 def known_job_types() -> list[str]:

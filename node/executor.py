@@ -106,8 +106,19 @@ def main() -> int:
     try:
         result, teardown = execute(params, spec["prepared"], settings, report)
     except BaseException as exc:  # report anything, then leave
-        traceback.print_exc()
-        _send(fd, {"type": "error", "error": {"type": type(exc).__name__, "message": str(exc)}})
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)  # the whole trace stays in the job log
+        _send(
+            fd,
+            {
+                "type": "error",
+                "error": {
+                    "type": type(exc).__name__,
+                    "message": str(exc)[:20_000],
+                    "trace": trace[-20_000:],
+                },
+            },
+        )
         sys.stdout.flush()
         os._exit(1)
     _send(fd, {"type": "result", "result": result})

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import os
-import re
 import selectors
 import signal
 import subprocess
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.contract import ErrorInfo, Stage, TaskParams
+from node import failures
+from node.contract import ErrorInfo, ErrorType, Stage, TaskParams
 from node.executor import MSG_FD_ENV
 from node.settings import NodeSettings
 
@@ -35,10 +36,8 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 180.0
 TEARDOWN_GRACE_S = 90.0
-_TLS_HINT = re.compile(
-    r"(ssl|tls|handshake|certificate|CERTIFICATE_VERIFY_FAILED|unknown ca|bad certificate)",
-    re.IGNORECASE,
-)
+RAY_CHECK_EVERY_S = 1.0  # how often the supervisor checks that this party's Ray head answers
+LOG_LINES = 200  # job-log lines kept as an error's details
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -191,28 +190,6 @@ def log_tail(path: Path | None, lines: int = 30) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_RAY_PREFIX = re.compile(r"^\(\w+ pid=\d+\)\s*")
-
-
-def _clean(line: str) -> str:
-    return _RAY_PREFIX.sub("", _ANSI.sub("", line).strip())
-
-
-def _tls_evidence(path: Path | None) -> str | None:
-    for line in reversed(log_tail(path, 400)):
-        line = _clean(line)
-        if _TLS_HINT.search(line):
-            return line[-300:]
-    return None
-
-
-def _crash_message(rc: int | None, path: Path | None) -> str:
-    tail = [ln for ln in log_tail(path, 60) if re.search(r"error|exception|fail", ln, re.I)]
-    detail = f": {_clean(tail[-1])[-400:]}" if tail else ""
-    return f"job process exited with code {rc} before finishing{detail}"
-
-
 def run_job(
     params: TaskParams,
     prepared: dict[str, Any],
@@ -223,29 +200,47 @@ def run_job(
     deadline_monotonic: float | None = None,
 ) -> Outcome:
     """Run one job in a child process and supervise it to an Outcome."""
+    from node import rayhead
+
     job_dir = settings.state_dir / "jobs" / f"{params.execution_id}.{params.party}"
     job_dir.mkdir(parents=True, exist_ok=True)
     log_path = job_dir / "job.log"
     t_start = time.monotonic()
+    peers = tuple(p for p in params.sf_init_config.parties if p != params.party)
+    situation = failures.Situation(
+        peers=peers,
+        connected=False,
+        start_timeout_s=settings.start_timeout_s,
+        ray_address=settings.ray_address,
+    )
+    timings: dict[str, float] = {}
+    if not rayhead.is_up(settings):  # checked before anything is started: a dead head fails now
+        return Outcome("error", error=failures.ray_head_down(situation), timings=timings)
     proc = _take(settings)
-    timings: dict[str, float] = {"warm": 1.0 if proc.ready else 0.0}
-    peers = [p for p in params.sf_init_config.parties if p != params.party]
+    timings["warm"] = 1.0 if proc.ready else 0.0
     limit_end = t_start + settings.task_time_limit_s
     if deadline_monotonic is not None:
         limit_end = min(limit_end, deadline_monotonic)
 
-    def fail(kind: str, message: str) -> Outcome:
+    def fail(error: ErrorInfo) -> Outcome:
         proc.kill()
-        return Outcome(
-            "error", error=ErrorInfo(type=kind, message=message), log_path=log_path, timings=timings
-        )
+        return Outcome("error", error=error, log_path=log_path, timings=timings)
+
+    def tail() -> list[str]:
+        return log_tail(log_path, LOG_LINES)
 
     try:
         if not proc.wait_ready(READY_TIMEOUT_S):
             rc = proc.proc.poll()
             return fail(
-                "RunnerStartError",
-                f"job process did not start (exit code {rc}); see {proc._spawn_log.name}",
+                ErrorInfo(
+                    type=ErrorType.RUNNER_START_ERROR,
+                    message=(
+                        f"its job process did not start (exit code {rc}); see "
+                        f"{settings.state_dir / 'runner' / 'spawn.log'}"
+                    ),
+                    details="\n".join(log_tail(settings.state_dir / "runner" / "spawn.log", 80)),
+                )
             )
         timings["ready_wait_s"] = round(time.monotonic() - t_start, 3)
         proc.send_job(
@@ -258,43 +253,39 @@ def run_job(
         )
         (job_dir / "pid").write_text(str(proc.pid))
         t_sent = time.monotonic()
-        connected = False
+        next_ray_check = t_sent + RAY_CHECK_EVERY_S
         while True:
             now = time.monotonic()
             if cancelled.is_set():
                 proc.kill()
                 return Outcome(
                     "cancelled",
-                    error=ErrorInfo(type="Cancelled", message="task cancelled; job process killed"),
+                    error=ErrorInfo(
+                        type=ErrorType.CANCELLED, message="task cancelled; job process stopped"
+                    ),
                     log_path=log_path,
                     timings=timings,
                 )
-            if not connected and now - t_sent > settings.start_timeout_s:
-                evidence = _tls_evidence(log_path)
-                if evidence:
-                    msg = (
-                        f"cross-silo link with {', '.join(peers)} not established within "
-                        f"{settings.start_timeout_s:.0f}s: TLS handshake / certificate problem: {evidence}"
-                    )
-                    return fail("TLSHandshakeError", msg)
-                return fail(
-                    "PeerConnectTimeout",
-                    f"cross-silo link with {', '.join(peers)} not established within "
-                    f"{settings.start_timeout_s:.0f}s: peer not running this job, unreachable, or "
-                    "rejecting our TLS certificate (handshake never completed)",
-                )
+            if now >= next_ray_check:
+                next_ray_check = now + RAY_CHECK_EVERY_S
+                if not rayhead.is_up(settings):
+                    return fail(failures.ray_head_down(situation))
+            if not situation.connected and now - t_sent > settings.start_timeout_s:
+                return fail(failures.link_timeout(situation, tail()))
             if now > limit_end:
                 why = (
-                    "deadline passed"
+                    "the job's deadline passed"
                     if deadline_monotonic and now > deadline_monotonic
-                    else (f"time limit of {settings.task_time_limit_s:.0f}s exceeded")
+                    else f"the node's time limit of {settings.task_time_limit_s:.0f} s was exceeded"
                 )
-                return fail("TimeLimitExceeded", f"job killed: {why}")
+                return fail(
+                    ErrorInfo(type=ErrorType.TIME_LIMIT_EXCEEDED, message=f"job stopped: {why}")
+                )
             for msg in proc.read_messages(0.25):
                 kind = msg["type"]
                 if kind == "stage":
                     if msg["stage"] == Stage.CLUSTER_INITIALIZED:
-                        connected = True
+                        situation = dataclasses.replace(situation, connected=True)
                     timings[msg["stage"]] = round(time.monotonic() - t_sent, 3)
                     on_stage(msg["stage"], msg.get("progress"))
                 elif kind == "result":
@@ -304,19 +295,20 @@ def run_job(
                     )
                 elif kind == "error":
                     err = msg["error"]
-                    message = err["message"]
-                    evidence = _tls_evidence(log_path)
-                    if evidence and not connected:
-                        message = f"{message} (TLS: {evidence})"
-                    return fail(err["type"], message)
+                    if not rayhead.is_up(settings):  # the head died under the job
+                        return fail(failures.ray_head_down(situation))
+                    if err.get("refusal"):  # the job itself refused (typed, one line)
+                        return fail(ErrorInfo(type=err["type"], message=err["message"]))
+                    return fail(
+                        failures.from_exception(
+                            situation, err["type"], err["message"], err.get("trace", ""), tail()
+                        )
+                    )
                 elif kind == "eof":
                     rc = proc.proc.wait(timeout=30)
-                    evidence = None if connected else _tls_evidence(log_path)
-                    if evidence:
-                        return fail(
-                            "TLSHandshakeError", f"job process exited ({rc}); TLS: {evidence}"
-                        )
-                    return fail("JobProcessCrashed", _crash_message(rc, log_path))
+                    if not rayhead.is_up(settings):
+                        return fail(failures.ray_head_down(situation))
+                    return fail(failures.from_crash(situation, rc, tail()))
     except BaseException:
         proc.kill()
         raise

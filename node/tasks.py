@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import signal
 import socket
 import threading
@@ -21,6 +22,7 @@ from node.contract import (
     TASK_HELLO,
     TASK_LIST_DATASETS,
     ErrorInfo,
+    ErrorType,
     NodeTaskError,
     Stage,
     TaskMetadata,
@@ -55,22 +57,31 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
     if sf.self_party != settings.party:
         raise JobRefused(
             f"self_party is {sf.self_party!r} but this node is {settings.party!r}; "
-            "the task was sent to the wrong party's queue"
+            "the task was sent to the wrong party's queue",
+            ErrorType.WRONG_PARTY,
         )
     expected = make_trid(params.execution_id, settings.party)
     if task_request_id != expected:
-        raise JobRefused(f"task_request_id {task_request_id!r} should be {expected!r}")
+        raise JobRefused(
+            f"task_request_id {task_request_id!r} should be {expected!r}", ErrorType.INVALID_PARAMS
+        )
     strangers = [p for p in sf.parties if p != settings.party and p not in settings.allowed_peers]
     if strangers:
         raise JobRefused(
             f"party {', '.join(strangers)} is not among this node's allowed peers "
-            f"({', '.join(settings.allowed_peers) or 'none'})"
+            f"({', '.join(settings.allowed_peers) or 'none'})",
+            ErrorType.PEER_NOT_ALLOWED,
         )
     if params.deadline is not None and params.deadline <= utcnow():
-        raise JobRefused(f"deadline {params.deadline.isoformat()} has passed; not starting")
+        raise JobRefused(
+            f"deadline {params.deadline.isoformat()} has passed; not starting",
+            ErrorType.DEADLINE_PASSED,
+        )
     job = get_job(params.task_type)
     if job.needs_spu and params.spu_config is None:
-        raise JobRefused(f"task type {params.task_type!r} needs spu_config")
+        raise JobRefused(
+            f"task type {params.task_type!r} needs spu_config", ErrorType.INVALID_PARAMS
+        )
     return job.prepare(params, settings)
 
 
@@ -114,7 +125,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     )
     notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
 
-    def refuse(kind: str, message: str):
+    def refuse(kind: ErrorType, message: str):
         err = ErrorInfo(type=kind, message=f"party {settings.party} refused the task: {message}")
         result = _error_result(ids, settings.party, started, err)
         notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
@@ -125,11 +136,11 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "task_params"
-        refuse("InvalidTaskParams", f"{where}: {first['msg']}")
+        refuse(ErrorType.INVALID_PARAMS, f"{where}: {first['msg']}")
     try:
         prepared = preflight(task_request_id, params, settings)
     except JobRefused as exc:
-        refuse("TaskRefused", str(exc))
+        refuse(exc.type, str(exc))
 
     from node import runner
 
@@ -155,15 +166,24 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     except SoftTimeLimitExceeded:
         outcome = runner.Outcome(
             "error",
-            error=ErrorInfo(type="TimeLimitExceeded", message="Celery soft time limit exceeded"),
+            error=ErrorInfo(
+                type=ErrorType.TIME_LIMIT_EXCEEDED, message="Celery soft time limit exceeded"
+            ),
         )
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
+        if prepared.get("work_dir"):  # normalized inputs, intermediate outputs: never kept
+            shutil.rmtree(prepared["work_dir"], ignore_errors=True)
         runner.ensure_spare(settings)
 
     if outcome.status == "success":
         result = outcome.result
+        check = prepared.get("input_check") or {}
+        if "check_s" in check:  # the table check ran before the job process: its cost too
+            metrics = result.setdefault("performance_metrics", {})
+            metrics["input_check_s"] = check["check_s"]
+            metrics["total_s"] = round(metrics.get("total_s", 0.0) + check["check_s"], 3)
         notifier.emit(
             TaskStatus.SUCCESS,
             Stage.TASK_FINISHED,
@@ -173,7 +193,9 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         )
         return result
     err = outcome.error
-    err = ErrorInfo(type=err.type, message=f"party {settings.party}: {err.message}")
+    err = ErrorInfo(
+        type=err.type, message=f"party {settings.party}: {err.message}", details=err.details
+    )
     result = _error_result(ids, settings.party, started, err)
     if outcome.status == "cancelled":
         notifier.emit(TaskStatus.CANCELLED, Stage.TASK_FINISHED, error=err)

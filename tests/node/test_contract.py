@@ -382,7 +382,7 @@ def test_psi_config_defaults():
     parsed = PSITaskConfig.model_validate(cfg)
     assert parsed.sort is True
     assert parsed.broadcast_result is False
-    assert parsed.table_keys_duplicated is False
+    assert parsed.duplicates == "distinct"
 
 
 # --- StatusEvent ------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def test_status_event_round_trip_with_bytes_like_redis():
         status=TaskStatus.FAILURE,
         data=EventData(
             stage="task_finished",
-            error=contract.ErrorInfo(type="JobRefused", message="bad key column 'uid'"),
+            error=contract.ErrorInfo(type="KeyColumnMissing", message="bad key column 'uid'"),
         ),
     )
     raw = {k.encode(): v.encode() for k, v in ev.to_stream_fields().items()}
@@ -509,3 +509,29 @@ def test_import_contract_loads_no_heavy_modules():
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# --- typed errors -------------------------------------------------------------------------------
+def test_error_info_is_one_readable_line_with_the_trace_in_details():
+    err = contract.ErrorInfo(
+        type="PeerConnectTimeout",
+        message="\x1b[31mparty alice:\x1b[0m bob did not join\n  within 45 s",
+        details="\x1b[33mTraceback\x1b[0m …\n  frame",
+    )
+    assert err.type is contract.ErrorType.PEER_CONNECT_TIMEOUT
+    assert err.message == "party alice: bob did not join within 45 s"
+    assert err.details == "Traceback …\n  frame"
+    assert err.retryable
+
+
+def test_an_unknown_error_type_from_an_older_node_is_kept_as_an_internal_error():
+    err = contract.ErrorInfo(type="SomethingNew", message="x" * 1000)
+    assert err.type is contract.ErrorType.INTERNAL and not err.retryable
+    assert len(err.message) == contract.MESSAGE_MAX and err.message.endswith("…")
+
+
+def test_retryable_set_holds_only_transient_causes():
+    E = contract.ErrorType
+    assert {E.PEER_CONNECT_TIMEOUT, E.START_TIMEOUT, E.WORKER_LOST} <= contract.RETRYABLE
+    refusals = {E.DUPLICATE_KEYS, E.MALFORMED_CSV, E.EMPTY_TABLE, E.TLS_HANDSHAKE, E.CANCELLED}
+    assert not refusals & contract.RETRYABLE

@@ -82,7 +82,7 @@ def test_events_in_stream_and_on_channel(redis_server):
         bad.emit(
             TaskStatus.FAILURE,
             Stage.TASK_FINISHED,
-            error=ErrorInfo(type="JobRefused", message="key column 'uid' not found"),
+            error=ErrorInfo(type="KeyColumnMissing", message="key column 'uid' not found"),
         ),
         ok.emit(
             TaskStatus.SUCCESS,
@@ -142,7 +142,7 @@ def test_events_in_stream_and_on_channel(redis_server):
         "output_path": "out/job-7f3a.csv",
     }
     assert bad_events[0].data.error == ErrorInfo(
-        type="JobRefused", message="key column 'uid' not found"
+        type="KeyColumnMissing", message="key column 'uid' not found"
     )
     assert bad_events[0].data.stage == "task_finished"
 
