@@ -183,6 +183,8 @@ def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
         real = path.resolve()
         if root not in real.parents:
             continue  # symlink out of the root: not a dataset of this node
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # the node's own work files (.partyline/…) and other hidden files
         try:
             columns = read_csv_header(real)
         except (OSError, ValueError, UnicodeDecodeError):

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from node.contract import PSITaskConfig, TaskParams
-from node.datapaths import PathEscapeError, read_csv_header, resolve_in_root
+from node.contract import ErrorType, PSITaskConfig, TaskParams
+from node.datapaths import PathEscapeError, resolve_in_root
 from node.dispatcher import JobRefused, JobType, register
 from node.settings import NodeSettings
+from node.tables import TableError, check_table, write_output
+
+WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
+
+
+def work_dir(settings: NodeSettings, params: TaskParams) -> Path:
+    return settings.data_root / WORK_DIR / f"{params.execution_id}.{params.party}"
 
 
 def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
@@ -19,47 +29,69 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "task_config"
-        raise JobRefused(f"invalid PSI task_config ({where}): {first['msg']}") from None
+        raise JobRefused(
+            f"invalid PSI task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
+        ) from None
     party = params.party
     if set(cfg.keys) != set(params.sf_init_config.parties):
-        raise JobRefused("task_config.keys must name exactly the parties of sf_init_config")
+        raise JobRefused(
+            "task_config.keys must name exactly the parties of sf_init_config",
+            ErrorType.INVALID_PARAMS,
+        )
     if params.spu_config is None:
-        raise JobRefused("PSI needs spu_config")
+        raise JobRefused("PSI needs spu_config", ErrorType.INVALID_PARAMS)
+    name = cfg.input_paths[party]
     try:
-        input_path = resolve_in_root(settings.data_root, cfg.input_paths[party])
+        input_path = resolve_in_root(settings.data_root, name)
     except PathEscapeError as exc:
-        raise JobRefused(str(exc)) from None
+        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
     if not input_path.is_file():
         raise JobRefused(
-            f"input dataset {cfg.input_paths[party]!r} does not exist in the data root"
+            f"input dataset {name!r} does not exist in the data root", ErrorType.DATASET_NOT_FOUND
         )
-    try:
-        header = read_csv_header(input_path)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise JobRefused(f"cannot read CSV header of {cfg.input_paths[party]!r}: {exc}") from None
-    missing = [k for k in cfg.keys[party] if k not in header]
-    if missing:
+    try:  # checked now, created (parent folders) only once the table passed its check
+        output_path = resolve_in_root(settings.data_root, cfg.output_paths[party])
+    except PathEscapeError as exc:
+        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
+    if input_path == output_path:
         raise JobRefused(
-            f"key column(s) {', '.join(repr(m) for m in missing)} not found in "
-            f"{cfg.input_paths[party]!r} (columns: {', '.join(header)})"
+            "output path equals input path; refusing to overwrite the input",
+            ErrorType.INVALID_PARAMS,
         )
-    # last: resolving the output for writing creates its parent directories
+    # the whole table, streamed: encoding, shape, quoting, empty keys, duplicates
+    try:
+        table = check_table(
+            input_path,
+            name,
+            cfg.keys[party],
+            duplicates=cfg.duplicates,
+            work_dir=work_dir(settings, params),
+        )
+    except TableError as exc:
+        raise JobRefused(f"table {exc.message}", exc.type) from None
+    except OSError as exc:
+        raise JobRefused(
+            f"cannot read {name!r}: {exc.strerror}", ErrorType.DATASET_NOT_FOUND
+        ) from None
     try:
         output_path = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
     except PathEscapeError as exc:
-        raise JobRefused(str(exc)) from None
-    if input_path == output_path:
-        raise JobRefused("output path equals input path; refusing to overwrite the input")
+        shutil.rmtree(work_dir(settings, params), ignore_errors=True)
+        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
     return {
         "protocol": cfg.protocol,
         "receiver": cfg.receiver,
         "keys": cfg.keys,
-        "input_path": str(input_path),
+        "input_path": str(table.psi_input),
+        "source_path": str(table.source),
+        "work_dir": str(work_dir(settings, params)),
         "output_path": str(output_path),
         "output_name": cfg.output_paths[party],
         "sort": cfg.sort,
         "broadcast_result": cfg.broadcast_result,
-        "table_keys_duplicated": cfg.table_keys_duplicated,
+        "duplicates": str(cfg.duplicates),
+        "input_check": table.metrics(),
+        "columns": table.columns,
     }
 
 
@@ -69,10 +101,17 @@ def run(
     party = params.party
     parties = params.sf_init_config.parties
     spu = devices["spu"]
+    writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
+    final_output = Path(prepared["output_path"])
+    # the PSI works on each party's key-only copy (k0, k1, … hex; each key once) and writes its
+    # key-only answer into the work folder; the output is then made of the party's own rows
+    psi_output = Path(prepared["work_dir"]) / "psi-output.csv"
+    psi_keys = [f"k{i}" for i in range(len(prepared["keys"][party]))]
+    keys = {p: psi_keys for p in parties}
     # Each party's driver supplies only its own real paths; the peer's entries are placeholders
     # (RayFed runs an actor's call only at the actor's own party).
     inputs = {p: prepared["input_path"] if p == party else "" for p in parties}
-    outputs = {p: prepared["output_path"] if p == party else "" for p in parties}
+    outputs = {p: str(psi_output) if p == party else "" for p in parties}
     import secretflow.distributed as sfd
 
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
@@ -81,15 +120,16 @@ def run(
     if prepared["protocol"] == "PROTOCOL_ECDH":
         # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
         # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
-        # PSI runs the same ECDH core without that race.
+        # PSI runs the same ECDH core without that race. It writes a header-only output for
+        # an empty intersection.
         refs = {
             p: actor.psi_csv.remote(
-                prepared["keys"][p],
+                keys[p],
                 inputs[p],
                 outputs[p],
                 prepared["receiver"],
                 "ECDH_PSI_2PC",
-                False,  # precheck_input (keys are declared unique, as for v2)
+                False,  # precheck_input: the node checked the table itself, keys are unique
                 prepared["sort"],
                 prepared["broadcast_result"],
                 1 << 20,  # bucket_size
@@ -100,35 +140,51 @@ def run(
     else:
         refs = {
             p: actor.psi.remote(
-                prepared["keys"][p],
+                keys[p],
                 inputs[p],
                 outputs[p],
                 prepared["receiver"],
-                prepared["table_keys_duplicated"],
+                # keys_unique=false although the node hands each key once: with keys_unique=true
+                # an empty intersection aborts the receiver ("read csv file second line: …
+                # join_sorted_input.inter.csv failed") while the sender waits out its timeout
+                True,  # table_keys_duplicated
                 "NULL",  # output_csv_na_rep
                 prepared["broadcast_result"],
                 prepared["protocol"],
                 "CURVE_FOURQ",  # ecdh_curve
                 "ADVANCED_JOIN_TYPE_INNER_JOIN",
                 "ROLE_RECEIVER",  # left_side
-                True,  # skip_duplicates_check
+                True,  # skip_duplicates_check (checked before any SecretFlow work)
                 not prepared["sort"],  # disable_alignment
                 False,  # check_hash_digest
             )
             for p, actor in spu.actors.items()
         }
     own = sfd.get(refs[party])
-    writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
     count = int(own["intersection_count"])
-    return {
+    result: dict[str, Any] = {
         # the sender learns no count unless the result is broadcast (SPU reports -1)
-        "intersection_count": count if count >= 0 else None,
+        "intersection_count": count if count >= 0 and writes_output else None,
         "original_count": int(own["original_count"]),
         "output_path": prepared["output_name"] if writes_output else None,
+        "output_rows": None,
+        "duplicates": prepared["duplicates"],
         "protocol": prepared["protocol"],
         "receiver": prepared["receiver"],
         "parties": list(parties),
+        "input_check": prepared.get("input_check"),
     }
+    if writes_output:
+        t = time.perf_counter()
+        result["output_rows"] = write_output(
+            Path(prepared["source_path"]),
+            psi_output,
+            prepared["keys"][party],
+            final_output,
+            every_row=prepared["duplicates"] == "join",
+        )
+        result["output_s"] = round(time.perf_counter() - t, 3)
+    return result
 
 
 register(JobType(name="psi", prepare=prepare, run=run, needs_spu=True))

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from node import dispatcher
-from node.contract import TaskParams
+from node.contract import ErrorType, TaskParams
 from node.dispatcher import JobRefused, JobType, get_job, known_job_types, register
 from node.jobs import psi
 from node.settings import NodeSettings
@@ -142,14 +142,18 @@ def test_prepare_good_csv(settings):
     assert prepared["keys"] == {"alice": ["uid"], "bob": ["uid"]}
     inp, out = Path(prepared["input_path"]), Path(prepared["output_path"])
     assert inp.is_absolute() and out.is_absolute()
-    assert inp == root / "customers.csv"
+    assert prepared["source_path"] == str(root / "customers.csv")
+    # the PSI reads the key-only copy in the job's work folder inside the data root
+    assert inp == root / ".partyline/work/exe-91c2.alice/keys-customers.csv"
+    assert inp.read_text() == "k0\n31\n32\n"
     assert out == root / "out" / "job-7f3a.csv"
     assert root in inp.parents and root in out.parents
     assert out.parent.is_dir()  # output directory made ready inside the root
     assert prepared["output_name"] == "out/job-7f3a.csv"
     assert prepared["sort"] is True
     assert prepared["broadcast_result"] is False
-    assert prepared["table_keys_duplicated"] is False
+    assert prepared["duplicates"] == "distinct"
+    assert prepared["input_check"]["rows"] > 0
 
 
 def test_prepare_via_dispatcher_for_bob(tmp_path):
@@ -157,7 +161,7 @@ def test_prepare_via_dispatcher_for_bob(tmp_path):
     s.data_root.mkdir()
     (s.data_root / "accounts.csv").write_text("uid,balance\n1,10\n")
     prepared = get_job("psi").prepare(make_params("bob", protocol="KKRT"), s)
-    assert prepared["input_path"] == str(s.data_root / "accounts.csv")
+    assert prepared["source_path"] == str(s.data_root / "accounts.csv")
     assert prepared["protocol"] == "PROTOCOL_KKRT"
 
 
@@ -167,7 +171,8 @@ def test_prepare_missing_key_column(settings):
         psi.prepare(params, settings)
     msg = str(exc_info.value)
     assert "'email'" in msg
-    assert "'customers.csv'" in msg
+    assert "customers.csv" in msg
+    assert exc_info.value.type == ErrorType.KEY_COLUMN_MISSING
     assert "uid, name, age" in msg  # the CSV's columns
 
 
@@ -225,7 +230,7 @@ def test_prepare_output_equals_input_through_absolute_spelling(settings):
 def test_prepare_empty_input_csv(settings):
     (settings.data_root / "empty.csv").write_text("")
     params = make_params(input_paths={"alice": "empty.csv", "bob": "accounts.csv"})
-    with pytest.raises(JobRefused, match=r"cannot read CSV header of 'empty\.csv'"):
+    with pytest.raises(JobRefused, match=r"table empty\.csv is empty: no header line"):
         psi.prepare(params, settings)
 
 

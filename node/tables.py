@@ -1,0 +1,357 @@
+"""The check of a PSI input table, before any SecretFlow work: one streaming pass.
+
+A table is refused — with the file, the line and the problem — when it is not UTF-8, a row has
+another number of fields than the header, a quote is never closed, a key value is empty, it has
+no rows, or (duplicates "refuse") a key repeats. Nothing is loaded whole: each key is kept as
+two 64-bit hashes (16 bytes a row), so a 10M-row table needs ~160 MB whatever its width.
+
+The PSI never reads the table itself: the check writes, in the same pass, a **key-only copy**
+into the job's work folder inside the data root — one column per key (`k0`, `k1`, …), each
+value hex-encoded UTF-8, each key once. Hex keeps every key intact through the PSI library's CSV
+readers (the legacy ECDH reader splits on every comma, quoted or not; SPU copies data rows raw,
+CRLF included) and preserves byte order. SPU's own handling of repeated keys
+(keys_unique=false + inner join) would write a×b rows per key, telling the receiver how often
+each of its keys repeats at the peer; here the PSI sees each key once, and the output — the
+first row of each common key ("distinct") or all of them ("join") — is made afterwards from the
+table itself (`write_output`).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.contract import DuplicateMode, ErrorType
+
+BOM = "\ufeff"
+SHOW_LINES = 5  # line numbers named in a duplicate-key refusal
+
+
+class TableError(ValueError):
+    """The table cannot be used; `message` names the file, the line and the problem."""
+
+    def __init__(self, type_: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+
+
+@dataclass
+class TableCheck:
+    name: str  # the dataset name the request gave
+    columns: list[str]
+    rows: int = 0
+    distinct_keys: int = 0
+    duplicate_rows: int = 0  # rows whose key already appeared on an earlier row
+    bytes: int = 0
+    seconds: float = 0.0
+    psi_input: Path | None = None  # what the PSI reads: the key-only copy (k0, k1, … hex)
+    source: Path | None = None  # the table as given (what the output rows are taken from)
+
+    def metrics(self) -> dict:
+        return {
+            "rows": self.rows,
+            "distinct_keys": self.distinct_keys,
+            "duplicate_rows": self.duplicate_rows,
+            "bytes": self.bytes,
+            "check_s": round(self.seconds, 3),
+        }
+
+
+class _Lines:
+    """Decoded physical lines of a file (strict UTF-8), counting them for error messages."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.line = 0
+        self.crlf = False
+        self.bom = False
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                self.line += 1
+                self.bytes += len(raw)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TableError(
+                        ErrorType.MALFORMED_CSV,
+                        f"{self.name} line {self.line}: not UTF-8 (byte {raw[exc.start]:#04x} at "
+                        f"column {exc.start + 1}); save the table as UTF-8",
+                    ) from None
+                if self.line == 1 and text.startswith(BOM):
+                    self.bom = True
+                    text = text[1:]
+                if text.endswith("\r\n"):
+                    self.crlf = True
+                yield text
+
+
+def _show(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+
+
+def check_table(
+    path: Path,
+    name: str,
+    keys: list[str],
+    *,
+    duplicates: DuplicateMode,
+    work_dir: Path,
+) -> TableCheck:
+    """Check `path` (dataset `name`) for a PSI on `keys`; raise TableError or return what the
+    PSI should read (`psi_input`) with the counts."""
+    t0 = time.perf_counter()
+    lines = _Lines(path, name)
+    reader = csv.reader(iter(lines), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise TableError(ErrorType.MALFORMED_CSV, f"{name} line 1 (header): {exc}") from None
+    if header is None or not any(c.strip() for c in header):
+        raise TableError(ErrorType.EMPTY_TABLE, f"{name} is empty: no header line")
+    columns = [c.strip() for c in header]
+    missing = [k for k in keys if k not in columns]
+    if missing:
+        raise TableError(
+            ErrorType.KEY_COLUMN_MISSING,
+            f"{name} has no column {', '.join(map(repr, missing))} (columns: {', '.join(columns)})",
+        )
+    if len(set(columns)) != len(columns):
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        raise TableError(
+            ErrorType.MALFORMED_CSV, f"{name} header names {', '.join(map(repr, twice))} twice"
+        )
+    width = len(columns)
+    idx = [columns.index(k) for k in keys]
+    one = idx[0] if len(idx) == 1 else None
+    h1, h2 = array("q"), array("q")
+    row_start = 2
+    rows = 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    all_keys = work_dir / f"keys-{path.stem}.all.csv"
+    keyfile = open(all_keys, "w", encoding="ascii", newline="")
+    keyfile.write(",".join(f"k{i}" for i in range(len(idx))) + "\n")
+    put = keyfile.write
+    try:
+        for row in reader:
+            if not row:  # a blank line
+                row_start = reader.line_num + 1
+                continue
+            if len(row) != width:
+                raise TableError(
+                    ErrorType.MALFORMED_CSV,
+                    f"{name} line {row_start}: {len(row)} field(s), the header has {width}",
+                )
+            if one is not None:
+                key = row[one]
+                if not key:
+                    raise TableError(
+                        ErrorType.MALFORMED_CSV,
+                        f"{name} line {row_start}: key column {keys[0]!r} is empty",
+                    )
+                h1.append(hash(key))
+                h2.append(hash("\x1f" + key))
+                put(key.encode().hex() + "\n")
+            else:
+                kt = tuple(row[i] for i in idx)
+                empty = [keys[j] for j, v in enumerate(kt) if not v]
+                if empty:
+                    raise TableError(
+                        ErrorType.MALFORMED_CSV,
+                        f"{name} line {row_start}: key column {empty[0]!r} is empty",
+                    )
+                h1.append(hash(kt))
+                h2.append(hash(("\x1f", *kt)))
+                put(",".join(v.encode().hex() for v in kt) + "\n")
+            rows += 1
+            row_start = reader.line_num + 1
+    except csv.Error as exc:
+        keyfile.close()
+        if "unexpected end of data" in str(exc):
+            raise TableError(
+                ErrorType.MALFORMED_CSV,
+                f"{name} line {row_start}: a quoted field is never closed (the quote runs to "
+                "the end of the file)",
+            ) from None
+        raise TableError(
+            ErrorType.MALFORMED_CSV, f"{name} line {reader.line_num}: bad quoting ({exc})"
+        ) from None
+    except BaseException:
+        keyfile.close()
+        raise
+    keyfile.close()
+    check = TableCheck(name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path)
+    if rows == 0:
+        raise TableError(ErrorType.EMPTY_TABLE, f"{name} has no rows (only a header line)")
+    dup_rows = _repeats(h1, h2)
+    check.duplicate_rows = len(dup_rows)
+    check.distinct_keys = rows - len(dup_rows)
+    if len(dup_rows) and duplicates == DuplicateMode.REFUSE:
+        raise TableError(
+            ErrorType.DUPLICATE_KEYS,
+            _duplicate_message(path, name, columns, keys, h1, h2, dup_rows),
+        )
+    if len(dup_rows):  # the PSI sees each key once (its first row)
+        check.psi_input = _drop_rows(all_keys, dup_rows, work_dir / f"keys-{path.stem}.csv")
+        all_keys.unlink()
+    else:
+        check.psi_input = all_keys.replace(work_dir / f"keys-{path.stem}.csv")
+    check.seconds = time.perf_counter() - t0
+    return check
+
+
+def _repeats(h1: array, h2: array):
+    """Indices (ascending) of the rows whose key hash pair already appeared on an earlier row."""
+    import numpy as np
+
+    a = np.frombuffer(h1, dtype=np.int64)
+    b = np.frombuffer(h2, dtype=np.int64)
+    order = np.lexsort((b, a))  # stable: within a key, rows keep their file order
+    sa, sb = a[order], b[order]
+    same = (sa[1:] == sa[:-1]) & (sb[1:] == sb[:-1])
+    return np.sort(order[1:][same])
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of every non-blank data row (the file is known good)."""
+    lines = _Lines(path, path.name)
+    reader = csv.reader(iter(lines), strict=True)
+    next(reader)
+    start = 2
+    for row in reader:
+        if row:
+            yield start, row
+        start = reader.line_num + 1
+
+
+def _key_hashes(row: list[str], idx: list[int]) -> tuple[int, int]:
+    if len(idx) == 1:
+        key = row[idx[0]]
+        return hash(key), hash("\x1f" + key)
+    kt = tuple(row[i] for i in idx)
+    return hash(kt), hash(("\x1f", *kt))
+
+
+def _duplicate_message(
+    path: Path, name: str, columns: list[str], keys: list[str], h1: array, h2: array, dup_rows
+) -> str:
+    """Name the first row that repeats a key: its key and the lines holding that key."""
+    first = int(dup_rows[0])
+    target = (h1[first], h2[first])
+    idx = [columns.index(k) for k in keys]
+    lines, value = [], None
+    for i, (line, row) in enumerate(_rows(path)):
+        if _key_hashes(row, idx) == target:
+            lines.append(line)
+            value = [row[j] for j in idx]
+            if i >= first and len(lines) >= SHOW_LINES:
+                break
+    shown = ", ".join(str(n) for n in lines[:SHOW_LINES])
+    key = ", ".join(_show(v) for v in value or [])
+    return (
+        f"{name} repeats key {key} on lines {shown}; {len(dup_rows)} row(s) repeat an earlier "
+        "key — deduplicate the table, or ask for duplicates 'distinct' (one row per key) or "
+        "'join' (every row)"
+    )
+
+
+def _drop_rows(keys_csv: Path, drop, target: Path) -> Path:
+    """`keys_csv` (header + one line per row, in table order) without the lines in `drop`."""
+    import numpy as np
+
+    skip = np.zeros(int(drop[-1]) + 1, dtype=bool)
+    skip[np.asarray(drop, dtype=np.int64)] = True
+    n_skip = len(skip)
+    with open(keys_csv, encoding="ascii") as src, open(target, "w", encoding="ascii") as out:
+        out.write(src.readline())
+        for i, line in enumerate(src):
+            if i < n_skip and skip[i]:
+                continue
+            out.write(line)
+    return target
+
+
+def write_output(
+    source: Path, psi_output: Path, keys: list[str], target: Path, *, every_row: bool
+) -> int:
+    """The PSI's output, as the user's rows: every row of `source` whose key is in
+    `psi_output` (the PSI's key-only answer, hex) — all of them (`every_row`, "join") or the
+    first of each key ("distinct") — written to `target` in `source` order (header first, plain
+    UTF-8 CSV, LF). Returns the number of rows written. Streams both files; memory: 16 bytes
+    per common key (sorted hash pairs, looked up in chunks)."""
+    import numpy as np
+
+    with open(psi_output, newline="", encoding="utf-8") as fh:
+        out_reader = csv.reader(fh)
+        width = len(next(out_reader))
+        ha, hb = array("q"), array("q")
+        for row in out_reader:
+            if not row:
+                continue
+            values = [bytes.fromhex(v).decode() for v in row[:width]]
+            x, y = _key_hashes(values, list(range(width)))
+            ha.append(x)
+            hb.append(y)
+    a = np.frombuffer(ha, dtype=np.int64)
+    b = np.frombuffer(hb, dtype=np.int64)
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    done = np.zeros(len(sa), dtype=bool)  # "distinct": the key's first row is written
+
+    def positions(xs: array, ys: array):
+        """Index of each (x, y) in the sorted pairs, -1 when absent."""
+        qa = np.frombuffer(xs, dtype=np.int64)
+        qb = np.frombuffer(ys, dtype=np.int64)
+        if not len(sa):
+            return np.full(len(qa), -1)
+        lo = np.searchsorted(sa, qa, side="left")
+        hi = np.searchsorted(sa, qa, side="right")
+        n = hi - lo
+        at = np.where((n == 1) & (sb[np.minimum(lo, len(sb) - 1)] == qb), lo, -1)
+        for i in np.nonzero(n > 1)[0]:  # equal first hashes are rare: check the (tiny) range
+            hit = np.nonzero(sb[lo[i] : hi[i]] == qb[i])[0]
+            at[i] = lo[i] + hit[0] if len(hit) else -1
+        return at
+
+    lines = _Lines(source, source.name)
+    reader = csv.reader(iter(lines), strict=True)
+    columns = [c.strip() for c in next(reader)]
+    idx = [columns.index(k) for k in keys]
+    written = 0
+    tmp = target.with_name(target.name + ".partial")
+    with open(tmp, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        chunk: list[list[str]] = []
+        xs, ys = array("q"), array("q")
+
+        def flush() -> None:
+            nonlocal written
+            for row, pos in zip(chunk, positions(xs, ys).tolist(), strict=True):
+                if pos < 0 or (done[pos] and not every_row):
+                    continue
+                done[pos] = True
+                writer.writerow(row)
+                written += 1
+            chunk.clear()
+            del xs[:], ys[:]
+
+        for row in reader:
+            if not row:
+                continue
+            x, y = _key_hashes(row, idx)
+            chunk.append(row)
+            xs.append(x)
+            ys.append(y)
+            if len(chunk) >= 65_536:
+                flush()
+        flush()
+    tmp.replace(target)
+    return written
