@@ -14,12 +14,16 @@ Applying an event (`apply_event`) is idempotent and order-independent:
     highest-seq event whatever the arrival order. Seqs start at 1 (0 means "no event yet").
 
 Job precedence (`merge`), first match wins:
-  1. current job state is terminal            → unchanged, nothing to terminate
+  1. current job state is terminal            → unchanged, nothing to terminate (but see 2)
      (also: no party tasks at all               → current, unchanged)
-  2. any party FAILURE                        → FAILED; error "party <p> failed: <type>: <message>"
-                                                 for the earliest failure (by updated_at, then
-                                                 party name); failed_party = <p>; to_terminate =
+  2. any party FAILURE                        → FAILED; error and failed_party from `blame`:
+                                                 "party <p> failed: <type>: <message>" for the
+                                                 earliest failure (by updated_at, then party
+                                                 name) that is not PEER_CAUSED, else — when a
+                                                 party never started — that party; to_terminate =
                                                  every party whose task is not terminal
+     (a job already FAILED keeps its state, but its error and failed_party are re-derived, so a
+      later report of the true cause replaces a peer's earlier "it never joined")
   3. any party CANCELLED (no FAILURE)         → CANCELLED; error "party <p> cancelled its task"
                                                  (earliest, same tie-break); failed_party = None;
                                                  to_terminate = every non-terminal party
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from node.contract import TERMINAL_STATUSES, ErrorInfo, StatusEvent
+from node.contract import PEER_CAUSED, TERMINAL_STATUSES, ErrorInfo, StatusEvent
 
 
 class JobState(StrEnum):
@@ -139,9 +143,55 @@ def _earliest(tasks: Iterable[PartyTask]) -> PartyTask:
     return min(tasks, key=key)
 
 
+_NOT_STARTED = frozenset({PartyStatus.PENDING, PartyStatus.RECEIVED})
+
+
+def _why(t: PartyTask) -> str:
+    return f"{t.error.type}: {t.error.message}" if t.error else "no error reported"
+
+
+def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
+    """(job error, failed party) of an attempt with at least one FAILURE: the true cause.
+
+    A failure a party reports about itself (its Ray head, its data, its process …) outranks one
+    that points at a peer (PEER_CAUSED: the peer never joined, could not be reached, went
+    away): the earliest of those. When only peer-pointing failures exist and a party never
+    started its part (PENDING / RECEIVED), that party is named: it is the one to look at.
+    """
+    values = list(tasks)
+    failed = [t for t in values if t.status == PartyStatus.FAILURE]
+    own = [t for t in failed if t.error is None or t.error.type not in PEER_CAUSED]
+    if own:
+        first = _earliest(own)
+        return f"party {first.party} failed: {_why(first)}", first.party
+    first = _earliest(failed)
+    absent = [t for t in values if t.status in _NOT_STARTED]
+    if absent:
+        culprit = min(t.party for t in absent)
+        how = (
+            "received but not run"
+            if _status_of(values, culprit) == PartyStatus.RECEIVED
+            else "never taken by its worker"
+        )
+        return (
+            f"party {culprit} did not start its part of the job (its task was {how}); "
+            f"party {first.party} failed: {_why(first)}",
+            culprit,
+        )
+    return f"party {first.party} failed: {_why(first)}", first.party
+
+
+def _status_of(values: list[PartyTask], party: str) -> PartyStatus:
+    return next(t.status for t in values if t.party == party)
+
+
 def merge(current: JobState, tasks: Mapping[str, PartyTask]) -> MergeResult:
     """The job state implied by `current` and the party tasks (precedence: module docstring)."""
     current = JobState(current)
+    if current == JobState.FAILED and any(t.status == PartyStatus.FAILURE for t in tasks.values()):
+        # a failed job stays failed, but a later report may name the true cause (blame)
+        error, party = blame(list(tasks.values()))
+        return MergeResult(current, error, party)
     if current in TERMINAL_JOB_STATES or not tasks:
         return MergeResult(current)
     values = list(tasks.values())
@@ -149,11 +199,8 @@ def merge(current: JobState, tasks: Mapping[str, PartyTask]) -> MergeResult:
 
     failed = [t for t in values if t.status == PartyStatus.FAILURE]
     if failed:
-        first = _earliest(failed)
-        why = f"{first.error.type}: {first.error.message}" if first.error else "no error reported"
-        return MergeResult(
-            JobState.FAILED, f"party {first.party} failed: {why}", first.party, unfinished
-        )
+        error, party = blame(values)
+        return MergeResult(JobState.FAILED, error, party, unfinished)
     cancelled = [t for t in values if t.status == PartyStatus.CANCELLED]
     if cancelled:
         first = _earliest(cancelled)

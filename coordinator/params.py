@@ -68,6 +68,7 @@ def psi_template(
             "protocol": request.protocol,
             "sort": request.sort,
             "broadcast_result": request.broadcast_result,
+            "duplicates": str(request.duplicates),
         },
     }
 

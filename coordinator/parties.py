@@ -124,8 +124,30 @@ class PartyClients:
         raw = self.redis(party).get(HEARTBEAT_KEY.format(role="sf"))
         return WorkerHeartbeat.from_json(raw) if raw else None
 
+    def readiness(self, party: str) -> str | None:
+        """None when the party can take a job now; else one line naming the party and what is
+        wrong (broker unreachable, no SecretFlow worker heartbeat, a problem its worker
+        reports about its own stack, e.g. its Ray head down)."""
+        try:
+            beat = self.heartbeat(party)
+        except redis.RedisError as exc:
+            return str(PartyUnreachable(party, exc))
+        if beat is None:
+            return (
+                f"party {party}'s SecretFlow worker is not running (no heartbeat in its Redis "
+                "for 15 s): start it with `python -m node worker`"
+            )
+        if beat.problems:
+            return f"party {party} is not ready: {'; '.join(beat.problems)}"
+        return None
+
     # --- tasks ----------------------------------------------------------------------------
-    def send_execute(self, party: str, task_request_id: str, params: dict) -> None:
+    def send_execute(
+        self, party: str, task_request_id: str, params: dict, *, expires_s: float | None = None
+    ) -> None:
+        """Send one party's task. `expires_s`: a worker that takes it later than that discards
+        it (Celery marks it REVOKED) — by then the coordinator has given up on this attempt, and
+        a worker coming back after an outage must not run stale attempts before the live one."""
         try:
             self.app(party).send_task(
                 TASK_EXECUTE,
@@ -134,6 +156,7 @@ class PartyClients:
                 queue=SECRETFLOW_QUEUE,
                 routing_key=SECRETFLOW_QUEUE,
                 retry=False,
+                expires=expires_s,
             )
         except _broker_errors() as exc:
             raise PartyUnreachable(party, exc) from exc
@@ -146,6 +169,24 @@ class PartyClients:
         except Exception as exc:
             log.warning("could not revoke %s at %s: %s", task_request_id, party, exc)
             return False
+
+    def stream_backlog(self, party: str, group: str) -> int | None:
+        """Entries of the party's status stream that `group` has not yet read (lag) or not yet
+        acknowledged (pending); None when Redis cannot tell."""
+        from node.contract import STATUS_STREAM
+
+        try:
+            groups = self.redis(party).xinfo_groups(STATUS_STREAM)
+        except redis.RedisError:
+            return None
+        for g in groups:
+            name = g.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) == group:
+                lag = g.get("lag")
+                if lag is None:  # Redis < 7 or a trimmed stream: unknown
+                    return None
+                return int(lag) + int(g.get("pending") or 0)
+        return None
 
     def celery_result(self, party: str, task_request_id: str) -> tuple[str, Any]:
         """(state, result-or-exception) of a task from the party's result backend."""

@@ -77,6 +77,7 @@ class Coordinator:
             default_deadline_s=self.settings.default_deadline_s,
             max_attempts=self.settings.max_attempts,
             on_change=self.feed.notify,
+            result_fallback_grace_s=self.settings.result_fallback_grace_s,
         )
         self.listener = StatusListener(
             self.clients, self.jobs.apply, consumer=self.settings.consumer_name

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import PurePosixPath
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from node.contract import PARTY_RE, normalize_psi_protocol
+from node.contract import PARTY_RE, DuplicateMode, normalize_psi_protocol
 
 
 def _dataset_name(value: str, where: str) -> str:
@@ -58,6 +67,14 @@ class PSIJobCreate(BaseModel):
     protocol: str = "RR22"
     broadcast_result: bool = False
     sort: bool = True
+    duplicates: DuplicateMode = Field(
+        default=DuplicateMode.DISTINCT,
+        description=(
+            "a key that repeats within a table: 'distinct' (PSI of the distinct keys, one output "
+            "row per common key — its first row), 'join' (every row of a common key), "
+            "'refuse' (the job fails naming the first repeated key and its lines)"
+        ),
+    )
     deadline: dt.datetime | None = None
 
     @field_validator("parties")
@@ -103,6 +120,14 @@ class PSIJobCreate(BaseModel):
 
 
 # --- responses ---------------------------------------------------------------------------------
+def _utc(v: dt.datetime) -> dt.datetime:
+    """Every time the API shows carries its zone (SQLite hands stored UTC times back naive)."""
+    return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+
+
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_utc)]
+
+
 class PartyTaskOut(BaseModel):
     """One party's task in one attempt."""
 
@@ -117,21 +142,22 @@ class PartyTaskOut(BaseModel):
     error: dict | None = None
     result: dict | None = None
     performance_metrics: dict | None = None
-    created_at: dt.datetime
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
 
 
 class TimelineEntry(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    event_id: str  # "coord-…" for an event the coordinator made (timer, lost-event fallback)
     party: str
     execution_id: str
     seq: int
     status: str
     stage: str | None = None
     data: dict = {}
-    timestamp: dt.datetime
+    timestamp: UtcDateTime
 
 
 class JobOut(BaseModel):
@@ -151,11 +177,11 @@ class JobOut(BaseModel):
     attempt: int
     max_attempts: int
     execution_id: str | None = None
-    deadline: dt.datetime | None = None
-    created_at: dt.datetime
-    dispatched_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-    last_reconciled_at: dt.datetime | None = None
+    deadline: UtcDateTime | None = None
+    created_at: UtcDateTime
+    dispatched_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
+    last_reconciled_at: UtcDateTime | None = None
 
 
 class JobDetail(JobOut):

@@ -40,6 +40,15 @@ class CoordinatorSettings(BaseSettings):
         default="coordinator-1", description="this process's name in each party's consumer group"
     )
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    result_fallback_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "a task whose Celery result is final but whose final status event has not been "
+            "applied this long after (and with nothing left unread in its party's stream) is "
+            "taken from the Celery result"
+        ),
+    )
     session_secret: str | None = Field(
         default=None, description="signs UI session cookies (default: derived from api_token)"
     )

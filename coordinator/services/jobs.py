@@ -32,6 +32,7 @@ from node.contract import (
     HEARTBEAT_TTL_S,
     TERMINAL_STATUSES,
     ErrorInfo,
+    ErrorType,
     EventData,
     NodeTaskError,
     StatusEvent,
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
 SYNTHETIC_SEQ = 1_000_000_000  # coordinator-made events outrank every node event of the task
 SPU_PORT_COOLDOWN_S = 60.0  # a party's SPU listener may linger after its job (teardown)
+RESULT_FALLBACK_GRACE_S = 30.0
 
 
 class JobError(Exception):
@@ -76,6 +78,8 @@ class JobService:
         max_attempts: int = 2,
         on_change: Callable[[Iterable[str]], None] | None = None,
         port_cooldown_s: float = SPU_PORT_COOLDOWN_S,
+        result_fallback_grace_s: float = RESULT_FALLBACK_GRACE_S,
+        stream_group: str = "coordinator",
     ) -> None:
         self.topology = topology
         self.clients = clients
@@ -87,6 +91,10 @@ class JobService:
         self.ports = PortPool(topology, cooldown_s=port_cooldown_s)
         self._dispatch_lock = threading.RLock()
         self._unreachable_since: dict[str, float] = {}
+        self.result_fallback_grace_s = result_fallback_grace_s
+        self.stream_group = stream_group
+        # task → when its Celery result was first seen final while its final event was missing
+        self._final_seen: dict[str, float] = {}
         # best-effort follow-ups (Celery results) run off the listener's path
         from concurrent.futures import ThreadPoolExecutor
 
@@ -134,6 +142,10 @@ class JobService:
             self.clients.ping_all(sorted(request.parties))
         except PartyUnreachable as exc:
             raise JobError(f"{exc}; nothing was sent to any party", 503) from exc
+        for party in sorted(request.parties):  # a job for a party that cannot run it: say so now
+            why = self.clients.readiness(party)
+            if why:
+                raise JobError(f"{why}; nothing was sent to any party", 503)
         job = Job(
             id=new_job_id(),
             kind="psi",
@@ -197,6 +209,11 @@ class JobService:
         if changed:
             self.on_change([job_id])
             return False
+        for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
+            why = self.clients.readiness(party)
+            if why:
+                self._hold(job_id, why)
+                return False
         execution_id = new_execution_id()
         try:
             ports = self.ports.acquire(execution_id, parties)
@@ -219,6 +236,8 @@ class JobService:
             job.execution_id = execution_id
             job.status = JobState.DISPATCHED
             job.dispatched_at = now
+            if job.error and job.error.startswith("waiting: "):  # no longer waiting
+                job.error = job.error.partition(" | ")[2] or None
             job.finished_at = None
             job.result = None
             for p in parties:
@@ -241,7 +260,7 @@ class JobService:
         try:
             self.clients.ping_all(parties)
             for p in parties:
-                self.clients.send_execute(p, trids[p], params[p])
+                self.clients.send_execute(p, trids[p], params[p], expires_s=self.start_timeout_s)
                 sent.append(p)
         except PartyUnreachable as exc:
             # … and what was sent before a broker failed is revoked at once
@@ -251,6 +270,23 @@ class JobService:
             return False
         log.info("job %s attempt %s sent to %s", job_id, execution_id, ", ".join(parties))
         return True
+
+    def _hold(self, job_id: str, why: str) -> None:
+        """Keep a queued job waiting, with the reason on the job (shown until it is sent)."""
+        reason = f"waiting: {why}"
+        with transaction(self.sessions) as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != JobState.QUEUED:
+                return
+            previous = job.error or ""
+            if previous.startswith("waiting: "):
+                previous = previous.partition(" | ")[2]
+            text = f"{reason} | {previous}" if previous else reason
+            if job.error == text:
+                return
+            job.error = text
+        log.info("job %s %s", job_id, reason)
+        self.on_change([job_id])
 
     def _fail_dispatch(
         self, job_id: str, execution_id: str, exc: PartyUnreachable, sent: list[str]
@@ -263,11 +299,11 @@ class JobService:
                     continue
                 if t.party == exc.party:
                     t.status = PartyStatus.FAILURE
-                    t.error = {"type": "BrokerUnreachable", "message": str(exc)}
+                    t.error = {"type": ErrorType.BROKER_UNREACHABLE.value, "message": str(exc)}
                 else:
                     t.status = PartyStatus.CANCELLED
                     what = "revoked" if t.party in sent else "not sent"
-                    t.error = {"type": "Revoked", "message": f"{what}: {exc}"}
+                    t.error = {"type": ErrorType.REVOKED.value, "message": f"{what}: {exc}"}
                 t.finished_at = now
             job.status = JobState.FAILED
             job.failed_party = exc.party
@@ -371,7 +407,7 @@ class JobService:
 
     # --- timers + reconciliation ----------------------------------------------------------
     def _synthetic(
-        self, t: SecretflowTask, status: TaskStatus, etype: str, msg: str
+        self, t: SecretflowTask, status: TaskStatus, etype: ErrorType, msg: str
     ) -> StatusEvent:
         return StatusEvent(
             event_id=f"coord-{uuid.uuid4().hex}",
@@ -434,18 +470,20 @@ class JobService:
                         alive[t.party] = self._party_alive(t.party, mono)
                     ok, why = alive[t.party]
                     if ok is False and age > HEARTBEAT_TTL_S:
-                        synthetic.append(self._synthetic(t, TaskStatus.FAILURE, "WorkerLost", why))
+                        synthetic.append(
+                            self._synthetic(t, TaskStatus.FAILURE, ErrorType.WORKER_LOST, why)
+                        )
                     elif t.status in ("PENDING", "RECEIVED") and age > self.start_timeout_s:
                         synthetic.append(
                             self._synthetic(
                                 t,
                                 TaskStatus.FAILURE,
-                                "StartTimeout",
+                                ErrorType.START_TIMEOUT,
                                 f"party {t.party} did not start within {self.start_timeout_s:.0f} s "
                                 "(worker offline or busy?)",
                             )
                         )
-                    elif age > 30:
+                    else:
                         fetch.append((t.party, t.celery_task_id))
             # tasks left non-terminal under a finished job (revoked before they started …)
             stale = s.scalars(
@@ -463,22 +501,55 @@ class JobService:
                 if age > 60:
                     synthetic.append(
                         self._synthetic(
-                            t, TaskStatus.CANCELLED, "Revoked", "revoked by the coordinator"
+                            t, TaskStatus.CANCELLED, ErrorType.REVOKED, "revoked by the coordinator"
                         )
                     )
         for job_id in to_cancel_timed_out:
             self._time_out(job_id)
         # lost events: a task the node finished whose final event never arrived
-        for party, trid in fetch:
-            ev = self._from_celery(party, trid)
-            if ev is not None:
-                synthetic.append(ev)
+        synthetic.extend(self._lost_final_events(fetch, mono))
         if synthetic:
             self.apply(synthetic)
         with transaction(self.sessions) as s:
             for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
                 job.last_reconciled_at = now
         self.tick()
+
+    def _lost_final_events(self, tasks: list[tuple[str, str]], mono: float) -> list[StatusEvent]:
+        """Final events made from Celery results — only for what the stream really lost.
+
+        A node writes its final event to the stream *before* Celery stores the result, so a
+        final result with the event not yet applied usually means the listener is a moment
+        behind. The result stands in for the event only when it has been final for the grace
+        period and the party's stream has nothing left for our group to read or acknowledge.
+        """
+        out: list[StatusEvent] = []
+        waiting = {trid for _p, trid in tasks}
+        for trid in list(self._final_seen):
+            if trid not in waiting:  # the node's own event arrived, or the job ended
+                del self._final_seen[trid]
+        backlog: dict[str, int | None] = {}
+        for party, trid in tasks:
+            try:
+                state, _value = self.clients.celery_result(party, trid)
+            except Exception:
+                continue
+            if state not in ("SUCCESS", "FAILURE", "REVOKED"):
+                continue
+            first = self._final_seen.setdefault(trid, mono)
+            if mono - first < self.result_fallback_grace_s:
+                continue
+            if party not in backlog:
+                backlog[party] = self.clients.stream_backlog(party, self.stream_group)
+            if backlog[party] != 0:  # unread entries (or cannot tell): the event may be there
+                continue
+            ev = self._from_celery(party, trid)
+            if ev is not None:
+                log.warning(
+                    "%s: final status event lost; taken from the Celery result (%s)", trid, state
+                )
+                out.append(ev)
+        return out
 
     def _from_celery(self, party: str, trid: str) -> StatusEvent | None:
         try:
@@ -490,13 +561,27 @@ class JobService:
         with self.sessions() as s:
             t = s.scalars(select(SecretflowTask).where(SecretflowTask.celery_task_id == trid)).one()
             if state == "SUCCESS" and isinstance(value, dict):
-                ev = self._synthetic(t, TaskStatus.SUCCESS, "", "")
-                ev.data = EventData(stage="task_finished", progress=1.0, result=value.get("result"))
+                ev = self._synthetic(t, TaskStatus.SUCCESS, ErrorType.INTERNAL, "")
+                ev.data = EventData(
+                    stage="task_finished",
+                    progress=1.0,
+                    result=value.get("result"),
+                    performance_metrics=value.get("performance_metrics"),
+                )
                 return ev
             if state == "REVOKED":
-                return self._synthetic(t, TaskStatus.CANCELLED, "Revoked", "revoked")
-            msg = value.message if isinstance(value, NodeTaskError) else str(value)
-            return self._synthetic(t, TaskStatus.FAILURE, type(value).__name__, msg)
+                return self._synthetic(t, TaskStatus.CANCELLED, ErrorType.REVOKED, "revoked")
+            if isinstance(value, NodeTaskError) and isinstance(value.result.get("error"), dict):
+                err = ErrorInfo.model_validate(value.result["error"])
+                ev = self._synthetic(t, TaskStatus.FAILURE, err.type, err.message)
+                ev.data.error = err
+                return ev
+            return self._synthetic(
+                t,
+                TaskStatus.FAILURE,
+                ErrorType.INTERNAL,
+                f"party {t.party}'s task failed: {type(value).__name__}: {value}",
+            )
 
     def _time_out(self, job_id: str) -> None:
         now = utcnow()

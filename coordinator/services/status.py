@@ -18,26 +18,17 @@ from sqlalchemy.orm import Session
 
 from coordinator.merge import TERMINAL_JOB_STATES, JobState, PartyTask, apply_event, merge
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
-from node.contract import ErrorInfo, StatusEvent, utcnow
+from node.contract import RETRYABLE, ErrorInfo, StatusEvent, utcnow
 
 log = logging.getLogger(__name__)
 
 COORDINATOR_SOURCE = "coordinator"  # worker_container of the events the coordinator makes itself
 
-# failures worth a new attempt (a network hiccup), never a refusal or a data/config problem
-_RETRYABLE_TYPES = {"StartTimeout", "PeerUnreachable", "LinkTimeout"}
-_RETRYABLE_WORDS = ("connection refused", "connect failed", "timed out", "timeout", "reset by peer")
-_NEVER_RETRY_WORDS = ("certificate", "refused the task", "handshake")
-
 
 def retryable(error: ErrorInfo | None) -> bool:
-    """Whether a party's failure may be cured by running the whole job again."""
-    if error is None:
-        return False
-    text = f"{error.type} {error.message}".lower()
-    if any(w in text for w in _NEVER_RETRY_WORDS):
-        return False
-    return error.type in _RETRYABLE_TYPES or any(w in text for w in _RETRYABLE_WORDS)
+    """Whether a party's failure may be cured by running the whole job again: its typed cause
+    is in the contract's RETRYABLE set (no word matching on messages)."""
+    return error is not None and error.type in RETRYABLE
 
 
 @dataclass
@@ -217,15 +208,24 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
     if all(to_party_task(t).terminal for t in tasks):
         out.released.append(job.execution_id)
     if merged.state == current:
+        if current == JobState.FAILED and (merged.error, merged.failed_party) != (
+            job.error,
+            job.failed_party,
+        ):  # a later report named the true cause (merge.blame)
+            job.error, job.failed_party = merged.error, merged.failed_party
+            out.jobs_changed.add(job.id)
         return
     out.jobs_changed.add(job.id)
     for party in merged.to_terminate:
         trid = next(t.celery_task_id for t in tasks if t.party == party)
         out.terminate.append((party, trid))
     if merged.state == JobState.FAILED:
-        failed = next(t for t in tasks if t.party == merged.failed_party)
-        err = ErrorInfo.model_validate(failed.error) if failed.error else None
-        if retryable(err) and job.attempt < job.max_attempts:
+        errors = [
+            ErrorInfo.model_validate(t.error) if t.error else None
+            for t in tasks
+            if t.status == "FAILURE"
+        ]  # a new attempt only when every failure of this one may be cured by it
+        if errors and all(retryable(e) for e in errors) and job.attempt < job.max_attempts:
             job.status = JobState.QUEUED
             job.error = f"attempt {job.attempt} failed, retrying: {merged.error}"
             job.failed_party = merged.failed_party

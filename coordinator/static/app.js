@@ -362,6 +362,7 @@ async function initNewPsi() {
       parties,
       receiver: $("#receiver").value,
       protocol: $("#protocol").value,
+      duplicates: $("#duplicates").value,
       broadcast_result: $("#broadcast").checked,
     };
     const deadline = $("#deadline").value;
@@ -541,6 +542,7 @@ function initJob() {
       ["Kind", job.kind],
       ["Protocol", (job.protocol || "").replace(/^PROTOCOL_/, "")],
       ["Receiver", job.receiver],
+      ["Repeated keys", (job.request && job.request.duplicates) || "distinct"],
       ["Attempt", `${job.attempt} of ${job.max_attempts}`],
       ["Execution id", job.execution_id || "—"],
       ["Created", fmtTime(job.created_at)],
@@ -582,8 +584,20 @@ function initJob() {
           bar,
           h("div", { class: "muted small", text: `${pct}%${t && t.started_at ? ` · started ${fmtTime(t.started_at, false)}` : ""}${t && t.finished_at ? ` · finished ${fmtTime(t.finished_at, false)}` : ""}` }),
           err ? h("div", { class: "field-error", text: err }) : null,
+          t && t.error ? detailsFold(t.error.details) : null,
         );
       }),
+    );
+  }
+
+  /** The trace behind an error, folded: one click away, never the headline. */
+  function detailsFold(details) {
+    if (!details) return null;
+    return h(
+      "details",
+      { class: "error-details", dataset: { testid: "error-details" } },
+      h("summary", { text: "details (trace and job log)" }),
+      h("pre", { text: details }),
     );
   }
 
@@ -659,10 +673,14 @@ function initJob() {
         : job.status === "CANCELLED"
           ? "Cancelled"
           : "Failed"
-      : "Retrying";
+      : job.error.startsWith("waiting: ")
+        ? "Waiting"
+        : "Retrying";
     $("#failed-party").textContent = job.failed_party || "";
     show($("#failed-party-wrap"), !!job.failed_party);
     $("#job-error-text").textContent = job.error;
+    const culprit = (job.tasks || []).filter((t) => t.party === job.failed_party && t.error).pop();
+    $("#job-error-details").replaceChildren(...[detailsFold(culprit && culprit.error.details)].filter(Boolean));
     show(box, true);
   }
 

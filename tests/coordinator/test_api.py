@@ -24,6 +24,7 @@ from node.contract import (
     SECRETFLOW_QUEUE,
     STATUS_STREAM,
     ErrorInfo,
+    ErrorType,
     Stage,
     TaskStatus,
 )
@@ -80,6 +81,8 @@ def _settings(env, **kw) -> CoordinatorSettings:
 
 @pytest.fixture()
 def api(env):
+    for p in PARTIES:
+        _heartbeat(env, p)  # every party's SecretFlow worker "alive"
     app = create_app(_settings(env))
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         client.env = env
@@ -87,7 +90,7 @@ def api(env):
         yield client
 
 
-def _heartbeat(env, party: str) -> None:
+def _heartbeat(env, party: str, problems: tuple[str, ...] = ()) -> None:
     """Stand in for a live SecretFlow worker's heartbeat (the node writes this every 5 s)."""
     env["servers"][party].client().set(
         HEARTBEAT_KEY.format(role="sf"),
@@ -98,6 +101,7 @@ def _heartbeat(env, party: str) -> None:
                 "pid": 1,
                 "at": "2026-01-01T00:00:00Z",
                 "active": [],
+                "problems": list(problems),
             }
         ),
         ex=600,
@@ -387,12 +391,14 @@ def test_duplicate_and_out_of_order_events_change_nothing(api):
 
 def test_dead_worker_fails_the_job_naming_the_party(env):
     """No heartbeat from bob's SecretFlow worker ⇒ FAILED naming bob, without waiting for the
-    start timeout."""
-    app = create_app(_settings(env, start_timeout_s=600))
+    start timeout. (WorkerLost is retryable: with attempts left the job would wait for bob.)"""
+    app = create_app(_settings(env, start_timeout_s=600, max_attempts=1))
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
         api.env = env
-        _heartbeat(env, "alice")
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
         job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        env["servers"]["bob"].client().delete(HEARTBEAT_KEY.format(role="sf"))  # bob's worker dies
         t0 = time.monotonic()
         detail = wait_for(
             lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d,
@@ -432,6 +438,7 @@ def test_sse_stream_ends_with_the_final_state(api):
 def test_parties_endpoint_reports_reachability(api):
     api.env["servers"]["carol"].stop()
     _heartbeat(api.env, "alice")
+    api.env["servers"]["bob"].client().delete(HEARTBEAT_KEY.format(role="sf"))
     parties = {p["name"]: p for p in api.get("/api/v1/parties", params={"health": False}).json()}
     assert parties["alice"]["reachable"] is True and parties["alice"]["worker_alive"] is True
     assert parties["bob"]["worker_alive"] is False
@@ -457,7 +464,9 @@ def test_retryable_failure_runs_the_whole_job_again_as_a_new_attempt(env):
         _notifier(api, job, "alice").emit(
             TaskStatus.FAILURE,
             Stage.TASK_FINISHED,
-            error=ErrorInfo(type="LinkError", message="connect to bob: Connection refused"),
+            error=ErrorInfo(
+                type=ErrorType.PEER_UNREACHABLE, message="connect to bob: Connection refused"
+            ),
         )
         again = wait_for(
             lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["attempt"] == 2 and d
@@ -471,12 +480,14 @@ def test_retryable_failure_runs_the_whole_job_again_as_a_new_attempt(env):
         _notifier(api, again, "bob").emit(
             TaskStatus.FAILURE,
             Stage.TASK_FINISHED,
-            error=ErrorInfo(type="LinkError", message="Connection refused"),
+            error=ErrorInfo(type=ErrorType.PEER_UNREACHABLE, message="Connection refused"),
         )
         final = wait_for(
             lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "FAILED" and d
         )
-        assert final["attempt"] == 2 and final["failed_party"] == "bob"
+        # bob could not reach alice, and alice never started this attempt: alice is named
+        assert final["attempt"] == 2 and final["failed_party"] == "alice"
+        assert final["error"].startswith("party alice did not start its part of the job")
 
 
 def test_party_that_never_starts_fails_the_job_after_the_start_timeout(env):
@@ -512,3 +523,129 @@ def test_deadline_times_the_job_out(env):
         assert "deadline" in d["error"]
         sent = json.loads(env["servers"]["alice"].client().lrange(SECRETFLOW_QUEUE, 0, -1)[0])
         assert sent["headers"]["id"] == f"{job['execution_id']}.alice"
+
+
+# --- readiness: a job is never sent to a party that cannot run it ----------------------------------
+def test_submit_is_refused_naming_a_party_whose_worker_reports_a_problem(api):
+    _heartbeat(api.env, "bob", problems=("Ray head: nothing answers on 127.0.0.1:6380",))
+    r = api.post("/api/v1/jobs/psi", json=psi_body())
+    assert r.status_code == 503, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("party bob is not ready: Ray head: nothing answers on 127.0.0.1:6380")
+    assert "nothing was sent" in detail
+    assert queued(api.env) == {"alice": 0, "bob": 0, "carol": 0}
+
+
+def test_submit_is_refused_naming_a_party_without_a_worker(api):
+    api.env["servers"]["bob"].client().delete(HEARTBEAT_KEY.format(role="sf"))
+    r = api.post("/api/v1/jobs/psi", json=psi_body())
+    assert r.status_code == 503
+    assert "party bob's SecretFlow worker is not running" in r.json()["detail"]
+
+
+def test_a_queued_job_waits_for_an_unready_party_and_says_why(api):
+    first = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    second = api.post("/api/v1/jobs/psi", json=psi_body()).json()  # queued behind the first
+    _heartbeat(api.env, "bob", problems=("Ray head: nothing answers on 127.0.0.1:6380",))
+    api.post(f"/api/v1/jobs/{first['id']}/cancel")  # frees the slot
+    held = wait_for(lambda: (d := api.get(f"/api/v1/jobs/{second['id']}").json())["error"] and d)
+    assert held["status"] == "QUEUED"
+    assert held["error"].startswith("waiting: party bob is not ready: Ray head")
+    _heartbeat(api.env, "bob")  # bob's head is back
+    sent = wait_for(
+        lambda: (
+            (d := api.get(f"/api/v1/jobs/{second['id']}").json())["status"] == "DISPATCHED" and d
+        )
+    )
+    assert sent["error"] is None
+
+
+# --- the Celery-result fallback fills in only what the stream really lost ---------------------------
+def _store_celery_result(api, job: dict, party: str, value: dict) -> None:
+    trid = f"{job['execution_id']}.{party}"
+    api.coord.clients.app(party).backend.store_result(trid, value, "SUCCESS")
+
+
+def _success_value(job, party):
+    return {
+        "status": "success",
+        "result": {"intersection_count": 42 if party == "alice" else None, "output_path": None},
+        "error": None,
+        "performance_metrics": {"total_s": 1.0},
+        "task_metadata": {},
+    }
+
+
+def test_a_final_celery_result_does_not_overtake_the_nodes_own_events(env):
+    """The node stores its Celery result only after its final event; a listener that is a
+    moment behind must not see the coordinator race it with a made-up event."""
+    for p in ("alice", "bob"):
+        _heartbeat(env, p)
+    with _api_with(env, result_fallback_grace_s=4.0) as api:
+        api.coord = api.app.state.coordinator
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        for party in ("alice", "bob"):
+            _store_celery_result(api, job, party, _success_value(job, party))
+        time.sleep(2.0)  # four reconcile passes see a final result, but the grace has not run out
+        d = api.get(f"/api/v1/jobs/{job['id']}").json()
+        assert d["status"] == "DISPATCHED" and d["timeline"] == []
+        _emit_all(api, job, TaskStatus.SUCCESS)  # the node's events, just late
+        d = wait_for(
+            lambda: (
+                (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "SUCCEEDED" and d
+            )
+        )
+        time.sleep(5.0)  # past the grace: still nothing made up
+        d = api.get(f"/api/v1/jobs/{job['id']}").json()
+        assert all(not e["event_id"].startswith("coord-") for e in d["timeline"]), d["timeline"]
+        assert len(d["timeline"]) == 2 * 3  # RECEIVED, RUNNING, SUCCESS per party
+
+
+def test_a_really_lost_final_event_is_taken_from_the_celery_result(env):
+    for p in ("alice", "bob"):
+        _heartbeat(env, p)
+    with _api_with(env, result_fallback_grace_s=1.0) as api:
+        api.coord = api.app.state.coordinator
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        for party in ("alice", "bob"):
+            n = _notifier(api, job, party)
+            n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+            n.emit(TaskStatus.RUNNING, None, progress=0.05)
+            _store_celery_result(api, job, party, _success_value(job, party))  # event lost
+        d = wait_for(
+            lambda: (
+                (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "SUCCEEDED" and d
+            )
+        )
+        made = [e for e in d["timeline"] if e["event_id"].startswith("coord-")]
+        assert {e["party"] for e in made} == {"alice", "bob"}
+        assert d["result"]["intersection_count"] == 42
+
+
+def test_api_times_carry_their_zone_and_errors_carry_no_ansi_codes(api):
+    import datetime as dt
+
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    _notifier(api, job, "bob").emit(
+        TaskStatus.FAILURE,
+        Stage.TASK_FINISHED,
+        error=ErrorInfo(
+            type=ErrorType.PSI_FAILED,
+            message="party bob: \x1b[31mRuntimeError\x1b[0m: boom",
+            details="\x1b[36m(SPURuntime pid=12)\x1b[0m Traceback …",
+        ),
+    )
+    r = wait_for(
+        lambda: (r := api.get(f"/api/v1/jobs/{job['id']}")).json()["status"] == "FAILED" and r
+    )
+    assert "\x1b" not in r.text and "\\u001b" not in r.text
+    d = r.json()
+    assert d["error"] == "party bob failed: PSIError: party bob: RuntimeError: boom"
+    bob = next(t for t in d["tasks"] if t["party"] == "bob")
+    assert bob["error"]["details"].startswith("(SPURuntime pid=12) Traceback")
+    times = [d["created_at"], d["deadline"], d["dispatched_at"], d["finished_at"]]
+    times += [e["timestamp"] for e in d["timeline"]] + [t["created_at"] for t in d["tasks"]]
+    for value in times:
+        assert dt.datetime.fromisoformat(value).tzinfo is not None, value
+    listed = api.get("/api/v1/jobs").json()["items"][0]
+    assert dt.datetime.fromisoformat(listed["created_at"]).tzinfo is not None

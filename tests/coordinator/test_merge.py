@@ -18,7 +18,7 @@ from coordinator.merge import (
     fold,
     merge,
 )
-from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus
+from node.contract import ErrorInfo, ErrorType, EventData, StatusEvent, TaskStatus
 
 T0 = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
 PARTIES = ("alice", "bob", "carol")
@@ -78,7 +78,7 @@ def test_one_failure_among_running_fails_the_job_names_the_party_and_terminates_
 
 
 def test_several_failures_name_the_earliest_then_the_party_name():
-    err = ErrorInfo(type="E", message="m")
+    err = ErrorInfo(type=ErrorType.PSI_FAILED, message="m")
     at = T0 + dt.timedelta(seconds=5)
     t = {
         "alice": task("alice", PartyStatus.FAILURE, error=err, updated_at=at),
@@ -162,7 +162,10 @@ TASK_MAPS = {
 @pytest.mark.parametrize("tasks_name", sorted(TASK_MAPS))
 @pytest.mark.parametrize("terminal", sorted(TERMINAL_JOB_STATES))
 def test_terminal_job_state_never_regresses_whatever_the_tasks_say(terminal, tasks_name):
-    assert merge(terminal, TASK_MAPS[tasks_name]) == MergeResult(terminal)
+    res = merge(terminal, TASK_MAPS[tasks_name])
+    assert (res.state, res.to_terminate) == (terminal, ())
+    if terminal != JobState.FAILED:  # a failed job's error may be re-derived (blame), no more
+        assert res == MergeResult(terminal)
 
 
 def test_duplicate_older_and_post_terminal_events_change_nothing():
@@ -256,7 +259,7 @@ def test_b_terminal_job_state_survives_any_later_batch(streams, data):
     first_tasks, first = fold(current, tasks(*streams), events[:cut])
     _, second = fold(first.state, first_tasks, events[cut:])
     if first.state in TERMINAL_JOB_STATES:
-        assert second == MergeResult(first.state)
+        assert (second.state, second.to_terminate) == (first.state, ())
 
 
 @settings(max_examples=200, deadline=None)
@@ -268,9 +271,16 @@ def test_c_any_failure_fails_the_job(streams, data):
     failed = {e.party for e in events if e.status == TaskStatus.FAILURE}
     if failed:
         assert res.state == JobState.FAILED
-        assert res.failed_party in failed
+        # every failure here points at a peer (PeerConnectTimeout): a party that never started
+        # is named first, else the earliest failing party
+        idle = {p for p, t in final_tasks.items() if t.status in ("PENDING", "RECEIVED")}
         who = res.failed_party
-        assert res.error == f"party {who} failed: PeerConnectTimeout: {who} broke"
+        if idle:
+            assert who == min(idle)
+            assert res.error.startswith(f"party {who} did not start its part of the job")
+        else:
+            assert who in failed
+            assert res.error == f"party {who} failed: PeerConnectTimeout: {who} broke"
         assert res.to_terminate == tuple(
             sorted(p for p, t in final_tasks.items() if not t.terminal)
         )
@@ -300,3 +310,68 @@ def test_e_job_state_is_monotone_event_by_event(streams, data):
         elif res.state not in TERMINAL_JOB_STATES:
             assert ORDER[res.state] >= ORDER[state]
         state = res.state
+
+
+# --- blame: the true cause, not the survivor ------------------------------------------------------
+def _err(kind: ErrorType, message: str = "m") -> ErrorInfo:
+    return ErrorInfo(type=kind, message=message)
+
+
+def test_a_partys_own_failure_outranks_an_earlier_peer_pointing_one():
+    t = {
+        "alice": task(
+            "alice",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.PEER_LOST, "lost the link to bob"),
+            updated_at=T0,
+        ),
+        "bob": task(
+            "bob",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.RAY_HEAD_UNREACHABLE, "its Ray head does not answer"),
+            updated_at=T0 + dt.timedelta(seconds=3),
+        ),
+    }
+    res = merge(JobState.RUNNING, t)
+    assert res.failed_party == "bob"
+    assert res.error == "party bob failed: RayHeadUnreachable: its Ray head does not answer"
+
+
+def test_a_party_that_never_started_is_named_when_its_peer_timed_out_waiting():
+    t = {
+        "alice": task(
+            "alice",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.PEER_CONNECT_TIMEOUT, "bob did not join the job within 45 s"),
+            updated_at=T0,
+        ),
+        "bob": task("bob", PartyStatus.PENDING),
+    }
+    res = merge(JobState.RUNNING, t)
+    assert (res.state, res.failed_party, res.to_terminate) == (JobState.FAILED, "bob", ("bob",))
+    assert res.error.startswith(
+        "party bob did not start its part of the job (its task was never taken by its worker); "
+        "party alice failed: PeerConnectTimeout"
+    )
+
+
+def test_a_failed_jobs_error_is_re_derived_when_the_true_cause_arrives_later():
+    alice = task(
+        "alice",
+        PartyStatus.FAILURE,
+        error=_err(ErrorType.PEER_CONNECT_TIMEOUT, "bob did not join"),
+        updated_at=T0,
+    )
+    first = merge(JobState.RUNNING, {"alice": alice, "bob": task("bob", PartyStatus.RUNNING)})
+    assert (
+        first.failed_party == "alice"
+    )  # bob was running: the link is what failed, as far as known
+    bob = task(
+        "bob",
+        PartyStatus.FAILURE,
+        error=_err(ErrorType.JOB_PROCESS_CRASHED, "its job process was killed"),
+        updated_at=T0 + dt.timedelta(seconds=1),
+    )
+    later = merge(first.state, {"alice": alice, "bob": bob})
+    assert (later.state, later.failed_party, later.to_terminate) == (JobState.FAILED, "bob", ())
+    assert "JobProcessCrashed" in later.error
