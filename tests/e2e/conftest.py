@@ -3,6 +3,7 @@ Celery worker, certificates, data root — torn down even when a test fails."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def federation():
         fed.start()
         yield fed
     finally:
+        # Celery AsyncResults the tests left behind unsubscribe from their party's Redis when
+        # collected: collect them while Redis still runs (after, their __del__ raises into
+        # pytest's unraisable-exception hook at exit)
+        gc.collect()
         fed.stop()
 
 

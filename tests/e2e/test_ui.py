@@ -275,3 +275,36 @@ def test_psi_from_the_form(page, coordinator, federation, data):
     page.select_option("#status-filter", "SUCCEEDED")
     playwright_api.expect(page.locator(f"#job-row-{job_id}")).to_have_count(1)
     page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
+
+
+def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(
+    page, coordinator, federation
+):
+    root = federation.nodes["bob"].data_root / "ui"
+    (root / "ragged.csv").write_text("id,x\nu1,1\nu2\nu3,3\n")
+    body = {
+        "parties": {
+            "alice": {"keys": ["uid"], "input": "ui/alice.csv", "output": "out/ui-bad.csv"},
+            "bob": {"keys": ["id"], "input": "ui/ragged.csv", "output": "out/ui-bad.csv"},
+        },
+        "receiver": "alice",
+    }
+    with coordinator.client() as http:
+        job = http.post("/api/v1/jobs/psi", json=body).json()
+    page.goto(f"/jobs/{job['id']}")
+    page.wait_for_function(
+        "() => document.querySelector('#job-status').dataset.status === 'FAILED'",
+        timeout=JOB_TIMEOUT_MS,
+    )
+    box = page.locator("#job-error")
+    playwright_api.expect(box).to_be_visible()
+    playwright_api.expect(page.locator("#failed-party")).to_have_text("bob")
+    text = page.locator("#job-error-text").inner_text()
+    assert text == (
+        "party bob failed: MalformedCsv: party bob refused the task: table ui/ragged.csv "
+        "line 3: 1 field(s), the header has 2"
+    )
+    card = page.locator("#party-bob")
+    assert card.get_attribute("data-status") == "FAILURE"
+    playwright_api.expect(card.locator(".field-error")).to_contain_text("MalformedCsv: party bob")
+    page.screenshot(path=str(SHOTS / "job-failed.png"), full_page=True)
