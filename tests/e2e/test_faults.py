@@ -6,6 +6,7 @@ certificate: test_psi.)"""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 
 import pytest
@@ -35,6 +36,7 @@ def data(federation):
 @pytest.fixture(scope="module")
 def coordinator(federation, data):
     base = ARTIFACTS / "e2e-coordinator" / "faults"
+    shutil.rmtree(base, ignore_errors=True)  # a fresh database every run
     topo = write_topology(federation, base / "topology.yaml", federation="e2e")
     proc = CoordinatorProcess(
         base,

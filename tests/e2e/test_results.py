@@ -6,6 +6,7 @@ not UTF-8). Every intersection is compared with the plain-Python answer of the t
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def tables(federation):
     _write(a_root / "t/visits.csv", _table(["uid", "note"], ALICE))
     _write(b_root / "t/accounts.csv", _table(["name", "id"], BOB, crlf=True, bom=True))
     _write(a_root / "t/other.csv", _table(["uid", "note"], [[f"a{i}", "x"] for i in range(200)]))
+    _write(b_root / "t/unique.csv", _table(["name", "id"], BOB[:250]))  # no repeated key
     _write(b_root / "t/header_only.csv", b"name,id\n")
     _write(b_root / "t/ragged.csv", b"name,id\nn1,u0001\nn2\nn3,u0003\n")
     _write(b_root / "t/unclosed.csv", b'name,id\nn1,u0001\n"n2,u0002\nn3,u0003\n')
@@ -68,6 +70,7 @@ def tables(federation):
 @pytest.fixture(scope="module")
 def coordinator(federation, tables):
     base = ARTIFACTS / "e2e-coordinator" / "results"
+    shutil.rmtree(base, ignore_errors=True)  # a fresh database every run
     topo = write_topology(federation, base / "topology.yaml", federation="e2e")
     proc = CoordinatorProcess(
         base,
@@ -151,7 +154,7 @@ def test_join_gives_every_row_of_each_common_key(coordinator, federation, tables
 
 
 def test_refuse_names_the_first_repeated_key_and_its_lines(coordinator, federation):
-    d = _run(coordinator, out="out/refused.csv", duplicates="refuse")
+    d = _run(coordinator, bob="t/unique.csv", out="out/refused.csv", duplicates="refuse")
     assert d["status"] == "FAILED"
     assert d["failed_party"] == "alice"
     err = next(t["error"] for t in d["tasks"] if t["party"] == "alice")
