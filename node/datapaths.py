@@ -64,3 +64,39 @@ def read_csv_header(path: Path) -> list[str]:
     if row is None:
         raise ValueError(f"{path.name} is empty: no header line")
     return [c.strip() for c in row]
+
+
+PRIVATE_DIR = ".partyline"  # the node's own files inside the data root (hidden from datasets)
+
+
+def scratch_dir(data_root: Path) -> Path:
+    """TMPDIR of this party's Ray workers and job processes: SPU writes intersection indices
+    and sorted key copies there (and leaves them when its process is killed), so they stay
+    inside the data root — never in /tmp."""
+    path = Path(data_root) / PRIVATE_DIR / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prune_scratch(data_root: Path, older_than_s: float) -> int:
+    """Remove what SPU left in the scratch folder longer ago than any job may run."""
+    import shutil
+    import time
+
+    root = Path(data_root) / PRIVATE_DIR / "tmp"
+    if not root.is_dir():
+        return 0
+    limit = time.time() - older_than_s
+    removed = 0
+    for entry in root.iterdir():
+        try:
+            if entry.lstat().st_mtime >= limit:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        except OSError:
+            continue
+    return removed

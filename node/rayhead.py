@@ -99,7 +99,10 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     logf = open(log_file(settings), "ab")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    from node.datapaths import scratch_dir
+
+    # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(scratch_dir(settings.data_root)))
     proc = subprocess.Popen(
         start_command(settings),
         stdout=logf,

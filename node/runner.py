@@ -51,7 +51,11 @@ class JobProcess:
 
     def __init__(self, settings: NodeSettings, spawn_log: Path) -> None:
         r, w = os.pipe()
-        env = dict(os.environ, **{MSG_FD_ENV: str(w)})
+        from node.datapaths import scratch_dir
+
+        env = dict(
+            os.environ, **{MSG_FD_ENV: str(w), "TMPDIR": str(scratch_dir(settings.data_root))}
+        )
         spawn_log.parent.mkdir(parents=True, exist_ok=True)
         self._spawn_log = open(spawn_log, "ab")
         self.proc = subprocess.Popen(

@@ -173,8 +173,11 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
-        if prepared.get("work_dir"):  # normalized inputs, intermediate outputs: never kept
+        if prepared.get("work_dir"):  # key-only copies, the PSI's answer: never kept
             shutil.rmtree(prepared["work_dir"], ignore_errors=True)
+        from node.datapaths import prune_scratch
+
+        prune_scratch(settings.data_root, older_than_s=settings.task_time_limit_s + 600)
         runner.ensure_spare(settings)
 
     if outcome.status == "success":

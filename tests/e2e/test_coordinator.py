@@ -194,34 +194,49 @@ def test_killed_worker_is_named_at_once_and_the_job_runs_again_when_it_is_back(
     and succeeds as attempt 2 once bob's worker is back."""
     _only_postgres(coordinator)
     bob = federation.nodes["bob"]
-    with coordinator.client() as http:
-        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-kill.csv")).json()
-        wait_job(
-            http,
-            job["id"],
-            lambda d: d["party_status"].get("bob") in ("RUNNING", "PROGRESS"),
-            timeout=120,
-        )
-        os.killpg(bob.procs["worker"].pid, signal.SIGKILL)  # the whole worker, job process too
-        killed = time.monotonic()
-        d = wait_job(http, job["id"], lambda d: d["status"] == "QUEUED", timeout=90)
-        took = time.monotonic() - killed
-        assert took < 60, f"the failure took {took:.0f} s to show"
-        assert d["failed_party"] == "bob", d["error"]
-        assert "party bob failed: WorkerLost" in d["error"], d["error"]
-        # the survivor was terminated, not left waiting for its dead peer
-        first = [t for t in d["tasks"] if t["execution_id"] == job["execution_id"]]
-        assert {t["party"]: t["status"] for t in first}["alice"] in ("CANCELLED", "FAILURE")
-        d = wait_job(http, job["id"], lambda d: d["error"].startswith("waiting: "), timeout=30)
-        assert "party bob's SecretFlow worker is not running" in d["error"]
-        bob.procs.pop("worker").wait(10)
-        federation.start_worker(bob)
-        federation.wait_workers()
-        d = final(http, job["id"], timeout=240)
-        assert d["status"] == "SUCCEEDED", d["error"]
-        assert d["attempt"] == 2
+    restarted = False
+    try:
+        with coordinator.client() as http:
+            job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-kill.csv")).json()
+            wait_job(
+                http,
+                job["id"],
+                lambda d: d["party_status"].get("bob") in ("RUNNING", "PROGRESS"),
+                timeout=120,
+            )
+            os.killpg(bob.procs["worker"].pid, signal.SIGKILL)  # the whole worker + job process
+            killed = time.monotonic()
+            d = wait_job(http, job["id"], lambda d: d["status"] == "QUEUED", timeout=90)
+            took = time.monotonic() - killed
+            assert took < 60, f"the failure took {took:.0f} s to show"
+            assert d["failed_party"] == "bob", d["error"]
+            assert "party bob failed: WorkerLost" in d["error"], d["error"]
+
+            # the survivor is terminated, not left waiting for its dead peer
+            def alice_first(d: dict) -> str:
+                return next(
+                    t["status"]
+                    for t in d["tasks"]
+                    if t["execution_id"] == job["execution_id"] and t["party"] == "alice"
+                )
+
+            wait_job(http, job["id"], lambda d: alice_first(d) in ("CANCELLED", "FAILURE"), 60)
+            d = wait_job(http, job["id"], lambda d: (d["error"] or "").startswith("waiting: "), 30)
+            assert "party bob's SecretFlow worker is not running" in d["error"]
+            bob.procs.pop("worker").wait(10)
+            federation.start_worker(bob)
+            restarted = True
+            federation.wait_workers()
+            d = final(http, job["id"], timeout=240)
+            assert d["status"] == "SUCCEEDED", d["error"]
+            assert d["attempt"] == 2
         got = read_keys(federation.nodes["alice"].data_root / "out/coord-kill.csv", "uid")
         assert set(got) == data
+    finally:
+        if not restarted:  # whatever happened: bob's worker runs for the tests after this
+            federation.stop_worker(bob)
+            federation.start_worker(bob)
+            federation.wait_workers()
 
 
 def test_stopped_redis_refuses_the_job_naming_the_party(coordinator, federation):

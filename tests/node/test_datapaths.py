@@ -192,3 +192,22 @@ def test_read_csv_header_tolerates_a_byte_order_mark(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes("\ufeffuid,amount\n1,2\n".encode())
     assert read_csv_header(path) == ["uid", "amount"]
+
+
+def test_scratch_is_inside_the_data_root_and_pruned_only_when_old(tmp_path):
+    import os
+    import time
+
+    from node.datapaths import prune_scratch, scratch_dir
+
+    root = tmp_path / "data"
+    scratch = scratch_dir(root)
+    assert scratch == root / ".partyline" / "tmp" and scratch.is_dir()
+    old, new = scratch / "old-run", scratch / "new-run"
+    old.mkdir()
+    (old / "inter.csv").write_text("x")
+    new.mkdir()
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    assert prune_scratch(root, older_than_s=600) == 1
+    assert not old.exists() and new.exists()
