@@ -713,11 +713,15 @@ def pick_ports(
     topology: Topology,
     parties: Iterable[str],
     in_use: Mapping[str, Collection[int]] | None = None,
+    after: Mapping[str, JobPorts] | None = None,
 ) -> dict[str, JobPorts]:
     """Pick one fed and one SPU port per party for a new job: the lowest port of each range
-    that is not in `in_use[party]`. Pure and deterministic; all-or-nothing (raises
-    PortsExhausted naming the party and range, KeyError for an unknown party)."""
+    that is not in `in_use[party]` — or, with `after[party]`, the first free port above that
+    party's previous pick, wrapping around (round robin). Pure and deterministic;
+    all-or-nothing (raises PortsExhausted naming the party and range, KeyError for an unknown
+    party)."""
     in_use = in_use or {}
+    after = after or {}
     out: dict[str, JobPorts] = {}
     for name in parties:
         if name in out:
@@ -725,8 +729,13 @@ def pick_ports(
         spec = topology.party(name)
         used = in_use.get(name, ())
         picked = []
+        prev = after.get(name)
         for kind, rng in (("fed", spec.fed_ports), ("spu", spec.spu_ports)):
-            port = next((p for p in rng if p not in used), None)
+            order: Iterable[int] = rng
+            if prev is not None:
+                last = prev.fed if kind == "fed" else prev.spu
+                order = [*(p for p in rng if p > last), *(p for p in rng if p <= last)]
+            port = next((p for p in order if p not in used), None)
             if port is None:
                 raise PortsExhausted(name, kind, rng)
             picked.append(port)
@@ -748,12 +757,26 @@ class PortPool:
         *,
         cooldown_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        rotate: bool = False,
     ) -> None:
+        """`rotate`: hand out ports round robin from a random starting point, so that a port
+        comes back only after the whole range — a job's listener that is still closing, or a
+        previous coordinator process's last job, is not handed the same port again."""
         self.topology = topology
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._held: dict[str, dict[str, JobPorts]] = {}
         self._cooling: list[tuple[float, str, int]] = []
+        self._last: dict[str, JobPorts] | None = None
+        if rotate:
+            import random
+
+            self._last = {}
+            for name in topology.names:
+                spec = topology.party(name)
+                self._last[name] = JobPorts(
+                    random.choice(list(spec.fed_ports)), random.choice(list(spec.spu_ports))
+                )
 
     def in_use(self) -> dict[str, set[int]]:
         now = self._clock()
@@ -769,8 +792,10 @@ class PortPool:
     def acquire(self, key: str, parties: Iterable[str]) -> dict[str, JobPorts]:
         if key in self._held:
             raise ValueError(f"ports for {key!r} are already held")
-        assignment = pick_ports(self.topology, parties, self.in_use())
+        assignment = pick_ports(self.topology, parties, self.in_use(), self._last)
         self._held[key] = assignment
+        if self._last is not None:
+            self._last.update(assignment)
         return dict(assignment)
 
     def hold(self, key: str, assignment: Mapping[str, JobPorts]) -> None:

@@ -264,6 +264,7 @@ class ErrorType(StrEnum):
     RUNNER_START_ERROR = "RunnerStartError"
     JOB_PROCESS_CRASHED = "JobProcessCrashed"
     TIME_LIMIT_EXCEEDED = "TimeLimitExceeded"
+    PORT_IN_USE = "PortInUse"  # the job's fed/SPU port is taken on this host (e.g. still closing)
     # the links between the parties
     PEER_CONNECT_TIMEOUT = "PeerConnectTimeout"  # the peer never joined this job in time
     PEER_UNREACHABLE = "PeerUnreachable"  # the peer's link port refused / could not be reached
@@ -291,6 +292,7 @@ RETRYABLE = frozenset(
         ErrorType.WORKER_LOST,
         ErrorType.START_TIMEOUT,
         ErrorType.RAY_HEAD_UNREACHABLE,
+        ErrorType.PORT_IN_USE,  # the next attempt gets other ports
     }
 )
 # causes that point at another party than the one reporting them: when that other party

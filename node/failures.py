@@ -45,6 +45,23 @@ _PEER_GONE = re.compile(
 )
 
 
+_BIND = re.compile(
+    r"Failed to bind to address|Address already in use|failed to listen to port|"
+    r"Fail to listen|bind\(\) failed",
+    re.IGNORECASE,
+)
+
+
+def port_in_use(what: str, port: int) -> ErrorInfo:
+    return ErrorInfo(
+        type=ErrorType.PORT_IN_USE,
+        message=(
+            f"its {what} port {port} is in use on this host (a previous job still closing, or "
+            "another program); a new attempt gets other ports"
+        ),
+    )
+
+
 def clean(line: str) -> str:
     """A log line without ANSI codes and Ray's "(Actor pid=123)" prefix."""
     return _RAY_PREFIX.sub("", strip_ansi(line).strip())
@@ -135,6 +152,13 @@ def from_exception(
     evidence = [*lines, *text.splitlines()]
     details = _details(lines, strip_ansi(trace).strip() or None)
     if not s.connected:
+        bind = _last_match(text.splitlines() or [text], _BIND)
+        if bind:
+            return ErrorInfo(
+                type=ErrorType.PORT_IN_USE,
+                message=f"a link port of this job is in use on this host ({_short(bind, 140)})",
+                details=details,
+            )
         tls = _last_match(evidence, _TLS)
         if tls:
             return ErrorInfo(

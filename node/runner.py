@@ -220,6 +220,9 @@ def run_job(
     timings: dict[str, float] = {}
     if not rayhead.is_up(settings):  # checked before anything is started: a dead head fails now
         return Outcome("error", error=failures.ray_head_down(situation), timings=timings)
+    busy = _busy_port(params, settings)
+    if busy is not None:  # a listener of an earlier job still holds it: say so, at once
+        return Outcome("error", error=failures.port_in_use(*busy), timings=timings)
     proc = _take(settings)
     timings["warm"] = 1.0 if proc.ready else 0.0
     limit_end = t_start + settings.task_time_limit_s
@@ -316,6 +319,29 @@ def run_job(
     except BaseException:
         proc.kill()
         raise
+
+
+def _busy_port(params: TaskParams, settings: NodeSettings) -> tuple[str, int] | None:
+    """(link, port) of this job's own fed or SPU port when it cannot be bound now."""
+    import socket
+
+    sf = params.sf_init_config
+    own = [
+        ("fed", settings.fed_listen_host, int(sf.cluster[sf.self_party].address.rpartition(":")[2]))
+    ]
+    if params.spu_config is not None:
+        for node in params.spu_config.cluster_def.nodes:
+            if node.party == params.party:
+                own.append(("SPU", settings.spu_listen_host, int(node.address.rpartition(":")[2])))
+    for what, host, port in own:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return what, port
+    return None
 
 
 def _reap_in_background(proc: JobProcess, job_dir: Path) -> None:

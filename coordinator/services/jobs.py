@@ -88,7 +88,7 @@ class JobService:
         self.default_deadline_s = default_deadline_s
         self.max_attempts = max_attempts
         self.on_change = on_change or (lambda _ids: None)
-        self.ports = PortPool(topology, cooldown_s=port_cooldown_s)
+        self.ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
         self._dispatch_lock = threading.RLock()
         self._unreachable_since: dict[str, float] = {}
         self.result_fallback_grace_s = result_fallback_grace_s

@@ -532,3 +532,14 @@ def test_issues_are_structured_and_sorted(workdir):
         (line_of(text, "slots: 0"), "parties.bob.slots"),
     ]
     assert all(i.file.endswith("topology.yaml") for i in issues)
+
+
+def test_rotating_pool_hands_a_port_out_again_only_after_the_whole_range(topo):
+    pool = PortPool(topo, rotate=True)
+    seen = []
+    n = len(topo.party("alice").fed_ports)
+    for i in range(n + 1):
+        seen.append(pool.acquire(f"exe-{i}", ["alice"])["alice"].fed)
+        pool.release(f"exe-{i}")
+    assert len(set(seen[:n])) == n  # every port once before any comes back
+    assert seen[n] == seen[0]

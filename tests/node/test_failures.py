@@ -110,3 +110,14 @@ def test_a_killed_job_process_is_named_as_such():
     err = from_crash(NOT_CONNECTED, -9, ["just starting"])
     assert err.type == ErrorType.JOB_PROCESS_CRASHED
     assert err.message == "its job process was killed before finishing"
+
+
+def test_a_port_another_listener_holds_is_port_in_use_and_retryable():
+    text = (
+        "Grpc server failed to listen to port: 17325 Try another port by setting `listen_addr` "
+        "into `cluster` config when calling `fed.init`. Grpc error msg: Failed to bind to "
+        "address [::]:17325; set GRPC_VERBOSITY=debug"
+    )
+    err = from_exception(NOT_CONNECTED, "AssertionError", text, "", [])
+    assert err.type == ErrorType.PORT_IN_USE and err.type in RETRYABLE
+    assert err.message.startswith("a link port of this job is in use on this host")
