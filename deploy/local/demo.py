@@ -189,14 +189,14 @@ def run(args) -> int:
             return 1
         if args.once:
             return 0
+        # the handlers go in before the line that invites Ctrl-C: a SIGINT that arrives right
+        # after it must end the wait, not the interpreter (exit code -2, nothing stopped)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         console.print(
             "The federation keeps running. [bold]Ctrl-C[/] stops every process it started."
         )
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(1.0):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(1.0):
             pass
         return 0
     finally:
