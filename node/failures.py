@@ -97,21 +97,33 @@ def _details(lines: Sequence[str], extra: str | None = None) -> str:
     return f"{extra}\n\n{body}" if extra else body
 
 
+def _tls(s: Situation, evidence: str, details: str) -> ErrorInfo:
+    return ErrorInfo(
+        type=ErrorType.TLS_HANDSHAKE,
+        message=(
+            f"TLS handshake with {_peers(s)} failed ({_short(evidence, 120)}): the two parties' "
+            "certificates are not from the same federation CA — check both with "
+            "`python -m certs show`"
+        ),
+        details=details,
+    )
+
+
+def _peer_lost(s: Situation, evidence: str, details: str) -> ErrorInfo:
+    return ErrorInfo(
+        type=ErrorType.PEER_LOST,
+        message=f"lost the link to {_peers(s)} during the job ({_short(evidence, 140)})",
+        details=details,
+    )
+
+
 def link_timeout(s: Situation, log: Sequence[str]) -> ErrorInfo:
     """The cross-silo links did not come up within the start timeout."""
     lines = [clean(x) for x in log]
     peers = _peers(s)
     tls = _last_match(lines, _TLS)
     if tls:
-        return ErrorInfo(
-            type=ErrorType.TLS_HANDSHAKE,
-            message=(
-                f"TLS handshake with {peers} failed ({_short(tls, 120)}): the two parties' "
-                "certificates are not from the same federation CA — check both with "
-                "`python -m certs show`"
-            ),
-            details=_details(lines),
-        )
+        return _tls(s, tls, _details(lines))
     refused = _last_match(lines, _REFUSED)
     if refused:
         return ErrorInfo(
@@ -161,14 +173,7 @@ def from_exception(
             )
         tls = _last_match(evidence, _TLS)
         if tls:
-            return ErrorInfo(
-                type=ErrorType.TLS_HANDSHAKE,
-                message=(
-                    f"TLS handshake with {_peers(s)} failed ({_short(tls, 120)}): check both "
-                    "parties' certificates (`python -m certs show`)"
-                ),
-                details=details,
-            )
+            return _tls(s, tls, details)
         ray = _last_match(evidence, _RAY_DOWN)
         if ray:
             return ErrorInfo(
@@ -179,11 +184,7 @@ def from_exception(
     else:
         gone = _last_match(evidence, _PEER_GONE)
         if gone and "what:" not in text:
-            return ErrorInfo(
-                type=ErrorType.PEER_LOST,
-                message=f"lost the link to {_peers(s)} during the job ({_short(gone, 140)})",
-                details=details,
-            )
+            return _peer_lost(s, gone, details)
     what = _SPU_WHAT.search(text)
     headline = what.group(1) if what else (text.strip().splitlines() or [exc_type])[0]
     kind = ErrorType.PSI_FAILED if s.connected else ErrorType.INTERNAL
@@ -200,17 +201,9 @@ def from_crash(s: Situation, rc: int | None, log: Sequence[str]) -> ErrorInfo:
     if not s.connected:
         tls = _last_match(lines, _TLS)
         if tls:
-            return ErrorInfo(
-                type=ErrorType.TLS_HANDSHAKE,
-                message=f"TLS handshake with {_peers(s)} failed ({_short(tls, 120)})",
-                details=_details(lines),
-            )
+            return _tls(s, tls, _details(lines))
     elif gone := _last_match(lines, _PEER_GONE):
-        return ErrorInfo(
-            type=ErrorType.PEER_LOST,
-            message=f"lost the link to {_peers(s)} during the job ({_short(gone, 140)})",
-            details=_details(lines),
-        )
+        return _peer_lost(s, gone, _details(lines))
     how = "was killed" if rc is not None and rc < 0 else f"exited with code {rc}"
     last = _last_match(lines, re.compile(r"error|exception|fail|fatal", re.IGNORECASE))
     why = f": {_short(last, 160)}" if last else ""
