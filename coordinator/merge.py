@@ -20,7 +20,8 @@ Job precedence (`merge`), first match wins:
                                                  "party <p> failed: <type>: <message>" for the
                                                  earliest failure (by updated_at, then party
                                                  name) that is not PEER_CAUSED, else — when a
-                                                 party never started — that party; to_terminate =
+                                                 party never started — that party, else the one
+                                                 party still not ended (if only one); to_terminate =
                                                  every party whose task is not terminal
      (a job already FAILED keeps its state, but its error and failed_party are re-derived, so a
       later report of the true cause replaces a peer's earlier "it never joined")
@@ -156,7 +157,8 @@ def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
     A failure a party reports about itself (its Ray head, its data, its process …) outranks one
     that points at a peer (PEER_CAUSED: the peer never joined, could not be reached, went
     away): the earliest of those. When only peer-pointing failures exist and a party never
-    started its part (PENDING / RECEIVED), that party is named: it is the one to look at.
+    started its part (PENDING / RECEIVED), that party is named: it is the one to look at; else,
+    when exactly one party has not ended its task, the others lost *it*, and it is named.
     """
     values = list(tasks)
     failed = [t for t in values if t.status == PartyStatus.FAILURE]
@@ -175,6 +177,15 @@ def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
         )
         return (
             f"party {culprit} did not start its part of the job (its task was {how}); "
+            f"party {first.party} failed: {_why(first)}",
+            culprit,
+        )
+    silent = [t for t in values if not t.terminal]
+    if len(silent) == 1:  # every other party ended; the peer they lost is this one
+        culprit = silent[0].party
+        return (
+            f"party {culprit} went silent during the job (its task is still "
+            f"{silent[0].status.value}, with no report of its own); "
             f"party {first.party} failed: {_why(first)}",
             culprit,
         )

@@ -40,9 +40,13 @@ _REFUSED = re.compile(
 _PEER_GONE = re.compile(
     r"Failed to send .* to|exit_on_sending_failure|Sending data .* failed|"
     r"Get data timeout|recv timeout|Connection reset by peer|Broken pipe|"
-    r"Socket closed|StatusCode\.UNAVAILABLE|peer .*(?:closed|disconnected)",
+    r"Socket closed|StatusCode\.UNAVAILABLE|peer .*(?:closed|disconnected)|"
+    r"SendImpl error|\[E112\]|Not connected to",
     re.IGNORECASE,
 )
+# brpc inside SPU: the peer's end of the SPU link is gone (its process died). Unlike a "Get data
+# timeout" (a slow peer, or a protocol mismatch), this is the peer, even inside SPU's "what:".
+_SPU_LINK_BROKEN = re.compile(r"SendImpl error|\[E112\]|Not connected to", re.IGNORECASE)
 
 
 _BIND = re.compile(
@@ -183,7 +187,10 @@ def from_exception(
             )
     else:
         gone = _last_match(evidence, _PEER_GONE)
-        if gone and "what:" not in text:
+        what = _SPU_WHAT.search(text)
+        if what and _SPU_LINK_BROKEN.search(what.group(1)):
+            return _peer_lost(s, what.group(1), details)
+        if gone and not what:
             return _peer_lost(s, gone, details)
     what = _SPU_WHAT.search(text)
     headline = what.group(1) if what else (text.strip().splitlines() or [exc_type])[0]

@@ -459,8 +459,9 @@ class JobService:
                 if _aware(job.deadline) and _aware(job.deadline) <= now:
                     to_cancel_timed_out.append(job.id)
                     continue
-                if job.status == JobState.QUEUED:
-                    continue
+                # a queued job may hold its previous attempt: a task of it still open whose
+                # worker died is reported too, so the retry message names the true cause
+                queued = job.status == JobState.QUEUED
                 tasks = [t for t in job.tasks if t.execution_id == job.execution_id]
                 age = (now - _aware(job.dispatched_at)).total_seconds() if job.dispatched_at else 0
                 for t in tasks:
@@ -473,6 +474,8 @@ class JobService:
                         synthetic.append(
                             self._synthetic(t, TaskStatus.FAILURE, ErrorType.WORKER_LOST, why)
                         )
+                    elif queued:
+                        continue
                     elif t.status in ("PENDING", "RECEIVED") and age > self.start_timeout_s:
                         synthetic.append(
                             self._synthetic(

@@ -649,3 +649,42 @@ def test_api_times_carry_their_zone_and_errors_carry_no_ansi_codes(api):
         assert dt.datetime.fromisoformat(value).tzinfo is not None, value
     listed = api.get("/api/v1/jobs").json()["items"][0]
     assert dt.datetime.fromisoformat(listed["created_at"]).tzinfo is not None
+
+
+def test_a_peer_lost_before_the_dead_worker_is_seen_still_ends_naming_that_worker(env):
+    """bob's worker dies mid-PSI and alice's SPU reports the broken link (PeerLost) before the
+    coordinator notices bob's missing heartbeat. The job is requeued at once naming bob (the one
+    party that went silent), and bob's WorkerLost still reaches the queued job's message."""
+    with _api_with(env, max_attempts=2, start_timeout_s=600) as api:
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        a, b = _notifier(api, job, "alice"), _notifier(api, job, "bob")
+        for n in (a, b):
+            n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+            n.emit(TaskStatus.RUNNING)
+        wait_for(lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "RUNNING")
+        env["servers"]["bob"].client().delete(HEARTBEAT_KEY.format(role="sf"))  # bob's worker dies
+        a.emit(
+            TaskStatus.FAILURE,
+            Stage.TASK_FINISHED,
+            error=ErrorInfo(
+                type=ErrorType.PEER_LOST,
+                message="lost the link to bob during the job (SendImpl error [E112]Not connected)",
+            ),
+        )
+        d = wait_for(
+            lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "QUEUED" and d
+        )
+        assert d["failed_party"] == "bob", d["error"]
+        assert "party bob went silent during the job" in d["error"]
+        d = wait_for(
+            lambda: (
+                "party bob failed: WorkerLost"
+                in (d := api.get(f"/api/v1/jobs/{job['id']}").json())["error"]
+                and d
+            ),
+            timeout=60,
+        )
+        assert d["status"] == "QUEUED" and d["attempt"] == 1 and d["failed_party"] == "bob"
+        assert d["error"].startswith("waiting: party bob's SecretFlow worker")

@@ -69,10 +69,14 @@ def test_one_failure_among_running_fails_the_job_names_the_party_and_terminates_
             ev("bob", 2, TaskStatus.FAILURE, error="no link to alice"),
         ],
     )
+    # bob's failure points at its peer, and alice is the only party not ended: alice is named
     assert res == MergeResult(
         JobState.FAILED,
-        error="party bob failed: PeerConnectTimeout: no link to alice",
-        failed_party="bob",
+        error=(
+            "party alice went silent during the job (its task is still RUNNING, with no report "
+            "of its own); party bob failed: PeerConnectTimeout: no link to alice"
+        ),
+        failed_party="alice",
         to_terminate=("alice",),
     )
 
@@ -272,12 +276,16 @@ def test_c_any_failure_fails_the_job(streams, data):
     if failed:
         assert res.state == JobState.FAILED
         # every failure here points at a peer (PeerConnectTimeout): a party that never started
-        # is named first, else the earliest failing party
+        # is named first, else the one party still not ended, else the earliest failing party
         idle = {p for p, t in final_tasks.items() if t.status in ("PENDING", "RECEIVED")}
+        open_ = [p for p, t in final_tasks.items() if not t.terminal]
         who = res.failed_party
         if idle:
             assert who == min(idle)
             assert res.error.startswith(f"party {who} did not start its part of the job")
+        elif len(open_) == 1:
+            assert who == open_[0]
+            assert res.error.startswith(f"party {who} went silent during the job")
         else:
             assert who in failed
             assert res.error == f"party {who} failed: PeerConnectTimeout: {who} broke"
@@ -363,9 +371,12 @@ def test_a_failed_jobs_error_is_re_derived_when_the_true_cause_arrives_later():
         updated_at=T0,
     )
     first = merge(JobState.RUNNING, {"alice": alice, "bob": task("bob", PartyStatus.RUNNING)})
-    assert (
-        first.failed_party == "alice"
-    )  # bob was running: the link is what failed, as far as known
+    # bob, the only party not ended, is the one alice lost: named until its own report comes
+    assert first.failed_party == "bob"
+    assert first.error.startswith(
+        "party bob went silent during the job (its task is still RUNNING, with no report of its "
+        "own); party alice failed: PeerConnectTimeout"
+    )
     bob = task(
         "bob",
         PartyStatus.FAILURE,
@@ -375,3 +386,20 @@ def test_a_failed_jobs_error_is_re_derived_when_the_true_cause_arrives_later():
     later = merge(first.state, {"alice": alice, "bob": bob})
     assert (later.state, later.failed_party, later.to_terminate) == (JobState.FAILED, "bob", ())
     assert "JobProcessCrashed" in later.error
+
+
+def test_with_two_parties_still_running_the_first_failure_is_named():
+    """alice lost a peer, but bob and carol both still run: which one is unknown."""
+    t = {
+        "alice": task(
+            "alice",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.PEER_LOST, "lost the link to bob, carol"),
+            updated_at=T0,
+        ),
+        "bob": task("bob", PartyStatus.RUNNING),
+        "carol": task("carol", PartyStatus.RUNNING),
+    }
+    res = merge(JobState.RUNNING, t)
+    assert (res.failed_party, res.to_terminate) == ("alice", ("bob", "carol"))
+    assert res.error == "party alice failed: PeerLost: lost the link to bob, carol"

@@ -121,3 +121,25 @@ def test_a_port_another_listener_holds_is_port_in_use_and_retryable():
     err = from_exception(NOT_CONNECTED, "AssertionError", text, "", [])
     assert err.type == ErrorType.PORT_IN_USE and err.type in RETRYABLE
     assert err.message.startswith("a link port of this job is in use on this host")
+
+
+SPU_SEND_FAILED = (
+    "[2026-11-23 20:50:11.4] [error] [channel.cc:311] SendImpl error [E112]Not connected to "
+    "127.0.0.1:17326 yet, server_id=0"
+)
+
+
+def test_an_spu_job_process_that_aborts_on_a_dead_peer_link_is_the_peer_lost():
+    """bob's worker killed while alice sends: alice's SPU aborts ~10 s later. That is bob's
+    doing (PeerLost, retryable), not a crash of alice's own job process."""
+    err = from_crash(CONNECTED, -6, ["psi running", SPU_SEND_FAILED])
+    assert err.type == ErrorType.PEER_LOST and err.type in RETRYABLE
+    assert err.message.startswith("lost the link to bob during the job (")
+    _assert_readable(err)
+
+
+def test_an_spu_exception_saying_the_peer_link_broke_is_the_peer_lost():
+    text = f"what: \n\t[external/yacl/yacl/link/transport/channel.cc:311] {SPU_SEND_FAILED}\n"
+    err = from_exception(CONNECTED, "RuntimeError", text, text, [])
+    assert err.type == ErrorType.PEER_LOST
+    assert "Not connected to" in err.message
