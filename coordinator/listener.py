@@ -1,7 +1,7 @@
 """The status listener: one thread per party reading that party's `task_status_stream` with a
 consumer group (DESIGN §4/§5).
 
-Per batch: parse → apply in ONE database transaction → commit → XACK. The party threads only
+Per batch: screen (`intake`: only well-formed events of the stream's own party) → apply in ONE database transaction → commit → XACK. The party threads only
 read and parse; one applier thread applies whatever batches are waiting, from every party, in
 one transaction (fewer, larger transactions and one database connection however many parties),
 and each party thread acknowledges its own entries once that transaction has committed. A crash between commit and
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from pydantic import ValidationError
 
+from coordinator.intake import IntakeCounters, screen_entries
 from coordinator.parties import PartyClients
 from node.contract import STATUS_STREAM, StatusEvent
 
@@ -41,22 +41,6 @@ def ensure_group(client: redis.Redis, stream: str = STATUS_STREAM, group: str = 
     except redis.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
-
-
-def parse_entries(entries) -> tuple[list[str], list[StatusEvent]]:
-    """(every entry id, the events that parse). A malformed entry is logged and acknowledged
-    with the rest — it can never become valid, and it must not block the stream."""
-    ids, events = [], []
-    for entry_id, fields in entries:
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        ids.append(eid)
-        if not fields:  # deleted entry (XAUTOCLAIM may return these)
-            continue
-        try:
-            events.append(StatusEvent.from_stream_fields(fields))
-        except (ValidationError, ValueError, TypeError) as exc:
-            log.error("dropping malformed status entry %s: %s", eid, exc)
-    return ids, events
 
 
 @dataclass
@@ -129,8 +113,10 @@ class PartyListener(threading.Thread):
         *,
         consumer: str,
         stop: threading.Event,
+        counters: IntakeCounters,
     ) -> None:
         super().__init__(name=f"listener-{party}", daemon=True)
+        self.counters = counters
         self.party = party
         self.clients = clients
         self.apply = apply
@@ -143,7 +129,8 @@ class PartyListener(threading.Thread):
     def _handle(self, client: redis.Redis, entries) -> int:
         if not entries:
             return 0
-        ids, events = parse_entries(entries)
+        # every entry is acknowledged; only what this party may say about itself is applied
+        ids, events = screen_entries(self.party, entries, self.counters)
         if events:
             self.apply(events)  # commits (Applier.submit), or raises: nothing is acknowledged
         client.xack(STATUS_STREAM, GROUP, *ids)
@@ -211,11 +198,20 @@ class StatusListener:
         apply: Callable[[list[StatusEvent]], object],
         *,
         consumer: str = "coordinator-1",
+        counters: IntakeCounters | None = None,
     ) -> None:
         self.stop_event = threading.Event()
+        self.counters = counters or IntakeCounters()
         self.applier = Applier(apply, self.stop_event)
         self.threads = [
-            PartyListener(p, clients, self.applier.submit, consumer=consumer, stop=self.stop_event)
+            PartyListener(
+                p,
+                clients,
+                self.applier.submit,
+                consumer=consumer,
+                stop=self.stop_event,
+                counters=self.counters,
+            )
             for p in clients.names
         ]
 

@@ -26,6 +26,7 @@ from node.contract import (
 )
 from node.signing import SigningConfig
 
+CELERY_RESULT_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key
 log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_S = 3.0
@@ -192,6 +193,11 @@ class PartyClients:
         """(state, result-or-exception) of a task from the party's result backend."""
         res = self.app(party).AsyncResult(task_request_id)
         return res.state, res.result
+
+    def result_bytes(self, party: str, task_request_id: str) -> int:
+        """Size of a task's stored Celery result (0 when there is none), read before the result
+        itself so an oversized one is never loaded."""
+        return int(self.redis(party).strlen(f"{CELERY_RESULT_PREFIX}{task_request_id}"))
 
     def call(self, party: str, task: str, *, timeout: float = 10.0) -> Any:
         try:

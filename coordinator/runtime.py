@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 
 from coordinator.db import make_engine, migrate, session_factory
+from coordinator.intake import IntakeCounters
 from coordinator.listener import StatusListener
 from coordinator.parties import PartyClients
 from coordinator.services.jobs import JobService
@@ -61,6 +62,7 @@ class Coordinator:
         )
         self.clients = PartyClients(self.topology, self.signing)
         self.feed = ChangeFeed()
+        self.intake = IntakeCounters()  # what the parties' streams sent that was refused
         self.jobs: JobService | None = None
         self.listener: StatusListener | None = None
         self._stop = threading.Event()
@@ -78,9 +80,13 @@ class Coordinator:
             max_attempts=self.settings.max_attempts,
             on_change=self.feed.notify,
             result_fallback_grace_s=self.settings.result_fallback_grace_s,
+            counters=self.intake,
         )
         self.listener = StatusListener(
-            self.clients, self.jobs.apply, consumer=self.settings.consumer_name
+            self.clients,
+            self.jobs.apply,
+            consumer=self.settings.consumer_name,
+            counters=self.intake,
         )
         self.listener.start()
         self._reconciler = threading.Thread(

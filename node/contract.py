@@ -310,6 +310,10 @@ PEER_CAUSED = frozenset(
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 MESSAGE_MAX = 300
 DETAILS_MAX = 16_000
+# what the coordinator accepts from a party: a longer status event or Celery result is refused
+# and counted, never stored (a node's own events stay far below: details are cut at DETAILS_MAX)
+MAX_STATUS_EVENT_BYTES = 128 * 1024
+MAX_RESULT_BYTES = 256 * 1024
 
 
 def strip_ansi(text: str) -> str:

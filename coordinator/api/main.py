@@ -47,6 +47,7 @@ def create_app(
     def healthz() -> dict:
         coord: Coordinator = app.state.coordinator
         listeners = {t.party: t.connected.is_set() for t in coord.listener.threads}
-        return {"ok": True, "listeners": listeners}
+        # entries refused from a party's stream (coordinator.intake): forged, oversized …
+        return {"ok": True, "listeners": listeners, "refused": coord.intake.snapshot()}
 
     return app

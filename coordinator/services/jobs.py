@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import transaction
+from coordinator.intake import IntakeCounters, Refusal
 from coordinator.merge import TERMINAL_JOB_STATES, JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask
 from coordinator.params import per_party, psi_template
@@ -30,6 +31,7 @@ from coordinator.services.status import (
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import (
     HEARTBEAT_TTL_S,
+    MAX_RESULT_BYTES,
     TERMINAL_STATUSES,
     ErrorInfo,
     ErrorType,
@@ -80,7 +82,9 @@ class JobService:
         port_cooldown_s: float = SPU_PORT_COOLDOWN_S,
         result_fallback_grace_s: float = RESULT_FALLBACK_GRACE_S,
         stream_group: str = "coordinator",
+        counters: IntakeCounters | None = None,
     ) -> None:
+        self.counters = counters or IntakeCounters()
         self.topology = topology
         self.clients = clients
         self.sessions = sessions
@@ -317,6 +321,8 @@ class JobService:
         """Apply a batch in one transaction; act on the outcome only after the commit."""
         with transaction(self.sessions) as s:
             out = apply_events(s, events)
+        for party, trid, event_id in out.refused:
+            self.counters.refuse(party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {trid}")
         self.after(out)
         return out
 
@@ -341,12 +347,29 @@ class JobService:
         except Exception:
             log.exception("could not record the Celery result of %s", trid)
 
-    def _record_result(self, party: str, trid: str) -> None:
+    def _celery_result(self, party: str, trid: str) -> tuple[str, object] | None:
+        """A task's Celery result — unless it is over MAX_RESULT_BYTES (refused and counted,
+        never loaded) or cannot be read (None)."""
         try:
-            state, value = self.clients.celery_result(party, trid)
+            size = self.clients.result_bytes(party, trid)
+            if size > MAX_RESULT_BYTES:
+                self.counters.refuse(
+                    party,
+                    Refusal.RESULT_OVERSIZE,
+                    f"result of {trid}",
+                    f"{size} bytes > {MAX_RESULT_BYTES}",
+                )
+                return None
+            return self.clients.celery_result(party, trid)
         except Exception as exc:
             log.debug("no celery result for %s: %s", trid, exc)
+            return None
+
+    def _record_result(self, party: str, trid: str) -> None:
+        got = self._celery_result(party, trid)
+        if got is None:
             return
+        state, value = got
         if state == "SUCCESS" and isinstance(value, dict):
             result = value
         elif isinstance(value, NodeTaskError):
@@ -533,10 +556,10 @@ class JobService:
                 del self._final_seen[trid]
         backlog: dict[str, int | None] = {}
         for party, trid in tasks:
-            try:
-                state, _value = self.clients.celery_result(party, trid)
-            except Exception:
+            got = self._celery_result(party, trid)
+            if got is None:
                 continue
+            state = got[0]
             if state not in ("SUCCESS", "FAILURE", "REVOKED"):
                 continue
             first = self._final_seen.setdefault(trid, mono)
@@ -555,10 +578,10 @@ class JobService:
         return out
 
     def _from_celery(self, party: str, trid: str) -> StatusEvent | None:
-        try:
-            state, value = self.clients.celery_result(party, trid)
-        except Exception:
+        got = self._celery_result(party, trid)
+        if got is None:
             return None
+        state, value = got
         if state not in ("SUCCESS", "FAILURE", "REVOKED"):
             return None
         with self.sessions() as s:

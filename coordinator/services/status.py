@@ -37,7 +37,9 @@ class Applied:
 
     applied: int = 0
     duplicates: int = 0
-    unknown: int = 0
+    # events for a task (or attempt) the coordinator never gave that party: (party, trid,
+    # event id) — refused: not applied, not stored (coordinator.intake.Refusal.NOT_ITS_TASK)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)
     jobs_changed: set[str] = field(default_factory=set)  # overall state changed
     jobs_touched: set[str] = field(default_factory=set)  # any party task changed
     terminate: list[tuple[str, str]] = field(default_factory=list)  # (party, task_request_id)
@@ -131,7 +133,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     for e in sorted(fresh, key=lambda ev: (ev.task_request_id, ev.seq)):
         row = rows.get(e.task_request_id)
         if row is None or row.party != e.party or row.execution_id != e.execution_id:
-            out.unknown += 1  # e.g. a task sent by hand with the node CLI: logged, not applied
+            out.refused.append((e.party, e.task_request_id, e.event_id))  # e.g. sent by hand
             continue
         before = to_party_task(row)
         after = apply_event(before, e)
@@ -149,7 +151,8 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     # (timer, dead worker, Celery-result fallback) only when it changed the task — e.g. a
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
     # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
-    logged = [e for e in fresh if e.event_id not in moot]
+    skip = moot | {eid for _p, _t, eid in out.refused}
+    logged = [e for e in fresh if e.event_id not in skip]
     if logged:
         session.execute(
             insert(TaskStatusLog.__table__),

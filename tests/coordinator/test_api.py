@@ -25,7 +25,9 @@ from node.contract import (
     STATUS_STREAM,
     ErrorInfo,
     ErrorType,
+    EventData,
     Stage,
+    StatusEvent,
     TaskStatus,
 )
 from node.status import StatusNotifier
@@ -688,3 +690,76 @@ def test_a_peer_lost_before_the_dead_worker_is_seen_still_ends_naming_that_worke
         )
         assert d["status"] == "QUEUED" and d["attempt"] == 1 and d["failed_party"] == "bob"
         assert d["error"].startswith("waiting: party bob's SecretFlow worker")
+
+
+# --- trust boundary: a party speaks only for itself ---------------------------------------------
+def _forge(api, job: dict, *, into: str, claims: str, trid_of: str, status, seq: int, **data):
+    """XADD an event into `into`'s real stream that claims to be `claims`'s, for `trid_of`'s
+    task — what a malicious party can do to its own Redis. Returns the event id."""
+    ev = StatusEvent(
+        seq=seq,
+        task_request_id=f"{job['execution_id']}.{trid_of}",
+        task_id=job["id"],
+        subtask_id="psi",
+        execution_id=job["execution_id"],
+        party=claims,
+        status=status,
+        data=EventData(**data),
+    )
+    api.env["servers"][into].client().xadd(STATUS_STREAM, ev.to_stream_fields())
+    return ev.event_id
+
+
+def test_a_party_cannot_forge_another_partys_status(api):
+    """bob writes into its own stream a FAILURE and a SUCCESS 'from alice' and one for alice's
+    task under its own name: all are refused and counted; alice's task is neither failed nor
+    revoked nor faked, and the job ends on the real events."""
+    job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+    a, b = _notifier(api, job, "alice"), _notifier(api, job, "bob")
+    for n in (a, b):
+        n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
+        n.emit(TaskStatus.RUNNING)
+    wait_for(lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "RUNNING")
+    forged = [
+        _forge(
+            api,
+            job,
+            into="bob",
+            claims="alice",
+            trid_of="alice",
+            status=TaskStatus.FAILURE,
+            seq=50,
+            error=ErrorInfo(type=ErrorType.PSI_FAILED, message="alice's data is bad"),
+        ),
+        _forge(
+            api,
+            job,
+            into="bob",
+            claims="alice",
+            trid_of="alice",
+            status=TaskStatus.SUCCESS,
+            seq=51,
+            result={"intersection_count": 999999, "output_path": "out/a.csv"},
+        ),
+        _forge(
+            api,
+            job,
+            into="bob",
+            claims="bob",
+            trid_of="alice",
+            status=TaskStatus.FAILURE,
+            seq=52,
+            error=ErrorInfo(type=ErrorType.PSI_FAILED, message="under bob's own name"),
+        ),
+    ]
+    refused = wait_for(
+        lambda: (r := api.get("/healthz").json()["refused"]).get("bob", {}).get("NotItsTask") and r
+    )
+    assert refused == {"bob": {"OtherParty": 2, "NotItsTask": 1}}
+    d = api.get(f"/api/v1/jobs/{job['id']}").json()
+    assert d["status"] == "RUNNING" and d["party_status"] == {"alice": "RUNNING", "bob": "RUNNING"}
+    assert not {e["event_id"] for e in d["timeline"]} & set(forged)
+    _emit_all(api, job, TaskStatus.SUCCESS)
+    wait_for(lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "SUCCEEDED")
+    result = api.get(f"/api/v1/jobs/{job['id']}/result").json()
+    assert result["intersection_count"] == 42  # alice's own report, not the forged 999999

@@ -19,7 +19,14 @@ from deploy.local.coordinator_proc import CoordinatorProcess
 from deploy.local.driver import read_keys, write_csv
 from deploy.local.ports import PortAllocator
 from deploy.local.topology import coordinator_passwords, write_topology
-from node.contract import SECRETFLOW_QUEUE, STATUS_STREAM
+from node.contract import (
+    SECRETFLOW_QUEUE,
+    STATUS_STREAM,
+    ErrorInfo,
+    EventData,
+    StatusEvent,
+    TaskStatus,
+)
 from node.status import read_events
 
 from .conftest import ARTIFACTS
@@ -174,6 +181,45 @@ def test_datasets_and_health_come_from_the_nodes(coordinator, federation):
         assert parties[name]["reachable"] and parties[name]["worker_alive"], parties[name]
         health = parties[name]["health"]
         assert health["party"] == name and health["ok"], health  # incl. both workers' heartbeats
+
+
+def test_a_party_cannot_forge_another_partys_status_during_a_real_job(
+    coordinator, federation, data
+):
+    """While a real PSI runs, bob XADDs into its own Redis a FAILURE that claims to be alice's
+    (and one for alice's task under bob's name): both are refused and counted, alice's task is
+    not revoked, and the job succeeds with the real intersection at alice."""
+    _only_postgres(coordinator)
+    bob_redis = federation.nodes["bob"].redis()
+    with coordinator.client() as http:
+        before = http.get("/healthz").json()["refused"].get("bob", {})
+        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-forged.csv")).json()
+        wait_job(
+            http,
+            job["id"],
+            lambda d: d["party_status"].get("alice") in ("RUNNING", "PROGRESS", "SUCCESS"),
+            120,
+        )
+        for claims in ("alice", "bob"):
+            forged = StatusEvent(
+                seq=10_000,
+                task_request_id=f"{job['execution_id']}.alice",
+                task_id=job["id"],
+                subtask_id="psi",
+                execution_id=job["execution_id"],
+                party=claims,
+                status=TaskStatus.FAILURE,
+                data=EventData(error=ErrorInfo(type="PSIError", message="forged by bob")),
+            )
+            bob_redis.xadd(STATUS_STREAM, forged.to_stream_fields())
+        d = final(http, job["id"])
+        assert d["status"] == "SUCCEEDED", d["error"]
+        assert "forged" not in json.dumps(d)
+        after = http.get("/healthz").json()["refused"]["bob"]
+    assert after.get("OtherParty", 0) - before.get("OtherParty", 0) == 1
+    assert after.get("NotItsTask", 0) - before.get("NotItsTask", 0) == 1
+    got = read_keys(federation.nodes["alice"].data_root / "out/coord-forged.csv", "uid")
+    assert sorted(got) == sorted(data)
 
 
 # --- faults (PostgreSQL only: the production database) ---------------------------------------
