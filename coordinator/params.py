@@ -69,6 +69,7 @@ def psi_template(
             "sort": request.sort,
             "broadcast_result": request.broadcast_result,
             "duplicates": str(request.duplicates),
+            "overwrite": request.overwrite,
         },
     }
 

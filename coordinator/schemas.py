@@ -75,6 +75,11 @@ class PSIJobCreate(BaseModel):
             "'refuse' (the job fails naming the first repeated key and its lines)"
         ),
     )
+    overwrite: bool = Field(
+        default=False,
+        description="replace an output file that already exists (refused otherwise: it may be "
+        "another dataset)",
+    )
     deadline: dt.datetime | None = None
 
     @field_validator("parties")

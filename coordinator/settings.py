@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.contract import MAX_DEADLINE_AHEAD_S
+
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "password", "token"}
 
 
@@ -24,7 +26,10 @@ class CoordinatorSettings(BaseSettings):
         default=120.0, description="a party that has not started a job by then fails it"
     )
     default_deadline_s: float = Field(
-        default=6 * 3600.0, description="deadline of a job submitted without one"
+        default=6 * 3600.0,
+        gt=0,
+        le=MAX_DEADLINE_AHEAD_S,
+        description="deadline of a job submitted without one (at most 7 days: nodes refuse more)",
     )
     max_attempts: int = Field(default=2, ge=1, description="attempts per job (retryable failures)")
 

@@ -30,7 +30,9 @@ def base_config(broker_url: str, backend_url: str, redis_ca_file=None) -> dict:
         "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
         "task_default_queue": "default",
         "task_routes": {name: {"queue": q, "routing_key": q} for name, q in TASK_QUEUES.items()},
-        "task_track_started": True,
+        # no STARTED state in the result backend: the status stream says RUNNING, and a
+        # replayed message (node.replay, dropped with Ignore) must not touch the stored result
+        "task_track_started": False,
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,
         "broker_connection_retry_on_startup": True,

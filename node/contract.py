@@ -40,6 +40,9 @@ WORKER_ROLES = ("sf", "web")
 HEARTBEAT_KEY = "node_heartbeat:{role}"
 HEARTBEAT_INTERVAL_S = 5
 HEARTBEAT_TTL_S = 15
+# how far ahead a task's deadline may be: the node refuses a later one (and the coordinator
+# never sends one), so its record of executed task ids (node.replay) can expire safely
+MAX_DEADLINE_AHEAD_S = 7 * 24 * 3600
 
 PARTY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always used with fullmatch
@@ -160,6 +163,7 @@ class PSITaskConfig(_Strict):
     sort: bool = True
     broadcast_result: bool = False
     duplicates: DuplicateMode = DuplicateMode.DISTINCT
+    overwrite: bool = False  # an output file that already exists is refused unless this is set
 
     @field_validator("protocol")
     @classmethod
@@ -197,7 +201,7 @@ class TaskParams(_Strict):
     task_id: str
     subtask_id: str
     execution_id: str
-    deadline: dt.datetime | None = None
+    deadline: dt.datetime  # required: a task never waits or runs forever (≤ MAX_DEADLINE_AHEAD_S)
     sf_init_config: SFInitConfig
     spu_config: SPUConfig | None = None
     task_config: dict[str, Any]
@@ -211,8 +215,8 @@ class TaskParams(_Strict):
 
     @field_validator("deadline")
     @classmethod
-    def _tz(cls, v: dt.datetime | None) -> dt.datetime | None:
-        if v is not None and v.tzinfo is None:
+    def _tz(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
             raise ValueError("deadline must carry a time zone (UTC ISO-8601, e.g. ...Z)")
         return v
 
@@ -253,6 +257,7 @@ class ErrorType(StrEnum):
     UNKNOWN_TASK_TYPE = "UnknownTaskType"
     PATH_OUTSIDE_DATA_ROOT = "PathOutsideDataRoot"
     DATASET_NOT_FOUND = "DatasetNotFound"
+    OUTPUT_EXISTS = "OutputExists"
     KEY_COLUMN_MISSING = "KeyColumnMissing"
     EMPTY_TABLE = "EmptyTable"
     DUPLICATE_KEYS = "DuplicateKeys"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -100,3 +101,24 @@ def prune_scratch(data_root: Path, older_than_s: float) -> int:
         except OSError:
             continue
     return removed
+
+
+def _owner_file(data_root: Path, output_name: str) -> Path:
+    digest = hashlib.sha256(output_name.encode()).hexdigest()[:32]
+    return data_root / PRIVATE_DIR / "outputs" / digest
+
+
+def output_owner(data_root: Path, output_name: str) -> str | None:
+    """The job (task id) that wrote `output_name` last, if this node wrote it."""
+    try:
+        return _owner_file(data_root, output_name).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def record_output_owner(data_root: Path, output_name: str, task_id: str) -> None:
+    """Remember which job wrote `output_name`: another attempt of the same job may replace it
+    (a retry after a peer failed late), any other job only with overwrite."""
+    path = _owner_file(data_root, output_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(task_id)

@@ -86,6 +86,31 @@ def _worker(settings: NodeSettings) -> Check:
     return Check("celery worker", True, "; ".join(parts))
 
 
+def _refused(settings: NodeSettings) -> Check:
+    """Task messages this node dropped as replays (node.replay): a warning, not a failure."""
+    import redis
+
+    from node.replay import refused_counts
+
+    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
+    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
+        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
+    try:
+        counts = refused_counts(redis.Redis.from_url(settings.broker_url, **kw))
+    except Exception as exc:
+        return Check("refused tasks", True, f"unreadable ({type(exc).__name__})", warn=True)
+    if not counts:
+        return Check("refused tasks", True, "no task message dropped")
+    what = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    return Check(
+        "refused tasks",
+        True,
+        f"dropped task messages: {what} — a signed task pushed again into the queue; see the "
+        "worker log (partyline.security)",
+        warn=True,
+    )
+
+
 def _ray(settings: NodeSettings) -> Check:
     from node import rayhead
 
@@ -165,6 +190,7 @@ def run_checks(settings: NodeSettings, *, check_worker: bool = True) -> HealthRe
     report.checks.append(_redis(settings))
     if check_worker:
         report.checks.append(_worker(settings))
+        report.checks.append(_refused(settings))
     report.checks.append(_ray(settings))
     report.checks.extend(_certs(settings))
     report.checks.append(_data_root(settings))

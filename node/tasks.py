@@ -12,11 +12,13 @@ import time
 from typing import Any
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
+from node import replay
 from node.celery_app import app
 from node.contract import (
+    MAX_DEADLINE_AHEAD_S,
     TASK_EXECUTE,
     TASK_HEALTH,
     TASK_HELLO,
@@ -72,10 +74,16 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
             f"({', '.join(settings.allowed_peers) or 'none'})",
             ErrorType.PEER_NOT_ALLOWED,
         )
-    if params.deadline is not None and params.deadline <= utcnow():
+    if params.deadline <= utcnow():
         raise JobRefused(
             f"deadline {params.deadline.isoformat()} has passed; not starting",
             ErrorType.DEADLINE_PASSED,
+        )
+    if (params.deadline - utcnow()).total_seconds() > MAX_DEADLINE_AHEAD_S:
+        raise JobRefused(
+            f"deadline {params.deadline.isoformat()} is more than "
+            f"{MAX_DEADLINE_AHEAD_S // 86400} days ahead",
+            ErrorType.INVALID_PARAMS,
         )
     job = get_job(params.task_type)
     if job.needs_spu and params.spu_config is None:
@@ -123,7 +131,6 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         subtask_id=ids["subtask_id"],
         execution_id=ids["execution_id"],
     )
-    notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
 
     def refuse(kind: ErrorType, message: str):
         err = ErrorInfo(type=kind, message=f"party {settings.party} refused the task: {message}")
@@ -136,7 +143,13 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "task_params"
+        notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
         refuse(ErrorType.INVALID_PARAMS, f"{where}: {first['msg']}")
+    if not replay.claim(client, task_request_id, params.deadline):
+        # the same signed message again: no event, no result — the first run's stand
+        replay.refused(client, settings.party, "Replay", task_request_id)
+        raise Ignore()
+    notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
     try:
         prepared = preflight(task_request_id, params, settings)
     except JobRefused as exc:
@@ -148,9 +161,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     previous = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # only possible in the main thread (prefork pool)
         signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
-    deadline_mono = None
-    if params.deadline is not None:
-        deadline_mono = time.monotonic() + (params.deadline - utcnow()).total_seconds()
+    deadline_mono = time.monotonic() + (params.deadline - utcnow()).total_seconds()
     notifier.emit(TaskStatus.RUNNING, None, progress=0.05)
     try:
         outcome = runner.run_job(

@@ -31,6 +31,7 @@ from coordinator.services.status import (
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import (
     HEARTBEAT_TTL_S,
+    MAX_DEADLINE_AHEAD_S,
     MAX_RESULT_BYTES,
     TERMINAL_STATUSES,
     ErrorInfo,
@@ -142,6 +143,14 @@ class JobService:
         now = utcnow()
         if request.deadline is not None and request.deadline <= now:
             raise JobError(f"deadline {request.deadline.isoformat()} has already passed", 422)
+        if request.deadline is not None and (
+            (request.deadline - now).total_seconds() > MAX_DEADLINE_AHEAD_S
+        ):
+            raise JobError(
+                f"deadline {request.deadline.isoformat()} is more than "
+                f"{MAX_DEADLINE_AHEAD_S // 86400} days ahead (the nodes refuse it)",
+                422,
+            )
         try:
             self.clients.ping_all(sorted(request.parties))
         except PartyUnreachable as exc:

@@ -229,8 +229,12 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
             if t.status == "FAILURE"
         ]  # a new attempt only when every failure of this one may be cured by it
         if errors and all(retryable(e) for e in errors) and job.attempt < job.max_attempts:
+            retrying = f"attempt {job.attempt} failed, retrying: {merged.error}"
+            if current == JobState.QUEUED and (job.error or "").startswith("waiting: "):
+                # refined while already waiting: keep saying what it waits for
+                retrying = f"{job.error.partition(' | ')[0]} | {retrying}"
             job.status = JobState.QUEUED
-            job.error = f"attempt {job.attempt} failed, retrying: {merged.error}"
+            job.error = retrying
             job.failed_party = merged.failed_party
             out.requeued.append(job.id)
             out.released.append(job.execution_id)

@@ -364,6 +364,7 @@ async function initNewPsi() {
       protocol: $("#protocol").value,
       duplicates: $("#duplicates").value,
       broadcast_result: $("#broadcast").checked,
+      overwrite: $("#overwrite").checked,
     };
     const deadline = $("#deadline").value;
     if (deadline) b.deadline = new Date(deadline).toISOString();

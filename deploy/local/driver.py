@@ -36,6 +36,7 @@ def psi_params(
     receiver: str,
     protocol: str = "RR22",
     broadcast_result: bool = False,
+    overwrite: bool = False,
     task_id: str | None = None,
     deadline: dt.datetime | None = None,
 ) -> dict[str, dict]:
@@ -75,6 +76,7 @@ def psi_params(
             "protocol": protocol,
             "sort": True,
             "broadcast_result": broadcast_result,
+            "overwrite": overwrite,
         },
     }
     out = {}

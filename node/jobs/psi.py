@@ -11,7 +11,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from node.contract import ErrorType, PSITaskConfig, TaskParams
-from node.datapaths import PathEscapeError, resolve_in_root
+from node.datapaths import (
+    PathEscapeError,
+    output_owner,
+    record_output_owner,
+    resolve_in_root,
+)
 from node.dispatcher import JobRefused, JobType, register
 from node.settings import NodeSettings
 from node.tables import TableError, check_table, write_output
@@ -58,6 +63,18 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
             "output path equals input path; refusing to overwrite the input",
             ErrorType.INVALID_PARAMS,
         )
+    writes_output = party == cfg.receiver or cfg.broadcast_result
+    if (
+        writes_output
+        and not cfg.overwrite
+        and output_path.exists()
+        and output_owner(settings.data_root, cfg.output_paths[party]) != params.task_id
+    ):  # another attempt of the same job may replace its own output
+        raise JobRefused(
+            f"output {cfg.output_paths[party]!r} already exists in the data root; choose another "
+            "name, or ask for overwrite: true",
+            ErrorType.OUTPUT_EXISTS,
+        )
     # the whole table, streamed: encoding, shape, quoting, empty keys, duplicates
     try:
         table = check_table(
@@ -87,6 +104,7 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
         "work_dir": str(work_dir(settings, params)),
         "output_path": str(output_path),
         "output_name": cfg.output_paths[party],
+        "data_root": str(settings.data_root),
         "sort": cfg.sort,
         "broadcast_result": cfg.broadcast_result,
         "duplicates": str(cfg.duplicates),
@@ -112,7 +130,7 @@ def run(
     # (RayFed runs an actor's call only at the actor's own party).
     inputs = {p: prepared["input_path"] if p == party else "" for p in parties}
     outputs = {p: str(psi_output) if p == party else "" for p in parties}
-    import secretflow.distributed as sfd
+    import ray
 
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
@@ -160,7 +178,9 @@ def run(
             )
             for p, actor in spu.actors.items()
         }
-    own = sfd.get(refs[party])
+    # our own actor's report, read locally: sfd.get (fed.get) would also send it to every
+    # peer — the sender would learn the receiver's intersection count
+    own = ray.get(refs[party].get_ray_object_ref())
     count = int(own["intersection_count"])
     result: dict[str, Any] = {
         # the sender learns no count unless the result is broadcast (SPU reports -1)
@@ -173,6 +193,8 @@ def run(
         "receiver": prepared["receiver"],
         "parties": list(parties),
         "input_check": prepared.get("input_check"),
+        # peers this party's PSI report went to over the cross-silo link (RayFed's own record)
+        "report_sent_to": _sent_to(refs[party], parties, party),
     }
     if writes_output:
         t = time.perf_counter()
@@ -183,8 +205,16 @@ def run(
             final_output,
             every_row=prepared["duplicates"] == "join",
         )
+        record_output_owner(Path(prepared["data_root"]), prepared["output_name"], params.task_id)
         result["output_s"] = round(time.perf_counter() - t, 3)
     return result
+
+
+def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
+    was_sent = getattr(obj, "_was_sending_or_sent_to_party", None)
+    if was_sent is None:  # not a RayFed object (simulation mode): nothing crossed a link
+        return []
+    return [p for p in parties if p != party and was_sent(p)]
 
 
 register(JobType(name="psi", prepare=prepare, run=run, needs_spu=True))

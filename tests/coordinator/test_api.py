@@ -226,6 +226,7 @@ BAD = {
     "unknown protocol": (psi_body(protocol="MAGIC"), "protocol"),
     "naive deadline": (psi_body(deadline="2030-01-01T00:00:00"), "time zone"),
     "past deadline": (psi_body(deadline="2001-01-01T00:00:00Z"), "already passed"),
+    "far deadline": (psi_body(deadline="2099-01-01T00:00:00Z"), "more than 7 days ahead"),
 }
 
 

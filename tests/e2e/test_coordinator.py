@@ -88,6 +88,8 @@ def psi_body(out: str, **over) -> dict:
         },
         "receiver": "alice",
         "protocol": "RR22",
+        # each test runs against both databases on one federation: the same output twice
+        "overwrite": True,
     }
     body.update(over)
     return body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -127,10 +128,18 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     # the sender receives no rows without broadcast_result
     assert not (federation.nodes["bob"].data_root / out_name).exists()
     assert outcomes["bob"][1]["result"]["output_path"] is None
+    # only the receiver learns the count: the sender's node neither reports nor received it
+    # (neither party's PSI report crossed the link — RayFed's own record of what it sent)
+    assert outcomes["bob"][1]["result"]["intersection_count"] is None
+    for party in PARTIES:
+        assert outcomes[party][1]["result"]["report_sent_to"] == [], party
 
     for party in PARTIES:
         trid = f"{per_party[party]['execution_id']}.{party}"
-        _assert_success_stream(_events(federation, party, trid))
+        events = _events(federation, party, trid)
+        _assert_success_stream(events)
+        if party == "bob":
+            assert events[-1].data.result["intersection_count"] is None
 
 
 def test_broadcast_result_gives_both_parties_the_rows(federation, datasets):
@@ -429,3 +438,69 @@ def test_send_task_cli_goes_through_the_queue(federation):
         )
         assert done.returncode == 0, done.stderr
         assert check(json.loads(done.stdout)), done.stdout
+
+
+# --- replay: a captured signed task message pushed again ----------------------------------------
+CAPTURE_QUEUE = "capture"  # no worker reads it: the signed messages wait there to be copied
+
+
+def _capture(federation, per_party: dict) -> dict[str, bytes]:
+    """Each party's signed task message exactly as it sits in a Redis queue (the attacker's
+    copy): published to a queue no worker reads, then read raw."""
+    from node.contract import TASK_EXECUTE, task_request_id
+
+    raw = {}
+    for p, params in per_party.items():
+        node = federation.nodes[p]
+        trid = task_request_id(params["execution_id"], p)
+        node.celery_client().send_task(
+            TASK_EXECUTE,
+            args=[trid, params],
+            task_id=trid,
+            queue=CAPTURE_QUEUE,
+            routing_key=CAPTURE_QUEUE,
+        )
+        r = node.redis()
+        raw[p] = r.rpop(CAPTURE_QUEUE)
+        assert raw[p], f"no message captured for {p}"
+    return raw
+
+
+def test_a_replayed_task_message_does_not_run_again(federation, datasets):
+    """The PSI runs from the captured signed messages; alice's message pushed again is dropped:
+    no second run, no new status event, her Celery result untouched, and health says so."""
+    from celery.result import AsyncResult
+
+    from node.contract import SECRETFLOW_QUEUE, task_request_id
+    from node.replay import refused_counts
+
+    out_name = "out/replay.csv"
+    per_party = _params(federation, out_name)
+    raw = _capture(federation, per_party)
+    for p, msg in raw.items():
+        federation.nodes[p].redis().lpush(SECRETFLOW_QUEUE, msg)
+    trids = {p: task_request_id(per_party[p]["execution_id"], p) for p in PARTIES}
+    alice = federation.nodes["alice"]
+    app = alice.celery_client()
+    first = AsyncResult(trids["alice"], app=app)
+    assert first.get(timeout=TIMEOUT, propagate=False)["status"] == "success"
+    assert set(read_keys(alice.data_root / out_name, "uid")) == datasets
+    events_before = _events(federation, "alice", trids["alice"])
+    before = refused_counts(alice.redis()).get("Replay", 0)
+
+    alice.redis().lpush(SECRETFLOW_QUEUE, raw["alice"])  # the replay
+    end = time.monotonic() + 60
+    while refused_counts(alice.redis()).get("Replay", 0) == before:
+        assert time.monotonic() < end, "the replayed message was not seen by the worker"
+        time.sleep(0.2)
+    assert _events(federation, "alice", trids["alice"]) == events_before  # no second run
+    assert AsyncResult(trids["alice"], app=app).state == "SUCCESS"
+    health = subprocess.run(
+        [sys.executable, "-m", "node", "health", "--json"],
+        env={**os.environ, **alice.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    check = next(c for c in json.loads(health.stdout)["checks"] if c["name"] == "refused tasks")
+    assert check["warn"] and "Replay" in check["detail"], check

@@ -203,3 +203,23 @@ def test_bad_table_is_refused_before_any_secretflow_work(
     assert bob["error"]["type"] == etype
     assert not (federation.nodes["bob"].state_dir / "jobs" / bob["celery_task_id"]).exists()
     assert took < 60, f"the refusal took {took:.0f} s"
+
+
+def test_an_existing_output_is_refused_unless_overwrite_is_asked(coordinator, federation, tables):
+    """Naming another dataset (or an earlier answer) as the output fails at once, the file
+    untouched; with overwrite: true the job replaces it."""
+    root = federation.nodes["alice"].data_root
+    before = (root / "t/other.csv").read_bytes()
+    d = _run(coordinator, out="t/other.csv")
+    assert d["status"] == "FAILED" and d["failed_party"] == "alice", d["error"]
+    assert d["error"].startswith(
+        "party alice failed: OutputExists: party alice refused the task: output 't/other.csv' "
+        "already exists in the data root; choose another name, or ask for overwrite: true"
+    ), d["error"]
+    assert (root / "t/other.csv").read_bytes() == before
+
+    _write(root / "out/replace-me.csv", b"stale\n")
+    d = _run(coordinator, bob="t/unique.csv", out="out/replace-me.csv", overwrite=True)
+    assert d["status"] == "SUCCEEDED", d["error"]
+    got = {r[0] for r in _rows(root / "out/replace-me.csv")[1:]}
+    assert got == {r[0] for r in ALICE} & {r[1] for r in BOB[:250]}

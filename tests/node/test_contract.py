@@ -97,11 +97,17 @@ def test_good_task_params_json_round_trip():
 
 def test_optional_parts_may_be_omitted():
     data = good_params()
-    del data["deadline"]
     del data["spu_config"]
     params = TaskParams.model_validate(data)
-    assert params.deadline is None
     assert params.spu_config is None
+
+
+def test_a_task_without_a_deadline_is_refused():
+    """A task never waits or runs forever, and the node's replay record can expire."""
+    data = good_params()
+    del data["deadline"]
+    with pytest.raises(ValidationError, match="deadline"):
+        TaskParams.model_validate(data)
 
 
 def test_self_party_bob_also_validates():
