@@ -41,7 +41,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coordinator.params import PartyEndpoints
 from coordinator.settings import PLACEHOLDER_SECRETS
-from node.contract import ID_RE, PARTY_RE
+from node.contract import ID_RE, PARTY_RE, PLAINTEXT_REDIS_HINT, is_loopback_host
 
 __all__ = [
     "PLACEHOLDER_PASSWORDS",
@@ -346,6 +346,8 @@ class PartySpec(_PartyFields):
     spu_ports: PortRangeField
     slots: int = 1
     description: str = ""
+    # a redis:// (no TLS) broker on another host is refused unless this says it is intended
+    allow_plaintext_redis: bool = False
 
     @field_validator("broker_url", mode="before")
     @classmethod
@@ -367,6 +369,19 @@ class PartySpec(_PartyFields):
                     ("redis_ca_file",),
                     "required when broker_url is rediss:// (the CA that signed the party's "
                     "Redis certificate)",
+                    None,
+                )
+            )
+        if (
+            not self.broker_tls
+            and not is_loopback_host(self.broker_host)
+            and not self.allow_plaintext_redis
+        ):
+            errors.append(
+                (
+                    ("broker_url",),
+                    f"redis:// (no TLS) to {self.broker_host}, another host: "
+                    f"{PLAINTEXT_REDIS_HINT} (allow_plaintext_redis: true)",
                     None,
                 )
             )

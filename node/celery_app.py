@@ -20,7 +20,7 @@ from celery.signals import (
 from node.celery_config import base_config
 from node.contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, HEARTBEAT_TTL_S
 from node.settings import NodeSettings, get_settings
-from node.signing import SigningConfig, enable_signing
+from node.signing import SigningConfig, check_task_signers, enable_signing
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def create_app(settings: NodeSettings) -> Celery:
     )
     app.conf.imports = ("node.tasks",)
     # DESIGN §6: only tasks signed by a trusted signer (the coordinator) are accepted
+    check_task_signers(settings.trusted_signers, party=settings.party, peers=settings.allowed_peers)
     enable_signing(
         app, SigningConfig(settings.key_file, settings.cert_file, settings.trusted_signers)
     )

@@ -326,6 +326,26 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for this machine only (localhost, 127.0.0.0/8, ::1): where a plain redis:// URL is
+    acceptable without saying so."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+PLAINTEXT_REDIS_HINT = (
+    "its password and every task would cross the network unencrypted; use rediss:// (TLS), or "
+    "allow plaintext explicitly for a private network"
+)
+
+
 def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
     """A message fit for a headline: no ANSI codes, no line breaks, at most `limit` chars."""
     flat = " ".join(strip_ansi(str(text)).split())

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from node.contract import PARTY_RE
+from node.contract import PARTY_RE, PLAINTEXT_REDIS_HINT, is_loopback_host
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "password", "secret", "redis"}
 
@@ -27,6 +27,10 @@ class NodeSettings(BaseSettings):
         description="this party's Redis, with credentials: redis://user:pass@host:port/0 or rediss://…"
     )
     result_backend: str | None = Field(default=None, description="defaults to broker_url")
+    allow_plaintext_redis: bool = Field(
+        default=False,
+        description="accept a redis:// (no TLS) broker on another host (a private network)",
+    )
     redis_ca_file: Path | None = Field(default=None, description="CA for rediss:// brokers")
 
     data_root: Path = Field(description="the only directory jobs read from and write to")
@@ -39,9 +43,9 @@ class NodeSettings(BaseSettings):
     key_file: Path
     ca_file: Path
     trusted_signers: str = Field(
-        description="certificate(s) whose signed tasks this node accepts — the coordinator's "
-        "certificate file (or a directory / glob of signer certificates); unsigned or "
-        "otherwise signed tasks are rejected"
+        description="the coordinator's certificate file (or a glob of coordinator "
+        "certificates) whose signed tasks this node accepts; a directory, a CA or a party's "
+        "certificate is refused at start; unsigned or otherwise signed tasks are rejected"
     )
 
     allowed_peers: Annotated[list[str], NoDecode] = Field(
@@ -107,6 +111,20 @@ class NodeSettings(BaseSettings):
                 "empty or placeholder passwords are refused"
             )
         return v
+
+    @model_validator(mode="after")
+    def _plaintext(self) -> NodeSettings:
+        for name in ("broker_url", "result_backend"):
+            url = getattr(self, name)
+            if not url or url.startswith("rediss://") or self.allow_plaintext_redis:
+                continue
+            host = urlparse(url).hostname or ""
+            if not is_loopback_host(host):
+                raise ValueError(
+                    f"NODE_{name.upper()} is redis:// (no TLS) to {host}, another host: "
+                    f"{PLAINTEXT_REDIS_HINT} (NODE_ALLOW_PLAINTEXT_REDIS=true)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _paths(self) -> NodeSettings:

@@ -22,6 +22,7 @@ import redis
 
 from certs.authority import init_federation, party_cert_name, party_key_name
 from deploy.local.ports import PortAllocator
+from deploy.redis import coordinator_acl_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,35 +143,7 @@ class PartyNode:
         raise RuntimeError(f"{self.name}: every job port is busy")
 
 
-COORDINATOR_ACL = " ".join(
-    [
-        "resetkeys",
-        "~secretflow_queue*",
-        "~web_queue*",
-        "~default*",
-        "~_kombu.*",
-        "~celery-task-meta-*",
-        "~task_status_stream",
-        "~node_heartbeat:*",
-        "resetchannels",
-        "&/0.celery.pidbox",
-        "&celery-task-meta-*",
-        "&*.reply.celery.pidbox",
-        "-@all",
-        "+@connection",
-        "+@list",
-        "+@set",
-        "+@string",
-        "+@stream",
-        "+@pubsub",
-        "+@keyspace",
-        "+@transaction",
-        "+@scripting",
-        "+info",
-        "-@dangerous",
-        "+info",
-    ]
-)
+COORDINATOR_ACL = coordinator_acl_rules()  # deploy/redis/coordinator.acl: the one definition
 
 
 def _redis_conf(node: PartyNode) -> str:

@@ -139,13 +139,30 @@ def test_ipv6_hosts_are_bracketed_for_host_port(workdir):
 def test_literal_dollar_brace_and_plain_redis(workdir):
     text = edit(
         BASE,
-        "rediss://coordinator:${ALICE_REDIS_PASSWORD}@alice.example",
-        "redis://coordinator:a$${b}c@alice.example",
+        "rediss://coordinator:${ALICE_REDIS_PASSWORD}@alice.example:6380/0",
+        "redis://coordinator:a$${b}c@alice.example:6380/0\n    allow_plaintext_redis: true",
     )
     topo = load_topology(write(workdir, text))
     alice = topo.party("alice")
     assert alice.broker_url.get_secret_value().startswith("redis://coordinator:a${b}c@")
     assert not alice.broker_tls
+
+
+def test_plain_redis_to_another_host_is_refused_unless_allowed(workdir, env):
+    """The password and every signed task would cross the network in clear."""
+    text = edit(
+        BASE,
+        "rediss://coordinator:${ALICE_REDIS_PASSWORD}@alice.example",
+        "redis://coordinator:${ALICE_REDIS_PASSWORD}@alice.example",
+    )
+    with pytest.raises(TopologyError) as err:
+        load_topology(write(workdir, text))
+    msg = str(err.value)
+    assert "parties.alice.broker_url: redis:// (no TLS) to alice.example, another host" in msg
+    assert "allow_plaintext_redis: true" in msg
+    assert PASSWORDS["ALICE_REDIS_PASSWORD"] not in msg
+    local = text.replace("@alice.example:6380", "@127.0.0.1:6380")  # this machine: fine
+    assert not load_topology(write(workdir, local)).party("alice").broker_tls
 
 
 def test_parse_topology_from_text(workdir):
@@ -162,7 +179,7 @@ BAD_CASES = [
         "    spu_ports: 21100-21149\n    colour: red\n  bob:",
         "parties.alice.colour",
         "colour: red",
-        "unknown field (allowed: broker_url, description,",
+        "unknown field (allowed: allow_plaintext_redis, broker_url, description,",
     ),
     (
         "unknown top-level field",

@@ -360,6 +360,42 @@ def test_party_redis_is_not_open(federation):
         ).ping()
 
 
+def test_the_coordinators_redis_user_gets_only_what_it_needs(federation):
+    """The coordinator's ACL user (deploy/redis/coordinator.acl) on a real node: no scripts, no
+    command that lists or counts every key, no key of the node's own (e.g. its replay record)."""
+    import redis
+
+    node = federation.nodes["alice"]
+    coord = redis.Redis(
+        host="127.0.0.1",
+        port=node.ports["redis"],
+        ssl=True,
+        ssl_ca_certs=str(node.redis_ca_file),
+        username="coordinator",
+        password=node.coordinator_password,
+    )
+    assert coord.ping()
+    node.redis().set("node_executed:exe-x.alice", "1", ex=60)  # a node-private key
+    for attempt in (
+        lambda: coord.eval("return redis.call('get', KEYS[1])", 1, "node_executed:exe-x.alice"),
+        lambda: coord.execute_command("FUNCTION", "LIST"),
+        lambda: coord.keys("*"),
+        lambda: coord.scan(0),
+        lambda: coord.randomkey(),
+        lambda: coord.dbsize(),
+        lambda: coord.get("node_executed:exe-x.alice"),
+        lambda: coord.flushall(),
+        lambda: coord.config_get("*"),
+        lambda: coord.acl_list(),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    # … and what it needs still works: the heartbeat, the status stream, a queue's length
+    assert coord.get("node_heartbeat:sf")
+    assert coord.xinfo_groups("task_status_stream") is not None
+    assert coord.llen("secretflow_queue") >= 0
+
+
 def test_ray_head_status_cli(federation):
     import os
 
