@@ -18,13 +18,20 @@ def cluster_config(params: TaskParams, settings: NodeSettings) -> dict:
 def init_cluster(params: TaskParams, settings: NodeSettings) -> None:
     import secretflow as sf
 
+    from node import fedlink
+
+    fedlink.install()  # this party's guarded receiver for the cross-silo link
     sf.init(
         address=settings.ray_address,
         cluster_config=cluster_config(params, settings),
         tls_config=settings.tls_config(),
         job_name=params.execution_id,
         cross_silo_comm_backend="grpc",
-        cross_silo_comm_options={"exit_on_sending_failure": True, "timeout_in_ms": 120_000},
+        cross_silo_comm_options={
+            "exit_on_sending_failure": True,
+            "timeout_in_ms": 120_000,
+            **fedlink.comm_options(params.sf_init_config.parties),
+        },
         enable_waiting_for_other_parties_ready=True,
         logging_level=settings.log_level,
         log_to_driver=True,

@@ -540,3 +540,79 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     )
     check = next(c for c in json.loads(health.stdout)["checks"] if c["name"] == "refused tasks")
     assert check["warn"] and "Replay" in check["detail"], check
+
+
+# --- the cross-silo link: what a peer may send to a node's fed port -----------------------------
+def _fed_send(federation, port: int, as_party: str, data: bytes, job: str, seq=("1", "2")):
+    """One SendData call to 127.0.0.1:`port` with `as_party`'s federation certificate."""
+    import grpc
+    from fed.proxy.grpc.grpc_proxy import fed_pb2, fed_pb2_grpc
+
+    from certs.authority import party_cert_name, party_key_name
+
+    d = federation.certs_dir
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(d / "ca.crt").read_bytes(),
+        private_key=(d / party_key_name(as_party)).read_bytes(),
+        certificate_chain=(d / party_cert_name(as_party)).read_bytes(),
+    )
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        grpc.channel_ready_future(channel).result(timeout=5)
+        stub = fed_pb2_grpc.GrpcServiceStub(channel)
+        return stub.SendData(
+            fed_pb2.SendDataRequest(
+                data=data, upstream_seq_id=seq[0], downstream_seq_id=seq[1], job_name=job
+            ),
+            timeout=10,
+        )
+
+
+class _Exec:
+    def __reduce__(self):
+        return (exec, (f"open({str(PWNED)!r}, 'w')",))
+
+
+PWNED = __import__("pathlib").Path("/tmp/partyline-e2e-pwned")
+
+
+def test_a_peer_cannot_make_a_node_unpickle_code_or_hold_a_strangers_data(federation, datasets):
+    """alice waits at her fed port for bob (whose task is never sent). bob's certificate sends
+    a pickled `exec`; carol's (a federation member outside this job) sends plain data; bob
+    sends the same message twice. Each is refused on arrival and logged; nothing runs."""
+    import cloudpickle
+
+    PWNED.unlink(missing_ok=True)
+    per_party = _params(federation, "out/never-link.csv")
+    alice = per_party["alice"]
+    port = int(alice["sf_init_config"]["cluster"]["alice"]["address"].rpartition(":")[2])
+    results = send(federation, {"alice": alice})
+    job = alice["execution_id"]
+    try:
+        end = time.monotonic() + 120
+        while True:  # alice's receiver is up once the job process has run fed.init
+            try:
+                r = _fed_send(federation, port, "bob", cloudpickle.dumps(_Exec()), job)
+                break
+            except Exception:
+                assert time.monotonic() < end, "alice's fed port never answered"
+                time.sleep(0.5)
+        assert r.code == 403 and "forbidden global builtins.exec" in r.result, r
+        r = _fed_send(federation, port, "carol", cloudpickle.dumps(b"data"), job, ("3", "4"))
+        assert r.code == 403 and "not a party of this job" in r.result, r
+        ok = _fed_send(federation, port, "bob", cloudpickle.dumps({"x": 1}), job, ("5", "6"))
+        assert ok.code == 200, ok
+        again = _fed_send(federation, port, "bob", cloudpickle.dumps({"x": 2}), job, ("5", "6"))
+        assert again.code == 409, again
+        assert not PWNED.exists()
+        log = federation.nodes["alice"].state_dir / "jobs" / results["alice"].id / "job.log"
+        end = time.monotonic() + 60
+        while "refused a cross-silo message from bob: forbidden global builtins.exec" not in (
+            log.read_text(errors="replace") if log.exists() else ""
+        ):
+            assert time.monotonic() < end, "the refusal was not logged in alice's job log"
+            time.sleep(0.5)
+    finally:
+        results["alice"].revoke(terminate=True, signal="SIGTERM")
+        with pytest.raises((NodeTaskError, TaskRevokedError)):
+            results["alice"].get(timeout=60)
+    assert not PWNED.exists()

@@ -1,0 +1,172 @@
+"""The cross-silo link (RayFed over gRPC + mTLS), hardened at this party's receiving end.
+
+RayFed's own receiver accepts a message from any holder of a federation certificate, for any
+sequence ids, of any size, keeps all of them in memory, and unpickles a message with whatever
+classes it names once the job asks for it. A peer is another organisation, so the receiver this
+node runs (`GuardedGrpcReceiverProxy`, installed into RayFed by `install()` in the job process
+before `sf.init`) takes a message only when
+
+  - the sender's certificate names a party of this job (not this party, not a stranger);
+  - it is at most `MAX_MESSAGE_BYTES`, and the messages held for the job stay within
+    `MAX_PENDING_MESSAGES` / `MAX_PENDING_BYTES`;
+  - it unpickles with the allow-list `ALLOWED_GLOBALS` alone (checked at once, so a payload
+    naming `builtins.exec` or `os.system` is refused on arrival, not when the job reads it);
+  - it does not overwrite a message already held.
+
+Anything else is answered with an error code and logged on `partyline.security`. The same
+allow-list is RayFed's `serializing_allowed_list`, used when the job reads a message. The server
+binds the configured listen host (`NODE_FED_LISTEN_HOST`), not `[::]`.
+
+A PSI itself sends nothing over this link (each party reads its own SPU report locally, and the
+SPU link is brpc, not pickle): what crosses is RayFed's start-up ping and, on a failure, its
+error report — hence a short allow-list.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+from typing import Any
+
+security_log = logging.getLogger("partyline.security")
+
+ALLOWED_GLOBALS: dict[str, list[str]] = {
+    "builtins": [
+        "set", "frozenset", "bytearray", "complex", "slice", "range",
+        "Exception", "RuntimeError", "ValueError", "TypeError", "KeyError", "IndexError",
+        "AssertionError", "TimeoutError", "ConnectionError", "OSError", "NotImplementedError",
+    ],
+    "fed.exceptions": ["FedRemoteError"],
+}  # fmt: skip
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_PENDING_MESSAGES = 256
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+PEERS_KEY = "partyline_peers"  # our key in cross_silo_comm_options (RayFed ignores it)
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in ALLOWED_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
+
+
+def payload_problem(data: bytes) -> str | None:
+    """Why a peer's message may not be taken (None: it is acceptable)."""
+    try:
+        _AllowListUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as exc:
+        return str(exc)
+    except Exception as exc:  # truncated, not a pickle at all …
+        return f"not a valid message ({type(exc).__name__})"
+    return None
+
+
+def comm_options(peers: list[str]) -> dict[str, Any]:
+    """What the job passes to sf.init as cross_silo_comm_options (besides its own timeouts)."""
+    return {
+        "serializing_allowed_list": {m: list(n) for m, n in ALLOWED_GLOBALS.items()},
+        "messages_max_size_in_bytes": MAX_MESSAGE_BYTES,
+        PEERS_KEY: sorted(peers),
+    }
+
+
+def install() -> None:
+    """Make RayFed start this node's guarded receiver (call before sf.init, in the job)."""
+    import fed.proxy.grpc.grpc_proxy as grpc_proxy
+
+    grpc_proxy.GrpcReceiverProxy = GuardedGrpcReceiverProxy  # read by fed.init at call time
+
+
+def _peer_cn(context: Any) -> str | None:
+    try:
+        names = context.auth_context().get("x509_common_name") or []
+    except Exception:
+        return None
+    return names[0].decode() if names else None
+
+
+def _make_classes():
+    from fed.proxy.grpc import grpc_proxy
+    from fed.proxy.grpc.grpc_proxy import fed_pb2, fed_pb2_grpc
+
+    class GuardedSendDataService(grpc_proxy.SendDataService):
+        def __init__(self, events, all_data, party, lock, job_name, peers):
+            super().__init__(events, all_data, party, lock, job_name)
+            self._peers = frozenset(peers)
+
+        def _refuse(self, code: int, peer: str | None, why: str):
+            security_log.warning(
+                "party %s refused a cross-silo message from %s: %s",
+                self._party,
+                peer or "an unnamed peer",
+                why,
+            )
+            return fed_pb2.SendDataResponse(code=code, result=f"refused by {self._party}: {why}")
+
+        async def SendData(self, request, context):
+            peer = _peer_cn(context)
+            if peer not in self._peers:
+                return self._refuse(403, peer, "the sender is not a party of this job")
+            size = len(request.data)
+            if size > MAX_MESSAGE_BYTES:
+                return self._refuse(413, peer, f"{size} bytes > {MAX_MESSAGE_BYTES}")
+            key = (request.upstream_seq_id, request.downstream_seq_id)
+            with self._lock:
+                held = [d for inner in self._all_data.values() for d in inner.values()]
+                known = key[1] in self._all_data.get(key[0], {})
+            if known and key != ("ping", "ping"):
+                return self._refuse(409, peer, f"message {key} is already held")
+            if len(held) >= MAX_PENDING_MESSAGES or sum(map(len, held)) + size > MAX_PENDING_BYTES:
+                return self._refuse(429, peer, "too many messages held for this job")
+            problem = payload_problem(request.data)
+            if problem:
+                return self._refuse(403, peer, problem)
+            return await super().SendData(request, context)
+
+    class GuardedGrpcReceiverProxy(grpc_proxy.GrpcReceiverProxy):
+        def __init__(self, listen_addr, party, job_name, tls_config, proxy_config):
+            super().__init__(listen_addr, party, job_name, tls_config, proxy_config)
+            self._peers = [p for p in (proxy_config or {}).get(PEERS_KEY, []) if p != party]
+
+        async def start(self):
+            host, _, port = self._listen_addr.rpartition(":")
+            try:
+                await self._serve(host or "0.0.0.0", port)
+            except RuntimeError as err:
+                self._server_ready_future.set_result((False, f"{err}"))
+
+        async def _serve(self, host: str, port: str) -> None:
+            import grpc
+            from fed import utils as fed_utils
+
+            server = grpc.aio.server(options=fed_utils.dict2tuple(self._grpc_options))
+            fed_pb2_grpc.add_GrpcServiceServicer_to_server(
+                GuardedSendDataService(
+                    self._events, self._all_data, self._party, self._lock, self._job_name,
+                    self._peers,
+                ),
+                server,
+            )  # fmt: skip
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            ca, key, chain = fed_utils.load_cert_config(self._tls_config)
+            creds = grpc.ssl_server_credentials(
+                [(key, chain)], root_certificates=ca, require_client_auth=True
+            )
+            if not server.add_secure_port(address, creds):  # 0: could not bind
+                raise RuntimeError(f"Failed to bind to address {address}")
+            await server.start()
+            self._server_ready_future.set_result((True, f"listening on {address} (mTLS)"))
+            await server.wait_for_termination()
+
+    return GuardedSendDataService, GuardedGrpcReceiverProxy
+
+
+try:
+    GuardedSendDataService, GuardedGrpcReceiverProxy = _make_classes()
+    for _cls in (GuardedSendDataService, GuardedGrpcReceiverProxy):  # pickled by reference
+        _cls.__qualname__ = _cls.__name__
+        _cls.__module__ = __name__
+except ImportError:  # RayFed not installed (coordinator-only environments): nothing to guard
+    pass
