@@ -15,6 +15,7 @@ from coordinator.parties import PartyClients
 from coordinator.services.jobs import JobService
 from coordinator.settings import CoordinatorSettings
 from coordinator.topology import Topology, load_topology
+from coordinator.ui_sessions import UiSessions
 from node.signing import SigningConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Coordinator:
         self.clients = PartyClients(self.topology, self.signing)
         self.feed = ChangeFeed()
         self.intake = IntakeCounters()  # what the parties' streams sent that was refused
+        self.ui_sessions = UiSessions(settings.session_lifetime_s)
         self.jobs: JobService | None = None
         self.listener: StatusListener | None = None
         self._stop = threading.Event()

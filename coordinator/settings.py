@@ -55,7 +55,11 @@ class CoordinatorSettings(BaseSettings):
         ),
     )
     session_secret: str | None = Field(
-        default=None, description="signs UI session cookies (default: derived from api_token)"
+        default=None,
+        description="signs UI session cookies (default: the API token); at least 16 characters",
+    )
+    session_lifetime_s: float = Field(
+        default=8 * 3600.0, gt=0, description="a UI login lasts this long (then log in again)"
     )
 
     @field_validator("signing_key_file", "signing_cert_file")
@@ -70,6 +74,15 @@ class CoordinatorSettings(BaseSettings):
     def _token(cls, v: str) -> str:
         if v.strip().lower() in PLACEHOLDER_SECRETS or len(v) < 16:
             raise ValueError("COORD_API_TOKEN must be a real secret of at least 16 characters")
+        return v
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret(cls, v: str | None) -> str | None:
+        if v is not None and (v.strip().lower() in PLACEHOLDER_SECRETS or len(v) < 16):
+            raise ValueError(
+                "COORD_SESSION_SECRET must be a real secret of at least 16 characters (or unset)"
+            )
         return v
 
     @field_validator("database_url")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
@@ -15,8 +13,8 @@ from sqlalchemy.orm import Session
 from coordinator.runtime import Coordinator
 from coordinator.services.jobs import JobService
 from coordinator.settings import CoordinatorSettings
+from coordinator.ui_sessions import SESSION_COOKIE, UiSessions
 
-SESSION_COOKIE = "partyline_session"
 _bearer = HTTPBearer(auto_error=False, description="COORD_API_TOKEN")
 
 
@@ -34,6 +32,13 @@ def get_settings(coord: CoordinatorDep) -> CoordinatorSettings:
 SettingsDep = Annotated[CoordinatorSettings, Depends(get_settings)]
 
 
+def get_ui_sessions(coord: CoordinatorDep) -> UiSessions:
+    return coord.ui_sessions
+
+
+UiSessionsDep = Annotated[UiSessions, Depends(get_ui_sessions)]
+
+
 def get_jobs(coord: CoordinatorDep) -> JobService:
     return coord.jobs
 
@@ -49,12 +54,6 @@ def get_session(coord: CoordinatorDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def session_value(settings: CoordinatorSettings) -> str:
-    """The UI cookie: an HMAC of the token, so the token itself never sits in a cookie."""
-    key = (settings.session_secret or settings.api_token).encode()
-    return hmac.new(key, b"partyline-ui-session", hashlib.sha256).hexdigest()
-
-
 def authenticated(
     request: Request,
     settings: SettingsDep,
@@ -64,8 +63,8 @@ def authenticated(
         creds.credentials.encode(), settings.api_token.encode()
     ):
         return
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and secrets.compare_digest(cookie, session_value(settings)):
+    coord: Coordinator = request.app.state.coordinator
+    if coord.ui_sessions.valid(settings, request.cookies.get(SESSION_COOKIE)):
         return
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,

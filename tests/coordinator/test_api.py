@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
-from certs.authority import init_federation
 from coordinator.api.main import create_app
-from coordinator.settings import CoordinatorSettings
-from deploy.local.servers import RedisServer
 from node.contract import (
     HEARTBEAT_KEY,
     SECRETFLOW_QUEUE,
@@ -32,53 +27,7 @@ from node.contract import (
 )
 from node.status import StatusNotifier
 
-TOKEN = "test-token-0123456789abcdef"
-PARTIES = ("alice", "bob", "carol")
-
-
-@pytest.fixture()
-def env(tmp_path, ports):
-    certs = tmp_path / "certs"
-    init_federation(certs, [*PARTIES, "coordinator"])
-    servers = {p: RedisServer(tmp_path / f"redis-{p}", ports.one()) for p in PARTIES}
-    try:
-        topo = {
-            "version": 1,
-            "federation": "test",
-            "parties": {
-                p: {
-                    "broker_url": servers[p].url,
-                    "fed_host": "127.0.0.1",
-                    "fed_ports": _rng(ports.block(8)),
-                    "spu_ports": _rng(ports.block(8)),
-                }
-                for i, p in enumerate(PARTIES)
-            },
-        }
-        path = tmp_path / "topology.yaml"
-        path.write_text(yaml.safe_dump(topo))
-        yield {"servers": servers, "topology": path, "certs": certs, "tmp": tmp_path}
-    finally:
-        for s in servers.values():
-            s.stop()
-
-
-def _rng(r: range) -> str:
-    return f"{r.start}-{r.stop - 1}"
-
-
-def _settings(env, **kw) -> CoordinatorSettings:
-    certs: Path = env["certs"]
-    return CoordinatorSettings(
-        api_token=TOKEN,
-        database_url=f"sqlite:///{env['tmp'] / 'coord.db'}",
-        topology_file=env["topology"],
-        signing_key_file=certs / "coordinator.key",
-        signing_cert_file=certs / "coordinator.crt",
-        trusted_node_certs=str(certs / "*.crt"),
-        reconcile_interval_s=0.5,
-        **kw,
-    )
+from .helpers import PARTIES, TOKEN, _settings
 
 
 @pytest.fixture()

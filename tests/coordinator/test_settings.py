@@ -24,6 +24,13 @@ def test_placeholder_or_short_api_token_refused(token):
         CoordinatorSettings(api_token=token)
 
 
+@pytest.mark.parametrize("secret", ["changeme", "", "secret", "short"])
+def test_placeholder_or_short_session_secret_refused(secret):
+    """The session secret signs UI cookies: checked like the token."""
+    with pytest.raises(ValidationError, match="COORD_SESSION_SECRET"):
+        CoordinatorSettings(api_token="a-real-token-of-enough-length", session_secret=secret)
+
+
 def test_database_url_must_be_sqlite_or_postgresql():
     with pytest.raises(ValidationError, match="database_url"):
         CoordinatorSettings(api_token="a-real-token-of-enough-length", database_url="mysql://x")

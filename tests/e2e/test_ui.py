@@ -308,3 +308,36 @@ def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(
     assert card.get_attribute("data-status") == "FAILURE"
     playwright_api.expect(card.locator(".field-error")).to_contain_text("MalformedCsv: party bob")
     page.screenshot(path=str(SHOTS / "job-failed.png"), full_page=True)
+
+
+def test_docs_render_with_no_network_and_no_page_breaks_its_security_policy(tab, coordinator):
+    """Air-gapped: every request that does not go to the coordinator itself is blocked, and
+    Swagger and ReDoc still render (their assets come from the app). No page of the UI or the
+    docs trips the Content-Security-Policy."""
+    blocked: list[str] = []
+    violations: list[str] = []
+
+    def only_the_coordinator(route):
+        if route.request.url.startswith(coordinator.url):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    tab.ctx.route("**/*", only_the_coordinator)
+    page = tab.page
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    tab.login(coordinator.token)
+    page.goto("/docs")
+    playwright_api.expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+        "Partyline coordinator"
+    )
+    page.goto("/redoc")
+    playwright_api.expect(page.locator("h1").first).to_contain_text("Partyline coordinator")
+    for path in ("/", "/parties", "/new"):
+        page.goto(path)
+        page.wait_for_load_state("load")
+    assert not blocked, f"requests to other origins: {blocked}"
+    assert not violations, violations

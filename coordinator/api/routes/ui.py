@@ -1,11 +1,13 @@
 """The UI: server-rendered pages (Jinja2) with a little vanilla JS (fetch + EventSource).
 
 The pages are shells; coordinator/static/app.js fills them from the JSON API, authenticated by
-the session cookie that POST /login sets (an HMAC of the token, never the token itself).
+the session cookie that POST /login sets (coordinator/ui_sessions.py: it expires, ends at
+logout, and never holds the token).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -14,28 +16,35 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from coordinator.api.deps import SESSION_COOKIE, SettingsDep, session_value
+from coordinator.api.deps import SettingsDep, UiSessionsDep
+from coordinator.ui_sessions import SESSION_COOKIE
 
 HERE = Path(__file__).resolve().parents[2]
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 
-def _logged_in(request: Request, settings) -> bool:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    return bool(cookie) and secrets.compare_digest(cookie, session_value(settings))
+def _logged_in(request: Request, settings, sessions) -> bool:
+    return sessions.valid(settings, request.cookies.get(SESSION_COOKIE))
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, settings: SettingsDep):
-    if _logged_in(request, settings):
+def login_page(request: Request, settings: SettingsDep, sessions: UiSessionsDep):
+    if _logged_in(request, settings, sessions):
         return RedirectResponse("/", status_code=303)
     return templates.TemplateResponse(request, "login.html", {"error": None})
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, settings: SettingsDep, token: Annotated[str, Form()] = ""):
+async def login(
+    request: Request,
+    settings: SettingsDep,
+    sessions: UiSessionsDep,
+    token: Annotated[str, Form()] = "",
+):
+    client = request.client.host if request.client else "unknown"
     if not token or not secrets.compare_digest(token.encode(), settings.api_token.encode()):
+        await asyncio.sleep(sessions.failed_login(client))  # slows guessing, not the server
         return templates.TemplateResponse(
             request,
             "login.html",
@@ -46,21 +55,35 @@ def login(request: Request, settings: SettingsDep, token: Annotated[str, Form()]
             },
             status_code=401,
         )
+    sessions.succeeded(client)
     resp = RedirectResponse("/", status_code=303)
-    resp.set_cookie(SESSION_COOKIE, session_value(settings), httponly=True, samesite="strict")
+    resp.set_cookie(
+        SESSION_COOKIE,
+        sessions.open(settings),
+        max_age=int(sessions.lifetime_s),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return resp
 
 
 @router.post("/logout")
-def logout():
+def logout(request: Request, settings: SettingsDep, sessions: UiSessionsDep):
+    sessions.close(settings, request.cookies.get(SESSION_COOKIE))  # the cookie is dead for good
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE)
     return resp
 
 
 def _page(name: str, active: str):
-    def view(request: Request, settings: SettingsDep, job_id: str | None = None):
-        if not _logged_in(request, settings):
+    def view(
+        request: Request,
+        settings: SettingsDep,
+        sessions: UiSessionsDep,
+        job_id: str | None = None,
+    ):
+        if not _logged_in(request, settings, sessions):
             return RedirectResponse("/login", status_code=303)
         return templates.TemplateResponse(request, name, {"job_id": job_id, "active": active})
 
