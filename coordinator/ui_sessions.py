@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -46,7 +47,7 @@ class UiSessions:
     def open(self, settings: CoordinatorSettings) -> str:
         """A new session; returns the cookie value."""
         sid = secrets.token_urlsafe(18)
-        expires = int(time.time() + self.lifetime_s)
+        expires = math.ceil(time.time() + self.lifetime_s)  # never shorter than the lifetime
         with self._lock:
             now = time.time()
             self._open = {s: e for s, e in self._open.items() if e > now}
