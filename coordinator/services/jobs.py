@@ -95,6 +95,10 @@ class JobService:
         self.on_change = on_change or (lambda _ids: None)
         self.ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
         self._dispatch_lock = threading.RLock()
+        # jobs queued again whose previous attempt's tasks are still being revoked: not sent
+        # before those revokes are out, so a worker cannot take the stale task first
+        self._revoking: set[str] = set()
+        self._revoking_lock = threading.Lock()
         self._unreachable_since: dict[str, float] = {}
         self.result_fallback_grace_s = result_fallback_grace_s
         self.stream_group = stream_group
@@ -201,6 +205,8 @@ class JobService:
                     for p in job.parties.get("names", []):
                         busy[p] = busy.get(p, 0) + 1
                 queue = [QueuedJob(j.id, tuple(j.parties.get("names", []))) for j in queued]
+            with self._revoking_lock:
+                queue = [q for q in queue if q.job_id not in self._revoking]
             for job_id in dispatchable(queue, busy, self.topology.slots):
                 if self._dispatch(job_id):
                     dispatched.append(job_id)
@@ -328,16 +334,29 @@ class JobService:
     # --- events (from the listener) ---------------------------------------------------------
     def apply(self, events: list[StatusEvent]) -> Applied:
         """Apply a batch in one transaction; act on the outcome only after the commit."""
-        with transaction(self.sessions) as s:
-            out = apply_events(s, events)
+        marked: list[str] = []
+        try:
+            with transaction(self.sessions) as s:
+                out = apply_events(s, events)
+                with self._revoking_lock:  # marked before the commit makes them QUEUED for all
+                    self._revoking.update(out.requeued)
+                    marked = list(out.requeued)
+        except BaseException:
+            with self._revoking_lock:  # not committed: nothing to wait for
+                self._revoking.difference_update(marked)
+            raise
+        self.after(out)
         for party, trid, event_id in out.refused:
             self.counters.refuse(party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {trid}")
-        self.after(out)
         return out
 
     def after(self, out: Applied) -> None:
-        for party, trid in out.terminate:
-            self.clients.revoke(party, trid)
+        try:
+            for party, trid in out.terminate:
+                self.clients.revoke(party, trid)
+        finally:
+            with self._revoking_lock:
+                self._revoking.difference_update(out.requeued)
         for party, trid in out.finished_tasks:
             self._background.submit(self._fetch_result, party, trid)
         for execution_id in set(out.released):
