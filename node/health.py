@@ -33,14 +33,19 @@ class HealthReport:
         return {"party": self.party, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
 
 
-def _redis(settings: NodeSettings) -> Check:
+def _client(settings: NodeSettings):
+    """This party's Redis (the node's own user), with short timeouts for a health check."""
     import redis
 
     kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
     if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
         kw["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return redis.Redis.from_url(settings.broker_url, **kw)
+
+
+def _redis(settings: NodeSettings) -> Check:
     try:
-        client = redis.Redis.from_url(settings.broker_url, **kw)
+        client = _client(settings)
         t = time.perf_counter()
         client.ping()
         ms = (time.perf_counter() - t) * 1000
@@ -57,15 +62,10 @@ def _worker(settings: NodeSettings) -> Check:
     """
     import datetime as dt
 
-    import redis
-
     from node.contract import HEARTBEAT_KEY, HEARTBEAT_TTL_S, WORKER_ROLES, WorkerHeartbeat
 
-    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
-    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
-        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
     try:
-        client = redis.Redis.from_url(settings.broker_url, **kw)
+        client = _client(settings)
         raws = {role: client.get(HEARTBEAT_KEY.format(role=role)) for role in WORKER_ROLES}
     except Exception as exc:
         return Check("celery worker", False, f"heartbeats unreadable ({type(exc).__name__}: {exc})")
@@ -88,15 +88,10 @@ def _worker(settings: NodeSettings) -> Check:
 
 def _refused(settings: NodeSettings) -> Check:
     """Task messages this node dropped as replays (node.replay): a warning, not a failure."""
-    import redis
-
     from node.replay import refused_counts
 
-    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
-    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
-        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
     try:
-        counts = refused_counts(redis.Redis.from_url(settings.broker_url, **kw))
+        counts = refused_counts(_client(settings))
     except Exception as exc:
         return Check("refused tasks", True, f"unreadable ({type(exc).__name__})", warn=True)
     if not counts:

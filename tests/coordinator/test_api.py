@@ -670,37 +670,19 @@ def test_a_party_cannot_forge_another_partys_status(api):
         n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED)
         n.emit(TaskStatus.RUNNING)
     wait_for(lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "RUNNING")
-    forged = [
-        _forge(
-            api,
-            job,
-            into="bob",
-            claims="alice",
-            trid_of="alice",
-            status=TaskStatus.FAILURE,
-            seq=50,
-            error=ErrorInfo(type=ErrorType.PSI_FAILED, message="alice's data is bad"),
-        ),
-        _forge(
-            api,
-            job,
-            into="bob",
-            claims="alice",
-            trid_of="alice",
-            status=TaskStatus.SUCCESS,
-            seq=51,
-            result={"intersection_count": 999999, "output_path": "out/a.csv"},
-        ),
-        _forge(
-            api,
-            job,
-            into="bob",
-            claims="bob",
-            trid_of="alice",
-            status=TaskStatus.FAILURE,
-            seq=52,
-            error=ErrorInfo(type=ErrorType.PSI_FAILED, message="under bob's own name"),
-        ),
+    bad = ErrorInfo(type=ErrorType.PSI_FAILED, message="alice's data is bad")
+    fake = {"intersection_count": 999999, "output_path": "out/a.csv"}
+    own_name = ErrorInfo(type=ErrorType.PSI_FAILED, message="under bob's own name")
+    forged = [  # (who it claims to be, status, data) — all written into bob's stream
+        _forge(api, job, into="bob", claims=claims, trid_of="alice", status=st, seq=seq, **data)
+        for seq, (claims, st, data) in enumerate(
+            [
+                ("alice", TaskStatus.FAILURE, {"error": bad}),
+                ("alice", TaskStatus.SUCCESS, {"result": fake}),
+                ("bob", TaskStatus.FAILURE, {"error": own_name}),
+            ],
+            start=50,
+        )
     ]
     refused = wait_for(
         lambda: (r := api.get("/healthz").json()["refused"]).get("bob", {}).get("NotItsTask") and r
