@@ -24,7 +24,7 @@ from node.contract import (
     WEB_QUEUE,
     WorkerHeartbeat,
 )
-from node.signing import SigningConfig
+from node.contract.clients import SigningConfig, client_app, redis_client
 
 CELERY_RESULT_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key
 log = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ class PartyClients:
         conn = self._conn(party)
         with self._lock:
             if conn.app is None:
-                from node.celery_config import client_app
-
                 url = conn.spec.broker_url.get_secret_value()
                 conn.app = client_app(url, url, conn.spec.redis_ca_file, signing=self.signing)
                 conn.app.conf.broker_connection_timeout = BROKER_TIMEOUT_S
@@ -98,14 +96,13 @@ class PartyClients:
         conn = self._conn(party)
         with self._lock:
             if conn.redis is None:
-                kw: dict[str, Any] = {
-                    "socket_connect_timeout": BROKER_TIMEOUT_S,
-                    "socket_timeout": 30.0,
-                    "health_check_interval": 15,
-                }
-                if conn.spec.redis_ca_file:
-                    kw["ssl_ca_certs"] = str(conn.spec.redis_ca_file)
-                conn.redis = redis.Redis.from_url(conn.spec.broker_url.get_secret_value(), **kw)
+                conn.redis = redis_client(
+                    conn.spec.broker_url.get_secret_value(),
+                    conn.spec.redis_ca_file,
+                    socket_connect_timeout=BROKER_TIMEOUT_S,
+                    socket_timeout=30.0,
+                    health_check_interval=15,
+                )
             return conn.redis
 
     # --- checks ---------------------------------------------------------------------------

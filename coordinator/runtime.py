@@ -16,7 +16,7 @@ from coordinator.services.jobs import JobService
 from coordinator.settings import CoordinatorSettings
 from coordinator.topology import Topology, load_topology
 from coordinator.ui_sessions import UiSessions
-from node.signing import SigningConfig
+from node.contract.clients import SigningConfig
 
 log = logging.getLogger(__name__)
 

@@ -138,7 +138,6 @@ def _run_both_workers(settings, args) -> int:
 
 # --- send-task --------------------------------------------------------------------------------
 def cmd_send_task(args) -> int:
-    from node.celery_config import client_app
     from node.contract import (
         SECRETFLOW_QUEUE,
         TASK_EXECUTE,
@@ -148,6 +147,7 @@ def cmd_send_task(args) -> int:
         NodeTaskError,
         task_request_id,
     )
+    from node.contract.clients import SigningConfig, client_app
 
     if args.broker:
         broker, backend, ca = args.broker, args.broker, args.redis_ca
@@ -156,7 +156,6 @@ def cmd_send_task(args) -> int:
         settings = _settings()
         broker, backend, ca = settings.broker_url, settings.backend_url, settings.redis_ca_file
         party = settings.party
-    from node.signing import SigningConfig
 
     key = args.sign_key or os.environ.get("NODE_SIGN_KEY_FILE")
     cert = args.sign_cert or os.environ.get("NODE_SIGN_CERT_FILE")

@@ -17,10 +17,10 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from node.celery_config import base_config
 from node.contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, HEARTBEAT_TTL_S
+from node.contract.clients import SigningConfig, celery_config, enable_signing, redis_client
 from node.settings import NodeSettings, get_settings
-from node.signing import SigningConfig, check_task_signers, enable_signing
+from node.signing import check_task_signers
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ ROLE_ENV = "NODE_WORKER_ROLE"
 
 def create_app(settings: NodeSettings) -> Celery:
     app = Celery(f"partyline-node-{settings.party}")
-    app.conf.update(base_config(settings.broker_url, settings.backend_url, settings.redis_ca_file))
+    app.conf.update(
+        celery_config(settings.broker_url, settings.backend_url, settings.redis_ca_file)
+    )
     app.conf.update(
         worker_prefetch_multiplier=1,
         task_acks_late=False,  # a redelivered PSI after a crash would meet no peer: never replay
@@ -73,11 +75,9 @@ _hb_stop = threading.Event()
 
 
 def _heartbeat_loop(settings: NodeSettings, hostname: str, role: str) -> None:
-    import redis
     from celery.worker import state
 
-    kw = {"ssl_ca_certs": str(settings.redis_ca_file)} if settings.redis_ca_file else {}
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5, **kw)
+    client = redis_client(settings.broker_url, settings.redis_ca_file, socket_timeout=5)
     key = HEARTBEAT_KEY.format(role=role)
     while not _hb_stop.is_set():
         try:

@@ -1,62 +1,44 @@
-"""task_type → job registry.
+"""task_type → job type: the table of the job types this node runs.
 
-A job type supplies two steps: `prepare` (light, runs in the Celery task before any SecretFlow
-work: validates the task config and resolves paths inside the data root) and `run` (heavy, runs
-in the supervised job process with the devices).
+Each module of node.jobs declares its `JOB`; this table lists them. Nothing registers itself on
+import, and node.jobs imports nothing from here (no import cycle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
-from node.contract import ErrorType, TaskParams
-from node.settings import NodeSettings
+from node.contract import ErrorType
+from node.jobs import psi
+from node.jobs.base import JobRefused, JobType
 
-
-class JobRefused(ValueError):
-    """The node refuses the task before doing any SecretFlow work; `type` is the typed cause."""
-
-    def __init__(self, message: str, type_: ErrorType = ErrorType.TASK_REFUSED) -> None:
-        super().__init__(message)
-        self.type = type_
+__all__ = ["JOB_TYPES", "JobRefused", "JobType", "get_job", "job_table", "known_job_types"]
 
 
-@dataclass(frozen=True)
-class JobType:
-    name: str
-    prepare: Callable[[TaskParams, NodeSettings], dict[str, Any]]
-    run: Callable[[dict[str, Any], TaskParams, dict, Callable[..., None]], dict[str, Any]]
-    needs_spu: bool = True
+def job_table(jobs: Iterable[JobType]) -> Mapping[str, JobType]:
+    """A read-only name → job type table; two job types of one name are a programming error."""
+    table: dict[str, JobType] = {}
+    for job in jobs:
+        if job.name in table:
+            raise ValueError(f"job type {job.name!r} declared twice")
+        table[job.name] = job
+    return MappingProxyType(table)
 
 
-_REGISTRY: dict[str, JobType] = {}
+JOB_TYPES = job_table([psi.JOB])
 
 
-def register(job: JobType) -> JobType:
-    if job.name in _REGISTRY:
-        raise ValueError(f"job type {job.name!r} registered twice")
-    _REGISTRY[job.name] = job
-    return job
-
-
-def get_job(task_type: str) -> JobType:
-    _load_builtin_jobs()
+def get_job(task_type: str, jobs: Mapping[str, JobType] = JOB_TYPES) -> JobType:
     try:
-        return _REGISTRY[task_type]
+        return jobs[task_type]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
+        known = ", ".join(sorted(jobs)) or "none"
         raise JobRefused(
             f"unknown task type {task_type!r} (this node runs: {known})",
             ErrorType.UNKNOWN_TASK_TYPE,
         ) from None
 
 
-def known_job_types() -> list[str]:
-    _load_builtin_jobs()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin_jobs() -> None:
-    import node.jobs.psi  # noqa: F401  (registers itself)
+def known_job_types(jobs: Mapping[str, JobType] = JOB_TYPES) -> list[str]:
+    return sorted(jobs)

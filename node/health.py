@@ -35,12 +35,11 @@ class HealthReport:
 
 def _client(settings: NodeSettings):
     """This party's Redis (the node's own user), with short timeouts for a health check."""
-    import redis
+    from node.contract.clients import redis_client
 
-    kw = {"socket_connect_timeout": 3, "socket_timeout": 3}
-    if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
-        kw["ssl_ca_certs"] = str(settings.redis_ca_file)
-    return redis.Redis.from_url(settings.broker_url, **kw)
+    return redis_client(
+        settings.broker_url, settings.redis_ca_file, socket_connect_timeout=3, socket_timeout=3
+    )
 
 
 def _redis(settings: NodeSettings) -> Check:

@@ -33,6 +33,7 @@ from node.contract import (
     TaskStatus,
     utcnow,
 )
+from node.contract import clients as contract_clients
 from node.contract import (
     task_request_id as make_trid,
 )
@@ -46,10 +47,7 @@ _redis: redis.Redis | None = None
 def redis_client(settings: NodeSettings) -> redis.Redis:
     global _redis
     if _redis is None:
-        kw = {}
-        if settings.broker_url.startswith("rediss://") and settings.redis_ca_file:
-            kw["ssl_ca_certs"] = str(settings.redis_ca_file)
-        _redis = redis.Redis.from_url(settings.broker_url, **kw)
+        _redis = contract_clients.redis_client(settings.broker_url, settings.redis_ca_file)
     return _redis
 
 

@@ -105,13 +105,14 @@ class PartyNode:
         return NodeSettings(**{k.removeprefix("NODE_").lower(): v for k, v in env.items()})
 
     def redis(self) -> redis.Redis:
-        kw = {"ssl_ca_certs": str(self.redis_ca_file)} if self.redis_ca_file else {}
-        return redis.Redis.from_url(self.broker_url, **kw)
+        from node.contract.clients import redis_client
+
+        return redis_client(self.broker_url, self.redis_ca_file)
 
     @property
     def signing(self):
         """The coordinator's signing identity (only it may send tasks to a node)."""
-        from node.signing import SigningConfig
+        from node.contract.clients import SigningConfig
 
         assert self.certs_dir is not None
         return SigningConfig(
@@ -121,7 +122,7 @@ class PartyNode:
         )
 
     def celery_client(self, *, signed: bool = True):
-        from node.celery_config import client_app
+        from node.contract.clients import client_app
 
         return client_app(
             self.broker_url,

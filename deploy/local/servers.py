@@ -47,7 +47,9 @@ class RedisServer:
         return f"redis://node:{self.password}@127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        from node.contract.clients import redis_client
+
+        return redis_client(self.url)
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):

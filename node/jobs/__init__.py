@@ -1,1 +1,2 @@
-"""Job types; each module registers itself with node.dispatcher."""
+"""Job types: each module declares its `JOB` (node.jobs.base.JobType); node.dispatcher lists
+them."""

@@ -17,7 +17,7 @@ from node.datapaths import (
     record_output_owner,
     resolve_in_root,
 )
-from node.dispatcher import JobRefused, JobType, register
+from node.jobs.base import JobRefused, JobType
 from node.settings import NodeSettings
 from node.tables import TableError, check_table, write_output
 
@@ -217,4 +217,4 @@ def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
     return [p for p in parties if p != party and was_sent(p)]
 
 
-register(JobType(name="psi", prepare=prepare, run=run, needs_spu=True))
+JOB = JobType(name="psi", prepare=prepare, run=run, needs_spu=True)

@@ -49,8 +49,7 @@ def test_task_signed_by_another_certificate_is_rejected(federation, tmp_path):
     script = f"""
 import json
 from pathlib import Path
-from node.celery_config import client_app
-from node.signing import SigningConfig
+from node.contract.clients import SigningConfig, client_app
 sig = SigningConfig(Path({str(rogue / "coordinator.key")!r}), Path({str(rogue / "coordinator.crt")!r}), {str(rogue / "*.crt")!r})
 app = client_app({node.broker_url!r}, {node.broker_url!r}, {str(node.redis_ca_file)!r}, signing=sig)
 print(json.dumps({{"id": app.send_task({TASK_HELLO!r}, queue={WEB_QUEUE!r}).id}}))

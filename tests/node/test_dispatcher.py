@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from node import dispatcher
 from node.contract import ErrorType, TaskParams
-from node.dispatcher import JobRefused, JobType, get_job, known_job_types, register
+from node.dispatcher import JobRefused, JobType, get_job, job_table, known_job_types
 from node.jobs import psi
 from node.settings import NodeSettings
 
@@ -30,6 +31,7 @@ def test_psi_is_known():
     assert "psi" in known_job_types()
     job = get_job("psi")
     assert job.name == "psi"
+    assert job is psi.JOB
     assert job.prepare is psi.prepare
     assert job.run is psi.run
     assert job.needs_spu is True
@@ -49,26 +51,29 @@ def test_job_refused_is_a_value_error():
     assert issubclass(JobRefused, ValueError)
 
 
-def test_registering_duplicate_name_raises():
-    known_job_types()  # built-in jobs loaded
-    with pytest.raises(ValueError, match="'psi' registered twice"):
-        register(JobType(name="psi", prepare=psi.prepare, run=psi.run))
-    assert get_job("psi").prepare is psi.prepare  # the original stays
+def test_two_job_types_of_one_name_are_refused():
+    with pytest.raises(ValueError, match="'psi' declared twice"):
+        job_table([psi.JOB, JobType(name="psi", prepare=psi.prepare, run=psi.run)])
+    assert get_job("psi") is psi.JOB  # the node's own table is untouched
 
 
-def test_register_new_type_then_duplicate():
-    name = "unit-test-echo"
-    job = JobType(name=name, prepare=lambda p, s: {}, run=lambda *a: {}, needs_spu=False)
-    assert register(job) is job
-    try:
-        assert get_job(name) is job
-        assert name in known_job_types()
-        with pytest.raises(ValueError, match="registered twice"):
-            register(JobType(name=name, prepare=job.prepare, run=job.run))
-        assert get_job(name) is job
-    finally:
-        dispatcher._REGISTRY.pop(name, None)
-    assert name not in known_job_types()
+def test_a_table_with_another_job_type_dispatches_to_it():
+    echo = JobType(name="unit-test-echo", prepare=lambda p, s: {}, run=lambda *a: {})
+    jobs = job_table([psi.JOB, echo])
+    assert get_job("unit-test-echo", jobs) is echo
+    assert known_job_types(jobs) == ["psi", "unit-test-echo"]
+    assert "unit-test-echo" not in known_job_types()  # declared tables, no global registry
+    with pytest.raises(TypeError):
+        jobs["x"] = echo  # type: ignore[index]
+
+
+def test_job_modules_do_not_import_the_dispatcher():
+    """node.jobs.* → node.dispatcher would be an import cycle (the dispatcher lists the jobs)."""
+    code = "import sys, node.jobs.psi; print('node.dispatcher' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False"
 
 
 # --- psi.prepare ------------------------------------------------------------------------------
