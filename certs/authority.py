@@ -33,7 +33,10 @@ def party_key_name(party: str) -> str:
     return f"{party}.key"
 
 
-def _new_key(kind: str):
+CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey  # what the CA signs with
+
+
+def _new_key(kind: str) -> CAKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "ec":
@@ -80,7 +83,7 @@ class Authority:
     """A loaded federation CA that can issue party certificates."""
 
     cert: x509.Certificate
-    key: object
+    key: CAKey
 
     @classmethod
     def create(cls, name: str = "Partyline federation CA", days: int = 3650, key_type: str = "rsa"):
@@ -122,6 +125,8 @@ class Authority:
         directory = Path(directory)
         cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
         key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{directory / CA_KEY}: the CA key must be RSA or EC")
         return cls(cert=cert, key=key)
 
     def save(self, directory: Path) -> None:
@@ -179,7 +184,7 @@ class Authority:
                 critical=True,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
             .sign(self.key, hashes.SHA256())

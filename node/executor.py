@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from node.contract import Stage, TaskParams, utcnow
+from node.contract import ResultStatus, Stage, TaskParams, utcnow
 from node.settings import NodeSettings
 
 MSG_FD_ENV = "PARTYLINE_MSG_FD"
@@ -54,7 +54,7 @@ def execute(
         return time.perf_counter() - s
 
     result = {
-        "status": "success",
+        "status": ResultStatus.SUCCESS.value,
         "result": output,
         "error": None,
         "performance_metrics": {

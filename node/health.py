@@ -196,7 +196,7 @@ def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
     from node.datapaths import read_csv_header
 
     root = settings.data_root
-    out = []
+    out: list[dict] = []
     for path in sorted(root.rglob("*.csv")):
         if len(out) >= limit:
             break

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -174,9 +175,17 @@ def _take(settings: NodeSettings) -> JobProcess:
     return _spawn(settings)
 
 
+class OutcomeStatus(StrEnum):
+    """How a job process ended, as the Celery task sees it."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
 @dataclass
 class Outcome:
-    status: str  # "success" | "error" | "cancelled"
+    status: OutcomeStatus
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     log_path: Path | None = None
@@ -199,7 +208,7 @@ def run_job(
     prepared: dict[str, Any],
     settings: NodeSettings,
     *,
-    on_stage: Callable[[str, float | None], None],
+    on_stage: Callable[[str, float | None], object],
     cancelled: threading.Event,
     deadline_monotonic: float | None = None,
 ) -> Outcome:
@@ -219,10 +228,12 @@ def run_job(
     )
     timings: dict[str, float] = {}
     if not rayhead.is_up(settings):  # checked before anything is started: a dead head fails now
-        return Outcome("error", error=failures.ray_head_down(situation), timings=timings)
+        return Outcome(
+            OutcomeStatus.ERROR, error=failures.ray_head_down(situation), timings=timings
+        )
     busy = _busy_port(params, settings)
     if busy is not None:  # a listener of an earlier job still holds it: say so, at once
-        return Outcome("error", error=failures.port_in_use(*busy), timings=timings)
+        return Outcome(OutcomeStatus.ERROR, error=failures.port_in_use(*busy), timings=timings)
     proc = _take(settings)
     timings["warm"] = 1.0 if proc.ready else 0.0
     limit_end = t_start + settings.task_time_limit_s
@@ -231,7 +242,7 @@ def run_job(
 
     def fail(error: ErrorInfo) -> Outcome:
         proc.kill()
-        return Outcome("error", error=error, log_path=log_path, timings=timings)
+        return Outcome(OutcomeStatus.ERROR, error=error, log_path=log_path, timings=timings)
 
     def tail() -> list[str]:
         return log_tail(log_path, LOG_LINES)
@@ -266,7 +277,7 @@ def run_job(
             if cancelled.is_set():
                 proc.kill()
                 return Outcome(
-                    "cancelled",
+                    OutcomeStatus.CANCELLED,
                     error=ErrorInfo(
                         type=ErrorType.CANCELLED, message="task cancelled; job process stopped"
                     ),
@@ -298,7 +309,10 @@ def run_job(
                 elif kind == "result":
                     _reap_in_background(proc, job_dir)
                     return Outcome(
-                        "success", result=msg["result"], log_path=log_path, timings=timings
+                        OutcomeStatus.SUCCESS,
+                        result=msg["result"],
+                        log_path=log_path,
+                        timings=timings,
                     )
                 elif kind == "error":
                     err = msg["error"]

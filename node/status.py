@@ -82,7 +82,7 @@ class StatusNotifier:
             task_name=self.task_name,
             **self.ids,
         )
-        fields = event.to_stream_fields()
+        fields: dict[Any, Any] = event.to_stream_fields()
         pipe = self.client.pipeline()
         pipe.xadd(STATUS_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
         pipe.publish(STATUS_CHANNEL, fields["event"])
@@ -95,7 +95,8 @@ class StatusNotifier:
 def read_events(client: redis.Redis, task_request_id: str | None = None) -> list[StatusEvent]:
     """Every event in this Redis's stream (optionally of one task), in stream order."""
     out = []
-    for _id, fields in client.xrange(STATUS_STREAM):
+    entries: list[tuple[Any, Any]] = client.xrange(STATUS_STREAM)  # type: ignore[assignment]
+    for _id, fields in entries:
         ev = StatusEvent.from_stream_fields(fields)
         if task_request_id is None or ev.task_request_id == task_request_id:
             out.append(ev)

@@ -26,6 +26,7 @@ from node.contract import (
     ErrorInfo,
     ErrorType,
     NodeTaskError,
+    ResultStatus,
     Stage,
     TaskMetadata,
     TaskParams,
@@ -107,7 +108,7 @@ def _ids_from_raw(task_request_id: str, raw: Any) -> dict[str, str]:
 
 def _error_result(ids: dict[str, str], party: str, started: dt.datetime, err: ErrorInfo) -> dict:
     return TaskResult(
-        status="error",
+        status=ResultStatus.ERROR,
         error=err,
         task_metadata=TaskMetadata(**ids, party=party, started_at=started, completed_at=utcnow()),
     ).model_dump(mode="json")
@@ -174,7 +175,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         )
     except SoftTimeLimitExceeded:
         outcome = runner.Outcome(
-            "error",
+            runner.OutcomeStatus.ERROR,
             error=ErrorInfo(
                 type=ErrorType.TIME_LIMIT_EXCEEDED, message="Celery soft time limit exceeded"
             ),
@@ -189,7 +190,8 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         prune_scratch(settings.data_root, older_than_s=settings.task_time_limit_s + 600)
         runner.ensure_spare(settings)
 
-    if outcome.status == "success":
+    if outcome.status is runner.OutcomeStatus.SUCCESS:
+        assert outcome.result is not None  # the job process sends its result with "success"
         result = outcome.result
         check = prepared.get("input_check") or {}
         if "check_s" in check:  # the table check ran before the job process: its cost too
@@ -204,12 +206,13 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             performance_metrics=result.get("performance_metrics"),
         )
         return result
+    assert outcome.error is not None  # every other outcome carries its cause
     err = outcome.error
     err = ErrorInfo(
         type=err.type, message=f"party {settings.party}: {err.message}", details=err.details
     )
     result = _error_result(ids, settings.party, started, err)
-    if outcome.status == "cancelled":
+    if outcome.status is runner.OutcomeStatus.CANCELLED:
         notifier.emit(TaskStatus.CANCELLED, Stage.TASK_FINISHED, error=err)
     else:
         notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -33,8 +34,15 @@ class TaskMetadata(BaseModel):
     devices_used: list[str] = Field(default_factory=list)
 
 
+class ResultStatus(StrEnum):
+    """A task's result: the PSI's answer, or an error (a cancelled task is an error too)."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+
+
 class TaskResult(BaseModel):
-    status: Literal["success", "error"]
+    status: ResultStatus
     result: dict[str, Any] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     performance_metrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
@@ -93,10 +101,10 @@ class StatusEvent(BaseModel):
         return {"event": self.model_dump_json()}
 
     @classmethod
-    def from_stream_fields(cls, fields: dict) -> StatusEvent:
+    def from_stream_fields(cls, fields: Mapping[Any, Any]) -> StatusEvent:
         raw = fields.get("event") if "event" in fields else fields.get(b"event")
-        if isinstance(raw, bytes):
-            raw = raw.decode()
+        if not isinstance(raw, str | bytes):
+            raise ValueError("a status stream entry without an 'event' field")
         return cls.model_validate_json(raw)
 
 
