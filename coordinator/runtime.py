@@ -98,9 +98,11 @@ class Coordinator:
         return self
 
     def _reconcile_loop(self) -> None:
+        jobs = self.jobs
+        assert jobs is not None, "start() creates the job service before the reconciler"
         while not self._stop.is_set():
             try:
-                self.jobs.reconcile()
+                jobs.reconcile()
             except Exception:
                 log.exception("reconciliation pass failed (will retry)")
             self._stop.wait(self.settings.reconcile_interval_s)

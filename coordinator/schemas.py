@@ -54,7 +54,7 @@ class PSIPartyInput(BaseModel):
     @field_validator("input", "output")
     @classmethod
     def _paths(cls, v: str, info: ValidationInfo) -> str:
-        return _dataset_name(v, info.field_name)
+        return _dataset_name(v, info.field_name or "path")
 
 
 class PSIJobCreate(BaseModel):

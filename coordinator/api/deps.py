@@ -40,6 +40,8 @@ UiSessionsDep = Annotated[UiSessions, Depends(get_ui_sessions)]
 
 
 def get_jobs(coord: CoordinatorDep) -> JobService:
+    if coord.jobs is None:
+        raise RuntimeError("the coordinator's job service has not started")
     return coord.jobs
 
 

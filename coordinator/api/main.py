@@ -88,7 +88,8 @@ def create_app(
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
         coord: Coordinator = app.state.coordinator
-        listeners = {t.party: t.connected.is_set() for t in coord.listener.threads}
+        threads = coord.listener.threads if coord.listener else []
+        listeners = {t.party: t.connected.is_set() for t in threads}
         # entries refused from a party's stream (coordinator.intake): forged, oversized …
         return {"ok": True, "listeners": listeners, "refused": coord.intake.snapshot()}
 
