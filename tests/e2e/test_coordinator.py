@@ -15,10 +15,7 @@ from sqlalchemy import select
 
 from coordinator.db import make_engine, session_factory
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
-from deploy.local.coordinator_proc import CoordinatorProcess
-from deploy.local.driver import read_keys, write_csv
-from deploy.local.ports import PortAllocator
-from deploy.local.topology import coordinator_passwords, write_topology
+from deploy.local.driver import read_keys
 from node.contract import (
     SECRETFLOW_QUEUE,
     STATUS_STREAM,
@@ -30,42 +27,24 @@ from node.contract import (
 from node.status import read_events
 
 from .conftest import ARTIFACTS
-
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"}
+from .helpers import final, psi_body, running_coordinator, wait_job, write_inputs
 
 
 @pytest.fixture(scope="module")
 def data(federation):
     alice = [f"id{i:05d}" for i in range(0, 1500)]
     bob = [f"id{i:05d}" for i in range(700, 2400)]
-    write_csv(federation.nodes["alice"].data_root / "coord" / "alice.csv", "uid", alice)
-    write_csv(federation.nodes["bob"].data_root / "coord" / "bob.csv", "id", bob)
-    return set(alice) & set(bob)
-
-
-def _start(federation, name: str, database_url: str | None) -> CoordinatorProcess:
-    base = ARTIFACTS / "e2e-coordinator" / name
-    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
-    return CoordinatorProcess(
-        base,
-        topology_file=topo,
-        certs_dir=federation.certs_dir,
-        port=PortAllocator().one(),
-        database_url=database_url,
-        env={**coordinator_passwords(federation), "COORD_RECONCILE_INTERVAL_S": "1"},
-    ).start()
+    return write_inputs(federation, "coord", alice, bob)
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
 def coordinator(request, federation, data):
     url = request.getfixturevalue("postgres_db") if request.param == "postgresql" else None
-    proc = _start(federation, request.param, url)
-    try:
-        proc.wait_ready()
+    # not emptied first: on SQLite the database of earlier runs is kept
+    base = ARTIFACTS / "e2e-coordinator" / request.param
+    with running_coordinator(federation, base, fresh=False, database_url=url) as proc:
         proc.db_url = proc.database_url
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -80,38 +59,14 @@ def postgres_db(postgres_server):
     return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def psi_body(out: str, **over) -> dict:
-    body = {
-        "parties": {
-            "alice": {"keys": ["uid"], "input": "coord/alice.csv", "output": out},
-            "bob": {"keys": ["id"], "input": "coord/bob.csv", "output": out},
-        },
-        "receiver": "alice",
-        "protocol": "RR22",
-        # each test runs against both databases on one federation: the same output twice
-        "overwrite": True,
-    }
-    body.update(over)
-    return body
-
-
-def wait_job(http, job_id: str, pred, timeout: float = 240.0) -> dict:
-    end = time.monotonic() + timeout
-    while True:
-        d = http.get(f"/api/v1/jobs/{job_id}").json()
-        if pred(d):
-            return d
-        assert time.monotonic() < end, f"job {job_id} stuck: {json.dumps(d, indent=1)[:3000]}"
-        time.sleep(0.3)
-
-
-def final(http, job_id: str, timeout: float = 240.0) -> dict:
-    return wait_job(http, job_id, lambda d: d["status"] in TERMINAL, timeout)
+def _body(out: str) -> dict:
+    # each test runs against both databases on one federation: the same output twice
+    return psi_body("coord/alice.csv", "coord/bob.csv", out, overwrite=True)
 
 
 def test_psi_through_the_api(coordinator, federation, data):
     with coordinator.client() as http:
-        r = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-api.csv"))
+        r = http.post("/api/v1/jobs/psi", json=_body("out/coord-api.csv"))
         assert r.status_code == 201, r.text
         job = r.json()
         d = final(http, job["id"])
@@ -162,7 +117,7 @@ def test_third_party_in_the_registry_gets_nothing(coordinator, federation):
     carol = federation.nodes["carol"].redis()
     before = carol.xlen(STATUS_STREAM) if carol.exists(STATUS_STREAM) else 0
     with coordinator.client() as http:
-        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-3p.csv")).json()
+        job = http.post("/api/v1/jobs/psi", json=_body("out/coord-3p.csv")).json()
         d = final(http, job["id"])
     assert d["status"] == "SUCCEEDED", d["error"]
     assert set(d["party_status"]) == {"alice", "bob"}
@@ -195,7 +150,7 @@ def test_a_party_cannot_forge_another_partys_status_during_a_real_job(
     bob_redis = federation.nodes["bob"].redis()
     with coordinator.client() as http:
         before = http.get("/healthz").json()["refused"].get("bob", {})
-        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-forged.csv")).json()
+        job = http.post("/api/v1/jobs/psi", json=_body("out/coord-forged.csv")).json()
         wait_job(
             http,
             job["id"],
@@ -245,7 +200,7 @@ def test_killed_worker_is_named_at_once_and_the_job_runs_again_when_it_is_back(
     restarted = False
     try:
         with coordinator.client() as http:
-            job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-kill.csv")).json()
+            job = http.post("/api/v1/jobs/psi", json=_body("out/coord-kill.csv")).json()
             wait_job(
                 http,
                 job["id"],
@@ -302,7 +257,7 @@ def test_stopped_redis_refuses_the_job_naming_the_party(coordinator, federation)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         try:
-            r = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-noredis.csv"))
+            r = http.post("/api/v1/jobs/psi", json=_body("out/coord-noredis.csv"))
             assert r.status_code == 503, r.text
             assert "party bob" in r.json()["detail"]
             assert alice_q.llen(SECRETFLOW_QUEUE) == 0
@@ -315,7 +270,7 @@ def test_stopped_redis_refuses_the_job_naming_the_party(coordinator, federation)
 def test_coordinator_restart_mid_job_loses_nothing(coordinator, federation):
     _only_postgres(coordinator)
     with coordinator.client() as http:
-        job = http.post("/api/v1/jobs/psi", json=psi_body("out/coord-restart.csv")).json()
+        job = http.post("/api/v1/jobs/psi", json=_body("out/coord-restart.csv")).json()
         wait_job(http, job["id"], lambda d: d["status"] == "RUNNING", timeout=120)
     coordinator.kill(signal.SIGKILL)
     # the nodes finish without the coordinator

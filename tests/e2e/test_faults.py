@@ -6,65 +6,36 @@ certificate: test_psi.)"""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 
 import pytest
 
 from coordinator.merge import PartyStatus, PartyTask, blame
-from deploy.local.coordinator_proc import CoordinatorProcess
-from deploy.local.driver import psi_params, read_keys, send, write_csv
+from deploy.local.driver import psi_params, read_keys, send
 from deploy.local.ports import PortAllocator
-from deploy.local.topology import coordinator_passwords, write_topology
 from node.contract import HEARTBEAT_KEY, SECRETFLOW_QUEUE, NodeTaskError, WorkerHeartbeat
 from node.status import read_events
 
 from .conftest import ARTIFACTS
-
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"}
+from .helpers import final, get_job, psi_body, running_coordinator, wait_for, write_inputs
 
 
 @pytest.fixture(scope="module")
 def data(federation):
     alice = [f"f{i:05d}" for i in range(0, 800)]
     bob = [f"f{i:05d}" for i in range(500, 1200)]
-    write_csv(federation.nodes["alice"].data_root / "faults" / "alice.csv", "uid", alice)
-    write_csv(federation.nodes["bob"].data_root / "faults" / "bob.csv", "id", bob)
-    return set(alice) & set(bob)
+    return write_inputs(federation, "faults", alice, bob)
 
 
 @pytest.fixture(scope="module")
 def coordinator(federation, data):
     base = ARTIFACTS / "e2e-coordinator" / "faults"
-    shutil.rmtree(base, ignore_errors=True)  # a fresh database every run
-    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
-    proc = CoordinatorProcess(
-        base,
-        topology_file=topo,
-        certs_dir=federation.certs_dir,
-        port=PortAllocator().one(),
-        env={
-            **coordinator_passwords(federation),
-            "COORD_RECONCILE_INTERVAL_S": "1",
-            "COORD_MAX_ATTEMPTS": "2",
-        },
-    ).start()
-    try:
-        proc.wait_ready()
+    with running_coordinator(federation, base, env={"COORD_MAX_ATTEMPTS": "2"}) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _body(out: str) -> dict:
-    return {
-        "parties": {
-            "alice": {"keys": ["uid"], "input": "faults/alice.csv", "output": out},
-            "bob": {"keys": ["id"], "input": "faults/bob.csv", "output": out},
-        },
-        "receiver": "alice",
-        "protocol": "RR22",
-    }
+    return psi_body("faults/alice.csv", "faults/bob.csv", out)
 
 
 def _params(federation, out: str) -> dict[str, dict]:
@@ -82,14 +53,6 @@ def _params(federation, out: str) -> dict[str, dict]:
 def _heartbeat(node) -> WorkerHeartbeat | None:
     raw = node.redis().get(HEARTBEAT_KEY.format(role="sf"))
     return WorkerHeartbeat.from_json(raw) if raw else None
-
-
-def _wait(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while not (value := pred()):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return value
 
 
 def _party_task(federation, party: str, trid: str) -> PartyTask:
@@ -125,14 +88,16 @@ def test_a_peers_ray_head_down_is_named_by_that_peer_at_once(coordinator, federa
         assert took < 20, f"bob took {took:.0f} s to report its dead Ray head"
         results["alice"].revoke(terminate=True, signal="SIGTERM")  # as the coordinator does
         trids = {p: f"{per_party[p]['execution_id']}.{p}" for p in per_party}
-        _wait(lambda: _party_task(federation, "alice", trids["alice"]).terminal, 60, "alice's end")
+        wait_for(
+            lambda: _party_task(federation, "alice", trids["alice"]).terminal, 60, "alice's end"
+        )
         tasks = [_party_task(federation, p, t) for p, t in trids.items()]
         message, party = blame(tasks)
         assert party == "bob" and "RayHeadUnreachable" in message, message
         assert "TLS" not in message
 
         # (a) the coordinator refuses a new job for bob, naming bob and the failed check
-        _wait(lambda: (hb := _heartbeat(bob)) and hb.problems, 30, "bob's heartbeat problem")
+        wait_for(lambda: (hb := _heartbeat(bob)) and hb.problems, 30, "bob's heartbeat problem")
         with coordinator.client() as http:
             r = http.post("/api/v1/jobs/psi", json=_body("out/faults-refused.csv"))
         assert r.status_code == 503, r.text
@@ -142,7 +107,7 @@ def test_a_peers_ray_head_down_is_named_by_that_peer_at_once(coordinator, federa
         assert federation.nodes["alice"].redis().llen(SECRETFLOW_QUEUE) == 0
     finally:
         federation.start_ray(bob)
-    _wait(lambda: (hb := _heartbeat(bob)) and not hb.problems, 30, "bob ready again")
+    wait_for(lambda: (hb := _heartbeat(bob)) and not hb.problems, 30, "bob ready again")
 
 
 def test_a_peer_that_never_starts_is_named_and_the_retry_succeeds(coordinator, federation, data):
@@ -158,8 +123,8 @@ def test_a_peer_that_never_starts_is_named_and_the_retry_succeeds(coordinator, f
         with coordinator.client() as http:
             job = http.post("/api/v1/jobs/psi", json=_body("out/faults-retry.csv")).json()
             first = job["execution_id"]
-            d = _wait(
-                lambda: (d := http.get(f"/api/v1/jobs/{job['id']}").json())["attempt"] == 2 and d,
+            d = wait_for(
+                lambda: (d := get_job(http, job["id"]))["attempt"] == 2 and d,
                 180,
                 "the second attempt",
             )
@@ -170,10 +135,7 @@ def test_a_peer_that_never_starts_is_named_and_the_retry_succeeds(coordinator, f
             assert old["alice"]["error"]["type"] == "PeerConnectTimeout"
             control.add_consumer(SECRETFLOW_QUEUE, destination=[hostname], reply=True, timeout=10)
             resumed = True
-            end = time.monotonic() + 240
-            while (d := http.get(f"/api/v1/jobs/{job['id']}").json())["status"] not in TERMINAL:
-                assert time.monotonic() < end, d
-                time.sleep(0.3)
+            d = final(http, job["id"], timeout=240)
         assert d["status"] == "SUCCEEDED", d["error"]
         assert d["attempt"] == 2
         assert (

@@ -6,20 +6,15 @@ not UTF-8). Every intersection is compared with the plain-Python answer of the t
 from __future__ import annotations
 
 import csv
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from deploy.local.coordinator_proc import CoordinatorProcess
-from deploy.local.ports import PortAllocator
-from deploy.local.topology import coordinator_passwords, write_topology
-
 from .conftest import ARTIFACTS
+from .helpers import final, psi_body, running_coordinator
 
 PROTOCOLS = ["RR22", "ECDH", "KKRT"]
-TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -70,44 +65,16 @@ def tables(federation):
 @pytest.fixture(scope="module")
 def coordinator(federation, tables):
     base = ARTIFACTS / "e2e-coordinator" / "results"
-    shutil.rmtree(base, ignore_errors=True)  # a fresh database every run
-    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
-    proc = CoordinatorProcess(
-        base,
-        topology_file=topo,
-        certs_dir=federation.certs_dir,
-        port=PortAllocator().one(),
-        env={
-            **coordinator_passwords(federation),
-            "COORD_RECONCILE_INTERVAL_S": "1",
-            "COORD_MAX_ATTEMPTS": "1",
-        },
-    ).start()
-    try:
-        proc.wait_ready()
+    with running_coordinator(federation, base, env={"COORD_MAX_ATTEMPTS": "1"}) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _run(coordinator, *, alice="t/visits.csv", bob="t/accounts.csv", out, **over) -> dict:
-    body = {
-        "parties": {
-            "alice": {"keys": ["uid"], "input": alice, "output": out},
-            "bob": {"keys": ["id"], "input": bob, "output": out},
-        },
-        "receiver": "alice",
-        "protocol": "RR22",
-        **over,
-    }
     with coordinator.client() as http:
-        r = http.post("/api/v1/jobs/psi", json=body)
+        r = http.post("/api/v1/jobs/psi", json=psi_body(alice, bob, out, **over))
         assert r.status_code == 201, r.text
         job = r.json()
-        end = time.monotonic() + 300
-        while (d := http.get(f"/api/v1/jobs/{job['id']}").json())["status"] not in TERMINAL:
-            assert time.monotonic() < end, d
-            time.sleep(0.3)
+        d = final(http, job["id"], timeout=300)
         d["result_view"] = http.get(f"/api/v1/jobs/{job['id']}/result").json()
         return d
 

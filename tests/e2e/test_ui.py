@@ -12,12 +12,10 @@ import shutil
 
 import pytest
 
-from deploy.local.coordinator_proc import CoordinatorProcess
-from deploy.local.driver import read_keys, write_csv
-from deploy.local.ports import PortAllocator
-from deploy.local.topology import coordinator_passwords, write_topology
+from deploy.local.driver import read_keys
 
 from .conftest import ARTIFACTS
+from .helpers import psi_body, running_coordinator, write_inputs
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -31,28 +29,13 @@ def data(federation):
     """Distinct dataset names and key columns per party, with a known true intersection."""
     alice = [f"u{i:05d}" for i in range(0, 900)]
     bob = [f"u{i:05d}" for i in range(600, 1700)]
-    write_csv(federation.nodes["alice"].data_root / "ui" / "alice.csv", "uid", alice)
-    write_csv(federation.nodes["bob"].data_root / "ui" / "bob.csv", "id", bob)
-    return sorted(set(alice) & set(bob))
+    return sorted(write_inputs(federation, "ui", alice, bob))
 
 
 @pytest.fixture(scope="module")
 def coordinator(federation, data):
-    base = ARTIFACTS / "e2e-ui"
-    shutil.rmtree(base, ignore_errors=True)
-    topo = write_topology(federation, base / "topology.yaml", federation="e2e")
-    proc = CoordinatorProcess(
-        base,
-        topology_file=topo,
-        certs_dir=federation.certs_dir,
-        port=PortAllocator().one(),
-        env={**coordinator_passwords(federation), "COORD_RECONCILE_INTERVAL_S": "1"},
-    ).start()
-    try:
-        proc.wait_ready()
+    with running_coordinator(federation, ARTIFACTS / "e2e-ui") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -282,13 +265,7 @@ def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(
 ):
     root = federation.nodes["bob"].data_root / "ui"
     (root / "ragged.csv").write_text("id,x\nu1,1\nu2\nu3,3\n")
-    body = {
-        "parties": {
-            "alice": {"keys": ["uid"], "input": "ui/alice.csv", "output": "out/ui-bad.csv"},
-            "bob": {"keys": ["id"], "input": "ui/ragged.csv", "output": "out/ui-bad.csv"},
-        },
-        "receiver": "alice",
-    }
+    body = psi_body("ui/alice.csv", "ui/ragged.csv", "out/ui-bad.csv")
     with coordinator.client() as http:
         job = http.post("/api/v1/jobs/psi", json=body).json()
     page.goto(f"/jobs/{job['id']}")
