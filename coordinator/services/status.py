@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from coordinator.merge import TERMINAL_JOB_STATES, JobState, PartyTask, apply_event, merge
+from coordinator.merge import (
+    TERMINAL_JOB_STATES,
+    JobState,
+    PartyStatus,
+    PartyTask,
+    apply_event,
+    merge,
+)
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
+from coordinator.services.attempts import WAITING
 from node.contract import RETRYABLE, ErrorInfo, StatusEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -74,7 +82,7 @@ def _store(row: SecretflowTask, task: PartyTask, now: dt.datetime) -> None:
         row.result = task.result
     row.last_event_id = task.last_event_id
     row.status_at = task.updated_at
-    if task.status in ("RUNNING", "PROGRESS") and row.started_at is None:
+    if task.status in (PartyStatus.RUNNING, PartyStatus.PROGRESS) and row.started_at is None:
         row.started_at = now
     if task.terminal and row.finished_at is None:
         row.finished_at = now
@@ -226,11 +234,11 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
         errors = [
             ErrorInfo.model_validate(t.error) if t.error else None
             for t in tasks
-            if t.status == "FAILURE"
+            if t.status == PartyStatus.FAILURE
         ]  # a new attempt only when every failure of this one may be cured by it
         if errors and all(retryable(e) for e in errors) and job.attempt < job.max_attempts:
             retrying = f"attempt {job.attempt} failed, retrying: {merged.error}"
-            if current == JobState.QUEUED and (job.error or "").startswith("waiting: "):
+            if current == JobState.QUEUED and (job.error or "").startswith(WAITING):
                 # refined while already waiting: keep saying what it waits for
                 retrying = f"{job.error.partition(' | ')[0]} | {retrying}"
             job.status = JobState.QUEUED
@@ -278,3 +286,4 @@ def record_task_result(session: Session, task_request_id: str, result: dict) -> 
             )
         )
         job.result = _job_result(tasks, (job.request or {}).get("receiver"))
+    return row.job_id

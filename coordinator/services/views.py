@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from coordinator.merge import JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
 from coordinator.schemas import (
     JobDetail,
@@ -21,7 +22,9 @@ def job_out(job: Job, cls: type[JobOut] = JobOut, **extra) -> JobOut:
     current = [t for t in job.tasks if t.execution_id == job.execution_id]
     party_status = {t.party: t.status for t in current}
     for p in job.parties.get("names", []):
-        party_status.setdefault(p, "QUEUED" if job.status == "QUEUED" else "PENDING")
+        party_status.setdefault(
+            p, JobState.QUEUED if job.status == JobState.QUEUED else PartyStatus.PENDING
+        )
     return cls(
         id=job.id,
         kind=job.kind,

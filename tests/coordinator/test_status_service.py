@@ -118,3 +118,19 @@ def test_a_node_event_is_logged_even_when_it_changes_nothing(sessions):
         out = apply_events(s, [late])
     assert out.applied == 0
     assert sorted(_logged(sessions, "alice")) == sorted([success.event_id, late.event_id])
+
+
+def test_a_stored_celery_result_names_its_job_so_the_live_view_is_told(sessions):
+    """record_task_result returns the job id: the service announces the change with it (the
+    job page then shows the metrics that came with the result)."""
+    from coordinator.services.status import record_task_result
+
+    metrics = {"total_s": 1.5, "algorithm_s": 0.2}
+    with transaction(sessions) as s:
+        assert record_task_result(s, "exe-1.alice", {"performance_metrics": metrics}) == "job-1"
+        assert record_task_result(s, "exe-9.nobody", {"performance_metrics": metrics}) is None
+    with sessions() as s:
+        row = s.scalars(
+            select(SecretflowTask).where(SecretflowTask.celery_task_id == "exe-1.alice")
+        ).one()
+        assert row.performance_metrics == metrics

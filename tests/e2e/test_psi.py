@@ -392,7 +392,12 @@ def test_the_coordinators_redis_user_gets_only_what_it_needs(federation):
             attempt()
     # … and what it needs still works: the heartbeat, the status stream, a queue's length
     assert coord.get("node_heartbeat:sf")
-    assert coord.xinfo_groups("task_status_stream") is not None
+    # the listener's own consumer group (made with MKSTREAM, as coordinator.listener does)
+    coord.xgroup_create("task_status_stream", "acl-test", id="$", mkstream=True)
+    try:
+        assert "acl-test" in {g["name"].decode() for g in coord.xinfo_groups("task_status_stream")}
+    finally:
+        coord.xgroup_destroy("task_status_stream", "acl-test")
     assert coord.llen("secretflow_queue") >= 0
 
 
@@ -507,7 +512,7 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     no second run, no new status event, her Celery result untouched, and health says so."""
     from celery.result import AsyncResult
 
-    from node.contract import SECRETFLOW_QUEUE, task_request_id
+    from node.contract import SECRETFLOW_QUEUE, TASK_HEALTH, task_request_id
     from node.replay import refused_counts
 
     out_name = "out/replay.csv"
@@ -539,6 +544,10 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
         timeout=60,
     )
     check = next(c for c in json.loads(health.stdout)["checks"] if c["name"] == "refused tasks")
+    assert check["warn"] and "Replay" in check["detail"], check
+    # the same check through the health task, which the coordinator's parties page shows
+    report = app.send_task(TASK_HEALTH).get(timeout=60)
+    check = next(c for c in report["checks"] if c["name"] == "refused tasks")
     assert check["warn"] and "Replay" in check["detail"], check
 
 

@@ -1,0 +1,179 @@
+"""Sending one queued job (DESIGN §5): hold it while a party is not ready, take its ports, store
+one task per party, then fan out all-or-nothing — and, at start-up, hold the ports of the
+attempts still running. `JobService.tick` picks the jobs (gang scheduling); this sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from coordinator.db import transaction
+from coordinator.merge import JobState, PartyStatus
+from coordinator.models import Job, SecretflowTask
+from coordinator.params import per_party, psi_template
+from coordinator.parties import PartyUnreachable
+from coordinator.schemas import PSIJobCreate
+from coordinator.services.attempts import ACTIVE, WAITING, aware
+from coordinator.topology import JobPorts, PortPool, PortsExhausted
+from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
+
+if TYPE_CHECKING:
+    from coordinator.services.jobs import JobService
+
+log = logging.getLogger(__name__)
+
+
+def restore_ports(sessions: sessionmaker[Session], ports: PortPool) -> None:
+    """Hold the ports of every attempt still running (after a coordinator restart)."""
+    with transaction(sessions) as s:
+        for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
+            assignment = {}
+            for t in job.tasks:
+                if t.execution_id != job.execution_id:
+                    continue
+                try:
+                    sf = t.params["sf_init_config"]["cluster"][t.party]["address"]
+                    spu = next(
+                        n["address"]
+                        for n in t.params["spu_config"]["cluster_def"]["nodes"]
+                        if n["party"] == t.party
+                    )
+                    assignment[t.party] = JobPorts(
+                        int(sf.rsplit(":", 1)[1]), int(spu.rsplit(":", 1)[1])
+                    )
+                except (KeyError, StopIteration, ValueError):
+                    continue
+            if assignment and job.execution_id not in ports.held:
+                try:
+                    ports.hold(job.execution_id, assignment)
+                except (ValueError, KeyError) as exc:
+                    log.warning("job %s: ports not restored: %s", job.id, exc)
+
+
+def dispatch_job(svc: JobService, job_id: str) -> bool:
+    """Send one queued job as a new attempt; False when it stays queued (or timed out)."""
+    now = utcnow()
+    with transaction(svc.sessions) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != JobState.QUEUED:
+            return False
+        parties = list(job.parties["names"])
+        if aware(job.deadline) and aware(job.deadline) <= now:
+            job.status, job.finished_at = JobState.TIMED_OUT, now
+            job.error = "deadline passed while the job was queued"
+            changed = True
+        else:
+            changed = False
+    if changed:
+        svc.on_change([job_id])
+        return False
+    for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
+        why = svc.clients.readiness(party)
+        if why:
+            hold_job(svc, job_id, why)
+            return False
+    execution_id = new_execution_id()
+    try:
+        ports = svc.ports.acquire(execution_id, parties)
+    except PortsExhausted as exc:
+        log.warning("job %s waits: %s", job_id, exc)
+        return False
+    request = PSIJobCreate.model_validate(job.request)
+    template = psi_template(
+        job_id=job_id,
+        execution_id=execution_id,
+        request=request,
+        endpoints=svc.topology.endpoints(ports),
+        deadline=aware(job.deadline),
+    )
+    params = per_party(template)
+    trids = {p: task_request_id(execution_id, p) for p in parties}
+    with transaction(svc.sessions) as s:
+        job = s.get(Job, job_id)
+        job.attempt += 1
+        job.execution_id = execution_id
+        job.status = JobState.DISPATCHED
+        job.dispatched_at = now
+        if job.error and job.error.startswith(WAITING):  # no longer waiting
+            job.error = job.error.partition(" | ")[2] or None
+        job.finished_at = None
+        job.result = None
+        for p in parties:
+            s.add(
+                SecretflowTask(
+                    job_id=job_id,
+                    task_id=job_id,
+                    subtask_id="psi",
+                    execution_id=execution_id,
+                    party=p,
+                    celery_task_id=trids[p],
+                    task_type="psi",
+                    status=PartyStatus.PENDING,
+                    params=params[p],
+                )
+            )
+    svc.on_change([job_id])
+    # all-or-nothing: every broker must answer before anything is sent …
+    sent: list[str] = []
+    try:
+        svc.clients.ping_all(parties)
+        for p in parties:
+            svc.clients.send_execute(p, trids[p], params[p], expires_s=svc.start_timeout_s)
+            sent.append(p)
+    except PartyUnreachable as exc:
+        # … and what was sent before a broker failed is revoked at once
+        for p in sent:
+            svc.clients.revoke(p, trids[p])
+        fail_dispatch(svc, job_id, execution_id, exc, sent)
+        return False
+    log.info("job %s attempt %s sent to %s", job_id, execution_id, ", ".join(parties))
+    return True
+
+
+def hold_job(svc: JobService, job_id: str, why: str) -> None:
+    """Keep a queued job waiting, with the reason on the job (shown until it is sent)."""
+    reason = f"{WAITING}{why}"
+    with transaction(svc.sessions) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != JobState.QUEUED:
+            return
+        previous = job.error or ""
+        if previous.startswith(WAITING):
+            previous = previous.partition(" | ")[2]
+        text = f"{reason} | {previous}" if previous else reason
+        if job.error == text:
+            return
+        job.error = text
+    log.info("job %s %s", job_id, reason)
+    svc.on_change([job_id])
+
+
+def fail_dispatch(
+    svc: JobService, job_id: str, execution_id: str, exc: PartyUnreachable, sent: list[str]
+) -> None:
+    """A fan-out a broker refused: that party's task FAILURE (BrokerUnreachable), the others
+    CANCELLED (Revoked), the job FAILED naming the party, its ports freed."""
+    now = utcnow()
+    with transaction(svc.sessions) as s:
+        job = s.get(Job, job_id)
+        for t in job.tasks:
+            if t.execution_id != execution_id:
+                continue
+            if t.party == exc.party:
+                t.status = PartyStatus.FAILURE
+                t.error = {"type": ErrorType.BROKER_UNREACHABLE.value, "message": str(exc)}
+            else:
+                t.status = PartyStatus.CANCELLED
+                what = "revoked" if t.party in sent else "not sent"
+                t.error = {"type": ErrorType.REVOKED.value, "message": f"{what}: {exc}"}
+            t.finished_at = now
+        job.status = JobState.FAILED
+        job.failed_party = exc.party
+        job.error = f"{exc}; the tasks already sent were revoked"
+        job.finished_at = now
+    svc.ports.release(execution_id)
+    svc.on_change([job_id])
