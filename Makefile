@@ -43,9 +43,10 @@ test: deps ## run the whole test suite (unit + real two-party e2e)
 test-unit: deps ## unit tests only
 	.venv/bin/pytest -m "not e2e" $(PYTEST_ARGS)
 
-lint: sync ## ruff lint + format check
+lint: sync ## ruff lint + format check + type check (mypy on node/, coordinator/, certs/)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 format: sync
 	.venv/bin/ruff format .

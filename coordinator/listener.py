@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -140,7 +141,7 @@ class PartyListener(threading.Thread):
     def _drain_own_pending(self, client: redis.Redis) -> None:
         """Entries this consumer read before a crash but never acknowledged."""
         while not self.stop_event.is_set():
-            resp = client.xreadgroup(GROUP, self.consumer, {STATUS_STREAM: "0"}, count=BATCH)
+            resp: Any = client.xreadgroup(GROUP, self.consumer, {STATUS_STREAM: "0"}, count=BATCH)
             entries = resp[0][1] if resp else []
             if not entries:
                 return
@@ -171,7 +172,7 @@ class PartyListener(threading.Thread):
                 backoff = 0.5
                 next_claim = time.monotonic() + CLAIM_EVERY_S
                 while not self.stop_event.is_set():
-                    resp = client.xreadgroup(
+                    resp: Any = client.xreadgroup(
                         GROUP, self.consumer, {STATUS_STREAM: ">"}, count=BATCH, block=BLOCK_MS
                     )
                     if resp:

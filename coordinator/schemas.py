@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -114,7 +115,7 @@ class PSIJobCreate(BaseModel):
             )
         return self
 
-    def check_known(self, known: list[str] | set[str]) -> None:
+    def check_known(self, known: Collection[str]) -> None:
         """Raise ValueError naming any party the registry does not know."""
         unknown = [p for p in self.parties if p not in known]
         if unknown:

@@ -4,6 +4,7 @@ the job service, dispatch and the reconciliation rules."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import overload
 
 from coordinator.merge import JobState
 from coordinator.models import Job, SecretflowTask
@@ -15,9 +16,21 @@ ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
 WAITING = "waiting: "
 
 
+@overload
+def aware(t: dt.datetime) -> dt.datetime: ...
+@overload
+def aware(t: None) -> None: ...
 def aware(t: dt.datetime | None) -> dt.datetime | None:
     """A time read from the database, with its zone (a naive one is UTC)."""
     return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def deadline_of(job: Job) -> dt.datetime:
+    """The job's deadline, with its zone (submit always sets one; the column allows none only
+    because the first schema did)."""
+    if job.deadline is None:
+        raise ValueError(f"job {job.id} has no deadline")
+    return aware(job.deadline)
 
 
 def current_tasks(job: Job) -> list[SecretflowTask]:

@@ -17,7 +17,7 @@ from coordinator.models import Job, SecretflowTask
 from coordinator.params import per_party, psi_template
 from coordinator.parties import PartyUnreachable
 from coordinator.schemas import PSIJobCreate
-from coordinator.services.attempts import ACTIVE, WAITING, aware
+from coordinator.services.attempts import ACTIVE, WAITING, deadline_of
 from coordinator.topology import JobPorts, PortPool, PortsExhausted
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 
@@ -47,7 +47,7 @@ def restore_ports(sessions: sessionmaker[Session], ports: PortPool) -> None:
                     )
                 except (KeyError, StopIteration, ValueError):
                     continue
-            if assignment and job.execution_id not in ports.held:
+            if assignment and job.execution_id and job.execution_id not in ports.held:
                 try:
                     ports.hold(job.execution_id, assignment)
                 except (ValueError, KeyError) as exc:
@@ -62,7 +62,8 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         if job is None or job.status != JobState.QUEUED:
             return False
         parties = list(job.parties["names"])
-        if aware(job.deadline) and aware(job.deadline) <= now:
+        deadline = deadline_of(job)
+        if deadline <= now:
             job.status, job.finished_at = JobState.TIMED_OUT, now
             job.error = "deadline passed while the job was queued"
             changed = True
@@ -88,12 +89,12 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         execution_id=execution_id,
         request=request,
         endpoints=svc.topology.endpoints(ports),
-        deadline=aware(job.deadline),
+        deadline=deadline,
     )
     params = per_party(template)
     trids = {p: task_request_id(execution_id, p) for p in parties}
     with transaction(svc.sessions) as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         job.attempt += 1
         job.execution_id = execution_id
         job.status = JobState.DISPATCHED
@@ -159,7 +160,7 @@ def fail_dispatch(
     CANCELLED (Revoked), the job FAILED naming the party, its ports freed."""
     now = utcnow()
     with transaction(svc.sessions) as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         for t in job.tasks:
             if t.execution_id != execution_id:
                 continue

@@ -25,7 +25,7 @@ from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.scheduling import QueuedJob, dispatchable
 from coordinator.schemas import PSIJobCreate
 from coordinator.services import rules
-from coordinator.services.attempts import ACTIVE, aware, unfinished
+from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import dispatch_job, restore_ports
 from coordinator.services.results import record_result
 from coordinator.services.status import Applied, apply_events
@@ -144,7 +144,7 @@ class JobService:
     # --- gang scheduling + fan-out --------------------------------------------------------
     def tick(self) -> list[str]:
         """Dispatch every queued job whose parties all have a free slot (FIFO)."""
-        dispatched = []
+        dispatched: list[str] = []
         with self._dispatch_lock:
             with self.sessions() as s:
                 if not s.scalar(select(Job.id).where(Job.status == JobState.QUEUED).limit(1)):
@@ -250,7 +250,7 @@ class JobService:
                     409,
                 )
             now = utcnow()
-            if aware(job.deadline) and aware(job.deadline) <= now:
+            if deadline_of(job) <= now:
                 job.deadline = now + dt.timedelta(seconds=self.default_deadline_s)
             job.status = JobState.QUEUED
             job.max_attempts = max(job.max_attempts, job.attempt + 1)

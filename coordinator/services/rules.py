@@ -31,7 +31,7 @@ from coordinator.intake import IntakeCounters
 from coordinator.merge import TERMINAL_JOB_STATES, TERMINAL_PARTY_STATUSES, JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask
 from coordinator.parties import PartyClients, PartyUnreachable
-from coordinator.services.attempts import ACTIVE, aware, current_tasks, unfinished
+from coordinator.services.attempts import ACTIVE, aware, current_tasks, deadline_of, unfinished
 from coordinator.services.results import celery_result
 from coordinator.services.status import COORDINATOR_SOURCE
 from node.contract import (
@@ -146,7 +146,7 @@ def _heartbeat_verdict(ctx: RuleContext, party: str, now_mono: float) -> tuple[b
 # --- job rules ----------------------------------------------------------------------------------
 def deadline_passed(ctx: RuleContext, p: Pass, job: Job) -> bool:
     """A job whose deadline has passed is timed out (TIMED_OUT, its open tasks revoked)."""
-    if aware(job.deadline) and aware(job.deadline) <= p.now:
+    if deadline_of(job) <= p.now:
         p.timed_out.append(job.id)
         return True
     return False
@@ -251,7 +251,7 @@ def time_out(
         if job is None or job.status in TERMINAL_JOB_STATES:
             return None
         job.status, job.finished_at = JobState.TIMED_OUT, now
-        job.error = f"deadline {aware(job.deadline).isoformat()} passed"
+        job.error = f"deadline {deadline_of(job).isoformat()} passed"
         return unfinished(job), job.execution_id
 
 

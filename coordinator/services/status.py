@@ -12,8 +12,9 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from coordinator.merge import (
@@ -61,7 +62,7 @@ class Applied:
 def to_party_task(row: SecretflowTask) -> PartyTask:
     return PartyTask(
         party=row.party,
-        status=row.status,
+        status=PartyStatus(row.status),
         seq=row.seq,
         stage=row.stage,
         progress=row.progress,
@@ -163,7 +164,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     logged = [e for e in fresh if e.event_id not in skip]
     if logged:
         session.execute(
-            insert(TaskStatusLog.__table__),
+            insert(cast(Table, TaskStatusLog.__table__)),
             _log_rows(logged, {t: r.job_id for t, r in rows.items()}),
         )
     out.jobs_touched |= touched_jobs
@@ -238,9 +239,10 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
         ]  # a new attempt only when every failure of this one may be cured by it
         if errors and all(retryable(e) for e in errors) and job.attempt < job.max_attempts:
             retrying = f"attempt {job.attempt} failed, retrying: {merged.error}"
-            if current == JobState.QUEUED and (job.error or "").startswith(WAITING):
+            waiting = job.error or ""
+            if current == JobState.QUEUED and waiting.startswith(WAITING):
                 # refined while already waiting: keep saying what it waits for
-                retrying = f"{job.error.partition(' | ')[0]} | {retrying}"
+                retrying = f"{waiting.partition(' | ')[0]} | {retrying}"
             job.status = JobState.QUEUED
             job.error = retrying
             job.failed_party = merged.failed_party

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -17,7 +19,12 @@ from coordinator.schemas import (
 )
 
 
-def job_out(job: Job, cls: type[JobOut] = JobOut, **extra) -> JobOut:
+def job_out(job: Job) -> JobOut:
+    return JobOut(**_job_fields(job))
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    """What every view of a job shows (the list, the detail page, the API's answers)."""
     request = job.request or {}
     current = [t for t in job.tasks if t.execution_id == job.execution_id]
     party_status = {t.party: t.status for t in current}
@@ -25,7 +32,7 @@ def job_out(job: Job, cls: type[JobOut] = JobOut, **extra) -> JobOut:
         party_status.setdefault(
             p, JobState.QUEUED if job.status == JobState.QUEUED else PartyStatus.PENDING
         )
-    return cls(
+    return dict(
         id=job.id,
         kind=job.kind,
         status=job.status,
@@ -43,7 +50,6 @@ def job_out(job: Job, cls: type[JobOut] = JobOut, **extra) -> JobOut:
         dispatched_at=job.dispatched_at,
         finished_at=job.finished_at,
         last_reconciled_at=job.last_reconciled_at,
-        **extra,
     )
 
 
@@ -71,9 +77,8 @@ def job_detail(session: Session, job: Job) -> JobDetail:
     tasks = session.scalars(
         select(SecretflowTask).where(SecretflowTask.job_id == job.id).order_by(SecretflowTask.id)
     ).all()
-    return job_out(
-        job,
-        JobDetail,
+    return JobDetail(
+        **_job_fields(job),
         request=job.request,
         tasks=[PartyTaskOut.model_validate(t) for t in tasks],
         timeline=[TimelineEntry.model_validate(e) for e in logs],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
@@ -19,7 +19,7 @@ from coordinator.services.views import job_detail, job_out, job_result, list_job
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Authenticated])
 
 
-def _raise(exc: JobError):
+def _raise(exc: JobError) -> NoReturn:
     raise HTTPException(exc.status_code, str(exc)) from exc
 
 
@@ -116,6 +116,9 @@ async def events(job_id: str, request: Request, coord: CoordinatorDep) -> Stream
                 if fresh is not None and fresh != data:
                     break
                 yield ": keep-alive\n\n"
-            data = await asyncio.to_thread(snapshot)
+            fresh = await asyncio.to_thread(snapshot)
+            if fresh is None:  # the job is gone
+                return
+            data = fresh
 
     return StreamingResponse(stream(), media_type="text/event-stream")
