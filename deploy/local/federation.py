@@ -22,7 +22,7 @@ import redis
 
 from certs.authority import init_federation, party_cert_name, party_key_name
 from deploy.local.ports import PortAllocator
-from deploy.redis import coordinator_acl_rules
+from deploy.redis import RedisTls, render_redis_conf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,38 +144,21 @@ class PartyNode:
         raise RuntimeError(f"{self.name}: every job port is busy")
 
 
-COORDINATOR_ACL = coordinator_acl_rules()  # deploy/redis/coordinator.acl: the one definition
-
-
 def _redis_conf(node: PartyNode) -> str:
+    tls = None
     if node.redis_tls:
         assert node.certs_dir is not None
-        listen = [
-            "port 0",
-            f"tls-port {node.ports['redis']}",
-            f"tls-cert-file {node.certs_dir / party_cert_name(node.name)}",
-            f"tls-key-file {node.certs_dir / party_key_name(node.name)}",
-            f"tls-ca-cert-file {node.certs_dir / 'ca.crt'}",
-            "tls-auth-clients no",
-        ]
-    else:
-        listen = [f"port {node.ports['redis']}"]
-    return "\n".join(
-        [
-            "bind 127.0.0.1",
-            *listen,
-            f"dir {node.base / 'redis'}",
-            "appendonly yes",
-            'save ""',
-            "maxmemory-policy noeviction",
-            "protected-mode yes",
-            "user default off",
-            f"user node on >{node.password} ~* &* +@all",
-            # the coordinator (DESIGN §6): send to the queues, revoke, read results, the status
-            # stream (consumer group) and the heartbeat — not the node's other keys
-            f"user coordinator on >{node.coordinator_password} {COORDINATOR_ACL}",
-            "",
-        ]
+        tls = RedisTls(
+            cert_file=node.certs_dir / party_cert_name(node.name),
+            key_file=node.certs_dir / party_key_name(node.name),
+            ca_file=node.certs_dir / "ca.crt",
+        )
+    return render_redis_conf(
+        port=node.ports["redis"],
+        data_dir=node.base / "redis",
+        node_password=node.password,
+        coordinator_password=node.coordinator_password,
+        tls=tls,
     )
 
 
