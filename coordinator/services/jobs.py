@@ -80,13 +80,15 @@ class JobService:
         # before those revokes are out, so a worker cannot take the stale task first
         self._revoking: set[str] = set()
         self._revoking_lock = threading.Lock()
-        # what the reconciliation rules remember between passes (services/rules.RuleContext):
-        # party → when its broker was first found unreachable
-        self._unreachable_since: dict[str, float] = {}
-        self.result_fallback_grace_s = result_fallback_grace_s
-        self.stream_group = stream_group
-        # task → when its Celery result was first seen final while its final event was missing
-        self._final_seen: dict[str, float] = {}
+        # what the reconciliation rules read, and remember from one pass to the next
+        self._rules = rules.RuleContext(
+            sessions=sessions,
+            clients=clients,
+            counters=self.counters,
+            start_timeout_s=start_timeout_s,
+            result_fallback_grace_s=result_fallback_grace_s,
+            stream_group=stream_group,
+        )
         # best-effort follow-ups (Celery results) run off the listener's path
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
         restore_ports(self.sessions, self.ports)  # of the attempts still running
@@ -263,16 +265,7 @@ class JobService:
     def reconcile(self) -> None:
         """One pass: the rules (deadlines, dead workers, start timeouts, orphaned tasks, lost
         final events), acted on after the scan; then dispatch."""
-        ctx = rules.RuleContext(
-            sessions=self.sessions,
-            clients=self.clients,
-            counters=self.counters,
-            start_timeout_s=self.start_timeout_s,
-            result_fallback_grace_s=self.result_fallback_grace_s,
-            stream_group=self.stream_group,
-            unreachable_since=self._unreachable_since,
-            final_seen=self._final_seen,
-        )
+        ctx = self._rules
         found = rules.Pass(now=utcnow(), mono=time.monotonic())
         rules.scan(ctx, found)
         for job_id in found.timed_out:

@@ -57,7 +57,7 @@ _OPEN_PARTY_STATUSES = [s for s in PartyStatus if s not in TERMINAL_PARTY_STATUS
 @dataclass
 class RuleContext:
     """What the rules read, and what they remember from one pass to the next (the job service
-    keeps the two memories and hands them in)."""
+    makes one and hands it to every pass)."""
 
     sessions: sessionmaker[Session]
     clients: PartyClients
