@@ -32,7 +32,7 @@ def cmd_serve(args) -> int:
 
     from coordinator.api.main import create_app
     from coordinator.db import migrate
-    from coordinator.settings import CoordinatorSettings
+    from coordinator.settings import CoordinatorSettings, topology_env
     from coordinator.topology import TopologyError, load_topology
 
     try:
@@ -43,7 +43,7 @@ def cmd_serve(args) -> int:
             console.print(f"[red]COORD_{where.upper()}: {err['msg']}[/]")
         return 2
     try:
-        topology = load_topology(settings.topology_file)
+        topology = load_topology(settings.topology_file, env=topology_env())
     except (TopologyError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         return 2
@@ -65,11 +65,12 @@ def cmd_serve(args) -> int:
 def cmd_topology(args) -> int:
     from rich.table import Table
 
+    from coordinator.settings import topology_env
     from coordinator.topology import TopologyError, load_topology
 
     path = args.file or os.environ.get("COORD_TOPOLOGY_FILE", "topology.yaml")
     try:
-        topo = load_topology(path)
+        topo = load_topology(path, env=topology_env())
     except (TopologyError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         return 2

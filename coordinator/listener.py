@@ -126,6 +126,9 @@ class PartyListener(threading.Thread):
         self.applied_batches = 0
         self.connected = threading.Event()
         self.last_error: str | None = None
+        # time.monotonic() of the last completed read of the stream (of the start, before one):
+        # the metrics' listener lag
+        self.last_read = time.monotonic()
 
     def _handle(self, client: redis.Redis, entries) -> int:
         if not entries:
@@ -168,6 +171,7 @@ class PartyListener(threading.Thread):
                 self._drain_own_pending(client)
                 self._claim(client)
                 self.connected.set()
+                self.last_read = time.monotonic()
                 self.last_error = None
                 backoff = 0.5
                 next_claim = time.monotonic() + CLAIM_EVERY_S
@@ -175,6 +179,7 @@ class PartyListener(threading.Thread):
                     resp: Any = client.xreadgroup(
                         GROUP, self.consumer, {STATUS_STREAM: ">"}, count=BATCH, block=BLOCK_MS
                     )
+                    self.last_read = time.monotonic()
                     if resp:
                         self._handle(client, resp[0][1])
                     if time.monotonic() > next_claim:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from coordinator.db import make_engine, migrate, session_factory
 from coordinator.intake import IntakeCounters
 from coordinator.listener import StatusListener
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.parties import PartyClients
 from coordinator.services.jobs import JobService
 from coordinator.settings import CoordinatorSettings
@@ -65,12 +66,30 @@ class Coordinator:
         self.feed = ChangeFeed()
         self.intake = IntakeCounters()  # what the parties' streams sent that was refused
         self.ui_sessions = UiSessions(settings.session_lifetime_s)
+        self.metrics = CoordinatorMetrics()  # served only with COORD_METRICS_PORT
+        self.metrics_port: int | None = None  # the port bound, once served
         self.jobs: JobService | None = None
         self.listener: StatusListener | None = None
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
 
     def start(self, *, run_migrations: bool = True) -> Coordinator:
+        self.metrics.watch(
+            sessions=self.sessions,
+            intake=self.intake,
+            listeners=lambda: self.listener.threads if self.listener else [],
+        )
+        if self.settings.metrics_port is not None:  # first: a port taken fails the start at once
+            self.metrics_port = self.metrics.serve(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
+        try:
+            return self._start(run_migrations)
+        except BaseException:
+            self.metrics.close()
+            raise
+
+    def _start(self, run_migrations: bool) -> Coordinator:
         if run_migrations:
             migrate(self.settings.database_url)
         self.jobs = JobService(
@@ -83,6 +102,7 @@ class Coordinator:
             on_change=self.feed.notify,
             result_fallback_grace_s=self.settings.result_fallback_grace_s,
             counters=self.intake,
+            metrics=self.metrics,
         )
         self.listener = StatusListener(
             self.clients,
@@ -109,6 +129,7 @@ class Coordinator:
 
     def stop(self) -> None:
         self._stop.set()
+        self.metrics.close()
         if self.listener:
             self.listener.stop()
         if self._reconciler:

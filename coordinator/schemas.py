@@ -215,6 +215,21 @@ class JobResultOut(BaseModel):
     duration_s: float | None = None
 
 
+class LinkOut(BaseModel):
+    """One link check a node ran from its side (`python -m node health`, node/probe.py): did
+    `party` reach `peer`'s mTLS probe at `address`, and did it present `peer`'s certificate."""
+
+    party: str
+    peer: str
+    address: str
+    outcome: str  # node.probe.LinkOutcome: ok, wrong_party, unreachable, timeout, untrusted, …
+    ok: bool
+    warn: bool = False
+    message: str  # one line; a failure says what to do
+    peer_cn: str | None = None  # the party the peer's certificate names
+    days_left: int | None = None  # the peer certificate's days to expiry
+
+
 class PartyOut(BaseModel):
     name: str
     description: str = ""
@@ -225,6 +240,8 @@ class PartyOut(BaseModel):
     reachable: bool | None = None
     worker_alive: bool | None = None
     health: dict | None = None
+    links: list[LinkOut] = []  # from `health`: this party's checks of its peers' probes
+    cert_days_left: int | None = None  # from `health`: this party's own certificate
     error: str | None = None
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from node.contract import MAX_DEADLINE_AHEAD_S
+from node.contract import MAX_DEADLINE_AHEAD_S, secrets_dir
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "password", "token"}
 
 
 class CoordinatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COORD_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COORD_", env_file=None, extra="ignore", secrets_dir=secrets_dir()
+    )
 
     database_url: str = Field(
         default="sqlite:///var/coordinator.db",
@@ -61,6 +64,16 @@ class CoordinatorSettings(BaseSettings):
     session_lifetime_s: float = Field(
         default=8 * 3600.0, gt=0, description="a UI login lasts this long (then log in again)"
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve Prometheus metrics at /metrics on this port, apart from the API "
+        "(default: not served; 0 picks a free port)",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="the address the metrics port is bound to"
+    )
 
     @field_validator("signing_key_file", "signing_cert_file")
     @classmethod
@@ -96,3 +109,15 @@ class CoordinatorSettings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> CoordinatorSettings:
     return CoordinatorSettings()
+
+
+def topology_env() -> dict[str, str]:
+    """The environment the topology's `${VAR}`s are read from: os.environ, plus one file per
+    variable in the secrets directory (PARTYLINE_SECRETS_DIR) for variables not set."""
+    env = dict(os.environ)
+    where = secrets_dir()
+    if where and Path(where).is_dir():
+        for f in Path(where).iterdir():
+            if f.is_file() and f.name.isupper() and f.name not in env:
+                env[f.name] = f.read_text().strip()
+    return env

@@ -10,9 +10,7 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -91,49 +89,86 @@ def cmd_worker(args) -> int:
 
 def _run_both_workers(settings, args) -> int:
     """One command for operators: a SecretFlow worker and a light-task worker, supervised."""
-    base = [
-        sys.executable,
-        "-m",
-        "node",
-        "worker",
-        f"--loglevel={args.loglevel}",
-        f"--slots={args.slots}",
-    ]
-    procs = {
-        role: subprocess.Popen([*base, f"--role={role}"], start_new_session=False)
-        for role in ("sf", "web")
-    }
-    stopping = False
+    from node.supervise import node_children, supervise
 
-    def forward(signum, _frame):
-        nonlocal stopping
-        stopping = True
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signum)
+    children = node_children(settings, loglevel=args.loglevel, slots=args.slots, probe=False)
+    return supervise(children, say=lambda m: console.print(f"[red]{m}[/]"))
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+
+# --- probe / up -------------------------------------------------------------------------------
+def cmd_probe(args) -> int:
+    import logging
+    import threading
+
+    from node.probe import serve
+
+    settings = _settings()
+    port = args.port or settings.probe_port
+    if port is None:
+        console.print("[red]no probe port: set NODE_PROBE_PORT or pass --port[/]")
+        return 2
+    settings = settings.model_copy(
+        update={"probe_port": port, "probe_listen_host": args.host or settings.probe_listen_host}
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def ready(address: tuple[str, int]) -> None:
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        console.print(
+            f"[green]probe of {settings.party} listening on {host}:{address[1]} (mTLS)[/]: "
+            f"answers clients whose certificate chains to {settings.ca_file}"
+        )
+
     try:
-        while True:
-            for role, p in procs.items():
-                if p.poll() is not None:
-                    if not stopping:
-                        console.print(
-                            f"[red]{role} worker exited with code {p.returncode}; stopping[/]"
-                        )
-                        forward(signal.SIGTERM, None)
-                    for q in procs.values():
-                        try:
-                            q.wait(timeout=60)
-                        except subprocess.TimeoutExpired:
-                            q.kill()
-                    return 0 if stopping else 1
-            time.sleep(0.5)
+        serve(settings, stop, on_ready=ready)
+    except OSError as exc:
+        where = f"{settings.probe_listen_host}:{port}"
+        console.print(f"[red]the probe cannot listen on {where}: {exc}[/]")
+        return 1
+    console.print(f"probe of {settings.party} stopped")
+    return 0
+
+
+def cmd_up(args) -> int:
+    from node import rayhead
+    from node.supervise import node_children, supervise
+
+    settings = _settings()
+    children = node_children(settings, loglevel=args.loglevel, slots=args.slots)
+    own_head = not rayhead.is_up(settings)
+
+    def stop_now(signum, _frame):
+        raise SystemExit(0)  # before the supervisor runs: still stop what `up` started
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_now)
+    try:
+        if own_head:
+            with console.status(f"starting {settings.party}'s Ray head") as st:
+                pid = rayhead.start(settings, timeout=args.timeout, on_wait=st.update)
+            console.print(f"[green]Ray head up[/] address={settings.ray_address} pid={pid}")
+        else:
+            console.print(
+                f"a Ray head already answers on {settings.ray_address}: using it "
+                "(`up` will not stop it)"
+            )
+        console.print(f"[green]{settings.party} up[/]: {', '.join(children)} (SIGTERM stops all)")
+        rc = supervise(children, say=lambda m: console.print(f"[red]{m}[/]"))
+    except (RuntimeError, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/]")
+        rc = 1
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the head's own stop takes a moment
+            signal.signal(sig, signal.SIG_IGN)
+        if own_head:
+            console.print(f"stopping {settings.party}'s Ray head")
+            rayhead.stop(settings)
+    return rc
 
 
 # --- send-task --------------------------------------------------------------------------------
@@ -204,7 +239,7 @@ def cmd_send_task(args) -> int:
 def cmd_health(args) -> int:
     from node.health import run_checks
 
-    report = run_checks(_settings(), check_worker=not args.no_worker)
+    report = run_checks(_settings(), check_worker=not args.no_worker, check_links=not args.no_links)
     if args.json:
         out.print_json(data=report.as_dict())
     else:
@@ -225,13 +260,36 @@ def cmd_health(args) -> int:
     return 0 if report.ok else 1
 
 
+# --- metrics ----------------------------------------------------------------------------------
+def cmd_metrics(args) -> int:
+    import logging
+
+    from node import metrics
+
+    settings = _settings()
+    port = args.port if args.port is not None else settings.metrics_port
+    if port is None:
+        console.print("[red]no metrics port: set NODE_METRICS_PORT or pass --port[/]")
+        return 2
+    host = args.host or settings.metrics_listen_host
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return metrics.run(settings, host, port)
+    except OSError as exc:
+        console.print(f"[red]the metrics exporter cannot listen on {host}:{port}: {exc}[/]")
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m node",
-        description="One party's Partyline node: its Ray head, its Celery worker, and tools to "
-        "send it tasks and check its health. Configure with NODE_* environment variables "
-        "(NODE_PARTY, NODE_BROKER_URL, NODE_DATA_ROOT, NODE_CERT_FILE, NODE_KEY_FILE, "
-        "NODE_CA_FILE, NODE_ALLOWED_PEERS, NODE_RAY_ADDRESS, …; see docs/node.md).",
+        description="One party's Partyline node: its Ray head, its Celery worker, its mTLS "
+        "probe, and tools to send it tasks and check its health. `up` runs them all. Configure "
+        "with NODE_* environment variables (NODE_PARTY, NODE_BROKER_URL, NODE_DATA_ROOT, "
+        "NODE_CERT_FILE, NODE_KEY_FILE, NODE_CA_FILE, NODE_ALLOWED_PEERS, NODE_RAY_ADDRESS, "
+        "NODE_PROBE_PORT, NODE_PEER_PROBES, …; see docs/node.md).",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -268,10 +326,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=cmd_send_task)
 
-    h = sub.add_parser("health", help="check Redis, worker, Ray head, certificates, data root")
+    up = sub.add_parser(
+        "up",
+        help="run the whole node: Ray head, both workers and the probe, supervised",
+        description="The one command for a container or a host without systemd: starts this "
+        "party's Ray head (unless one already answers on NODE_RAY_ADDRESS), then runs the "
+        "SecretFlow worker, the light-task worker, when NODE_PROBE_PORT is set the mTLS probe, "
+        "and when NODE_METRICS_PORT is set the metrics exporter. When any of them exits the others are stopped and `up` exits 1. SIGTERM or "
+        "Ctrl-C stops them all, then the Ray head it started, and exits 0.",
+    )
+    up.add_argument("--slots", type=int, default=1, help="concurrent SecretFlow jobs (default 1)")
+    up.add_argument("--loglevel", default="info")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the head")
+    up.set_defaults(fn=cmd_up)
+
+    pr = sub.add_parser(
+        "probe",
+        help="run this party's standing mTLS probe in the foreground",
+        description="Listens on NODE_PROBE_LISTEN_HOST:NODE_PROBE_PORT with this party's "
+        "certificate, answers only clients whose certificate chains to NODE_CA_FILE (one line, "
+        "then closes), so peers can check their link to this node before any job: "
+        "`python -m node health` checks every peer of NODE_PEER_PROBES. SIGTERM stops it.",
+    )
+    pr.add_argument("--port", type=int, help="listen on this port instead of NODE_PROBE_PORT")
+    pr.add_argument("--host", help="bind this address instead of NODE_PROBE_LISTEN_HOST")
+    pr.set_defaults(fn=cmd_probe)
+
+    h = sub.add_parser(
+        "health",
+        help="check Redis, workers, Ray head, certificates, data root and the links to peers",
+        description="Checks this node's stack and, for every peer of NODE_PEER_PROBES, an mTLS "
+        "connection to that peer's probe (its certificate must name that peer and chain to "
+        "NODE_CA_FILE). Exit 0 when every check passes, 1 otherwise.",
+    )
     h.add_argument("--json", action="store_true", help="print JSON instead of a table")
     h.add_argument("--no-worker", action="store_true", help="skip the workers' heartbeat check")
+    h.add_argument(
+        "--no-links",
+        action="store_true",
+        help="skip the peers' probes (a container healthcheck: only this node's own stack)",
+    )
     h.set_defaults(fn=cmd_health)
+
+    m = sub.add_parser(
+        "metrics",
+        help="serve this party's Prometheus metrics (/metrics) in the foreground",
+        description="Listens on NODE_METRICS_LISTEN_HOST:NODE_METRICS_PORT and answers each "
+        "scrape from this party's Redis (queues, heartbeats, status stream) and process table "
+        "(memory of workers, job processes, Ray head). Keep the port internal. SIGTERM stops it.",
+    )
+    m.add_argument("--port", type=int, help="listen on this port instead of NODE_METRICS_PORT")
+    m.add_argument("--host", help="bind this address instead of NODE_METRICS_LISTEN_HOST")
+    m.set_defaults(fn=cmd_metrics)
     return p
 
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.settings import NodeSettings
 
+if TYPE_CHECKING:
+    from node.probe import LinkCheck
+
 EXPIRY_WARN_DAYS = 30
+LINK_TIMEOUT_S = 3.0  # per peer, all peers at once: the coordinator waits 8 s for the report
 
 
 @dataclass
@@ -24,13 +30,21 @@ class Check:
 class HealthReport:
     party: str
     checks: list[Check] = field(default_factory=list)
+    links: list[LinkCheck] = field(default_factory=list)  # also in `checks` as "link <peer>"
+    cert_days_left: int | None = None  # this party's own certificate
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
     def as_dict(self) -> dict:
-        return {"party": self.party, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "party": self.party,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+            "links": [link.as_dict() for link in self.links],
+            "cert_days_left": self.cert_days_left,
+        }
 
 
 def _client(settings: NodeSettings):
@@ -135,15 +149,9 @@ def _certs(settings: NodeSettings) -> list[Check]:
                     "certificate", False, f"CN is {info.subject_cn!r}, expected {settings.party!r}"
                 )
             )
-        else:
-            days = info.days_left
+        else:  # its dates: the "certificate expiry" check
             out.append(
-                Check(
-                    "certificate",
-                    days > 0,
-                    f"CN={info.subject_cn}, signed by {info.issuer_cn}, {days} days to expiry",
-                    warn=days < EXPIRY_WARN_DAYS,
-                )
+                Check("certificate", True, f"CN={info.subject_cn}, signed by {info.issuer_cn}")
             )
     except ValueError as exc:
         out.append(Check("certificate", False, str(exc)))
@@ -170,6 +178,54 @@ def _certs(settings: NodeSettings) -> list[Check]:
     return out
 
 
+def _cert_expiry(settings: NodeSettings) -> tuple[Check | None, int | None]:
+    """This party's own certificate: fail when expired or not yet valid, warn under 30 days
+    (None when the file is missing: the "certificate file" check says so)."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    name = "certificate expiry"
+    if not Path(settings.cert_file).is_file():
+        return None, None
+    try:
+        cert = x509.load_pem_x509_certificate(Path(settings.cert_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        return Check(name, False, f"{settings.cert_file} unreadable: {exc}"), None
+    now = dt.datetime.now(dt.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    days = (end - now).days
+    renew = (
+        f"issue {settings.party} a new certificate from the federation CA (python -m certs init)"
+    )
+    if now < start:
+        return Check(
+            name,
+            False,
+            f"not valid before {start:%Y-%m-%d %H:%M} UTC: this host's clock or the CA's is wrong",
+        ), days
+    if now > end:
+        return Check(name, False, f"expired on {end:%Y-%m-%d}: {renew}"), days
+    if days < EXPIRY_WARN_DAYS:
+        return Check(
+            name, True, f"expires on {end:%Y-%m-%d}, in {days} days: {renew}", warn=True
+        ), days
+    return Check(name, True, f"expires on {end:%Y-%m-%d}, in {days} days"), days
+
+
+def _link_check(link: LinkCheck) -> Check:
+    return Check(f"link {link.peer}", link.ok, link.message, warn=link.warn)
+
+
+def _start_links(settings: NodeSettings, pool: ThreadPoolExecutor) -> dict[str, Future[LinkCheck]]:
+    from node.probe import check_peer
+
+    return {
+        peer: pool.submit(check_peer, settings, peer, address, LINK_TIMEOUT_S)
+        for peer, address in sorted(settings.peer_probes.items())
+    }
+
+
 def _data_root(settings: NodeSettings) -> Check:
     root = settings.data_root
     if not root.is_dir():
@@ -179,15 +235,26 @@ def _data_root(settings: NodeSettings) -> Check:
     return Check("data root", True, f"{root} readable and writable")
 
 
-def run_checks(settings: NodeSettings, *, check_worker: bool = True) -> HealthReport:
+def run_checks(
+    settings: NodeSettings, *, check_worker: bool = True, check_links: bool = True
+) -> HealthReport:
+    """Every check of this node; `check_links=False` leaves out the peers (a container's own
+    healthcheck: a peer that is down must not make this node look broken)."""
     report = HealthReport(party=settings.party)
-    report.checks.append(_redis(settings))
-    if check_worker:
-        report.checks.append(_worker(settings))
-        report.checks.append(_refused(settings))
-    report.checks.append(_ray(settings))
-    report.checks.extend(_certs(settings))
-    report.checks.append(_data_root(settings))
+    with ThreadPoolExecutor(max_workers=max(1, len(settings.peer_probes))) as pool:
+        links = _start_links(settings, pool) if check_links else {}  # answer while we check
+        report.checks.append(_redis(settings))
+        if check_worker:
+            report.checks.append(_worker(settings))
+            report.checks.append(_refused(settings))
+        report.checks.append(_ray(settings))
+        report.checks.extend(_certs(settings))
+        expiry, report.cert_days_left = _cert_expiry(settings)
+        if expiry is not None:
+            report.checks.append(expiry)
+        report.checks.append(_data_root(settings))
+        report.links = [future.result() for future in links.values()]
+    report.checks.extend(_link_check(link) for link in report.links)
     return report
 
 

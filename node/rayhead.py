@@ -45,13 +45,8 @@ def start_command(settings: NodeSettings) -> list[str]:
         "--block",
         f"--node-ip-address={settings.ray_node_ip}",
         f"--port={port}",
-        f"--node-manager-port={settings.ray_node_manager_port}",
-        f"--object-manager-port={settings.ray_object_manager_port}",
         f"--ray-client-server-port={settings.ray_client_server_port}",
         f"--dashboard-agent-listen-port={settings.ray_dashboard_agent_listen_port}",
-        f"--dashboard-agent-grpc-port={settings.ray_dashboard_agent_grpc_port}",
-        f"--metrics-export-port={settings.ray_metrics_export_port}",
-        f"--runtime-env-agent-port={settings.ray_runtime_env_agent_port}",
         f"--min-worker-port={settings.ray_min_worker_port}",
         f"--max-worker-port={settings.ray_max_worker_port}",
         "--include-dashboard=false",
@@ -59,6 +54,16 @@ def start_command(settings: NodeSettings) -> list[str]:
         "--disable-usage-stats",
         f'--resources={{"{settings.party}": 100}}',
     ]
+    # 0 = Ray picks the port (`ray start` refuses 0 for some of them, so the flag is left out)
+    for flag, value in (
+        ("node-manager-port", settings.ray_node_manager_port),
+        ("object-manager-port", settings.ray_object_manager_port),
+        ("dashboard-agent-grpc-port", settings.ray_dashboard_agent_grpc_port),
+        ("metrics-export-port", settings.ray_metrics_export_port),
+        ("runtime-env-agent-port", settings.ray_runtime_env_agent_port),
+    ):
+        if value:
+            cmd.append(f"--{flag}={value}")
     if settings.ray_num_cpus is not None:
         cmd.append(f"--num-cpus={settings.ray_num_cpus}")
     return cmd

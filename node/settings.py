@@ -5,6 +5,8 @@ Secrets and node-internal addresses live here, never in task params.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -14,13 +16,15 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from node.contract import PARTY_RE, PLAINTEXT_REDIS_HINT, is_loopback_host
+from node.contract import PARTY_RE, PLAINTEXT_REDIS_HINT, is_loopback_host, secrets_dir
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "password", "secret", "redis"}
 
 
 class NodeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NODE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="NODE_", env_file=None, extra="ignore", secrets_dir=secrets_dir()
+    )
 
     party: str = Field(description="this node's party name, e.g. alice")
     broker_url: str = Field(
@@ -54,6 +58,24 @@ class NodeSettings(BaseSettings):
     fed_listen_host: str = "0.0.0.0"
     spu_listen_host: str = "0.0.0.0"
 
+    # the standing mTLS probe (node/probe.py): links between parties can be checked before a job
+    probe_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="port of this party's standing mTLS probe (`python -m node probe`, also run "
+        "by `python -m node up`); unset: no probe server",
+    )
+    probe_listen_host: str = Field(
+        default="0.0.0.0", description="address the probe server binds (`::` for IPv6)"
+    )
+    peer_probes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="each peer's probe address, checked by `python -m node health`: "
+        "`bob=bob.example:7401,carol=10.0.0.3:7402` (IPv6 in brackets: `dave=[2001:db8::4]:7401`); "
+        "every name must be in NODE_ALLOWED_PEERS",
+    )
+
     # this party's Ray head (never reachable from other parties)
     ray_address: str = "127.0.0.1:6379"
     ray_node_ip: str = "127.0.0.1"
@@ -81,6 +103,17 @@ class NodeSettings(BaseSettings):
     worker_name: str = Field(default_factory=socket.gethostname)
     log_level: str = "info"
 
+    # the Prometheus exporter (node/metrics.py, `python -m node metrics`)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of `python -m node metrics` (Prometheus, /metrics); unset: not served",
+    )
+    metrics_listen_host: str = Field(
+        default="127.0.0.1", description="address the metrics exporter binds"
+    )
+
     @field_validator("party")
     @classmethod
     def _party(cls, v: str) -> str:
@@ -93,6 +126,35 @@ class NodeSettings(BaseSettings):
     def _peers(cls, v):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("peer_probes", mode="before")
+    @classmethod
+    def _peer_probes(cls, v):
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for item in (i.strip() for i in v.split(",")):
+            if not item:
+                continue
+            name, sep, address = (x.strip() for x in item.partition("="))
+            if not sep or not name or not address:
+                raise ValueError(f"expected PARTY=HOST:PORT, got {item!r}")
+            if name in out:
+                raise ValueError(f"party {name!r} is given twice")
+            out[name] = address
+        return out
+
+    @field_validator("peer_probes")
+    @classmethod
+    def _peer_probe_addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, address in v.items():
+            if not PARTY_RE.fullmatch(name):
+                raise ValueError(f"invalid party name {name!r}")
+            try:
+                split_host_port(address)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         return v
 
     @field_validator("broker_url", "result_backend")
@@ -133,6 +195,21 @@ class NodeSettings(BaseSettings):
             self.allowed_peers = [p for p in self.allowed_peers if p != self.party]
         return self
 
+    @model_validator(mode="after")
+    def _probes_of_peers(self) -> NodeSettings:
+        if self.party in self.peer_probes:
+            raise ValueError(
+                f"NODE_PEER_PROBES names {self.party!r}, this party itself: list only its peers"
+            )
+        strangers = sorted(set(self.peer_probes) - set(self.allowed_peers))
+        if strangers:
+            allowed = ", ".join(self.allowed_peers) or "none"
+            raise ValueError(
+                f"NODE_PEER_PROBES names {', '.join(strangers)}, not in NODE_ALLOWED_PEERS "
+                f"({allowed}): add them there or remove their probe address"
+            )
+        return self
+
     @property
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
@@ -158,6 +235,31 @@ class NodeSettings(BaseSettings):
             "verify_depth": 1,
         }
         return {"server_ssl_opts": dict(side), "client_ssl_opts": dict(side)}
+
+
+# DNS labels; `_` too, as container and compose service names have it
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port`, `10.0.0.3:port` or `[2001:db8::4]:port` → (host, port); ValueError names the
+    problem. IPv6 addresses come in brackets; the host returned has none."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port:
+        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: the port must be a number from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{address!r}: {host} is not an IPv6 address") from None
+        return host[1:-1], int(port)
+    if ":" in host:
+        raise ValueError(f"{address!r}: write an IPv6 address in brackets, e.g. [{host}]:{port}")
+    if not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"{address!r}: {host!r} is not a host name or IPv4 address")
+    return host, int(port)
 
 
 @lru_cache(maxsize=1)

@@ -70,17 +70,20 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         else:
             changed = False
     if changed:
+        svc.metrics.dispatch_refused("deadline_passed")
         svc.on_change([job_id])
         return False
     for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
         why = svc.clients.readiness(party)
         if why:
+            svc.metrics.dispatch_refused("party_not_ready")
             hold_job(svc, job_id, why)
             return False
     execution_id = new_execution_id()
     try:
         ports = svc.ports.acquire(execution_id, parties)
     except PortsExhausted as exc:
+        svc.metrics.dispatch_refused("ports_exhausted")
         log.warning("job %s waits: %s", job_id, exc)
         return False
     request = PSIJobCreate.model_validate(job.request)
@@ -129,6 +132,7 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         # … and what was sent before a broker failed is revoked at once
         for p in sent:
             svc.clients.revoke(p, trids[p])
+        svc.metrics.dispatch_refused("broker_unreachable")
         fail_dispatch(svc, job_id, execution_id, exc, sent)
         return False
     log.info("job %s attempt %s sent to %s", job_id, execution_id, ", ".join(parties))

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from coordinator.db import transaction
 from coordinator.intake import IntakeCounters, Refusal
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job
 from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.scheduling import QueuedJob, dispatchable
@@ -65,8 +66,10 @@ class JobService:
         result_fallback_grace_s: float = RESULT_FALLBACK_GRACE_S,
         stream_group: str = "coordinator",
         counters: IntakeCounters | None = None,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.counters = counters or IntakeCounters()
+        self.metrics = metrics or CoordinatorMetrics()
         self.topology = topology
         self.clients = clients
         self.sessions = sessions
@@ -182,6 +185,7 @@ class JobService:
             with self._revoking_lock:  # not committed: nothing to wait for
                 self._revoking.difference_update(marked)
             raise
+        self.metrics.count_events(out.outcomes)
         self.after(out)
         for party, trid, event_id in out.refused:
             self.counters.refuse(party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {trid}")

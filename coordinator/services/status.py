@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -57,6 +58,13 @@ class Applied:
     finished_tasks: list[tuple[str, str]] = field(default_factory=list)  # (party, trid)
     released: list[str] = field(default_factory=list)  # execution ids whose ports may be freed
     requeued: list[str] = field(default_factory=list)  # job ids queued for another attempt
+    # node events by (party, "applied" | "duplicate"): a duplicate was applied before, or changed
+    # nothing (its seq not above the task's, or the task had ended) — coordinator.metrics
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def count(self, e: StatusEvent, result: str) -> None:
+        if e.worker_container != COORDINATOR_SOURCE:  # only what the parties' streams said
+            self.outcomes[(e.party, result)] += 1
 
 
 def to_party_task(row: SecretflowTask) -> PartyTask:
@@ -116,6 +124,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     for e in events:
         if e.event_id in batch:
             out.duplicates += 1
+            out.count(e, "duplicate")
         else:
             batch[e.event_id] = e
     if not batch:
@@ -126,6 +135,8 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
         )
     )
     out.duplicates += len(seen)
+    for eid in seen:
+        out.count(batch[eid], "duplicate")
     fresh = [e for eid, e in batch.items() if eid not in seen]
     if not fresh:
         return out
@@ -151,11 +162,14 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             if after.last_event_id == e.event_id and e.data.performance_metrics:
                 row.performance_metrics = e.data.performance_metrics
             out.applied += 1
+            out.count(e, "applied")
             touched_jobs.add(row.job_id)
             if after.terminal and not row.performance_metrics:
                 out.finished_tasks.append((row.party, row.celery_task_id))
         elif e.worker_container == COORDINATOR_SOURCE:
             moot.add(e.event_id)
+        else:
+            out.count(e, "duplicate")
     # every node event is logged (the timeline is what the nodes said); a coordinator-made event
     # (timer, dead worker, Celery-result fallback) only when it changed the task — e.g. a
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.

@@ -144,14 +144,49 @@ function yesNo(value, yes = "yes", no = "no") {
   return h("span", { class: `badge ${value ? "ok" : "bad"}`, text: value ? yes : no });
 }
 
+/** This party's own certificate: days to expiry (warn under 30, bad when expired). */
+function certDays(p) {
+  const days = p.cert_days_left;
+  if (days === null || days === undefined) return null;
+  const state = days < 0 ? "bad" : days < 30 ? "warn" : "ok";
+  const text = days < 0 ? "certificate expired" : `certificate: ${days} days left`;
+  return h("div", { class: `cert-days small ${state}`, dataset: { days: String(days) }, text });
+}
+
+/** The links this party's node checked to its peers' probes: party → peer, ok or what to do. */
+function linkList(p) {
+  const links = Array.isArray(p.links) ? p.links : [];
+  if (!links.length) return h("span", { class: "muted small", text: "—" });
+  return h(
+    "ul",
+    { class: "checks links" },
+    links.map((l) => {
+      const state = !l.ok ? "failed" : l.warn ? "warn" : "ok";
+      const days =
+        l.days_left === null || l.days_left === undefined
+          ? ""
+          : ` · ${l.peer_cn || l.peer}'s certificate: ${l.days_left} days`;
+      return h(
+        "li",
+        { class: state, dataset: { peer: l.peer, outcome: l.outcome, ok: String(!!l.ok) } },
+        h("span", { class: "mark", text: l.ok ? (l.warn ? "!" : "✓") : "✗" }),
+        h("span", { class: "name", text: `${l.party} → ${l.peer}${days}` }),
+        h("span", { class: "detail", text: l.message }),
+      );
+    }),
+  );
+}
+
 function healthList(p) {
   const out = [];
   if (p.health && Array.isArray(p.health.checks)) {
+    // link checks have their own column when the node reports them as links
+    const linked = new Set((p.links || []).map((l) => `link ${l.peer}`));
     out.push(
       h(
         "ul",
         { class: "checks" },
-        p.health.checks.map((c) => {
+        p.health.checks.filter((c) => !linked.has(c.name)).map((c) => {
           const state = !c.ok ? "failed" : c.warn ? "warn" : "ok";
           return h(
             "li",
@@ -191,6 +226,7 @@ async function initParties() {
               h("strong", { text: p.name }),
               p.description ? h("div", { class: "muted small", text: p.description }) : null,
               h("div", { class: "muted small", text: `slots: ${p.slots}` }),
+              certDays(p),
             ),
             h(
               "td",
@@ -200,13 +236,14 @@ async function initParties() {
             ),
             h("td", { class: "reachable" }, yesNo(p.reachable, "reachable", "unreachable")),
             h("td", { class: "worker" }, yesNo(p.worker_alive, "alive", "no heartbeat")),
+            h("td", { class: "links" }, linkList(p)),
             h("td", { class: "health" }, healthList(p)),
           ),
         ),
       );
       if (!parties.length) {
         tbody.replaceChildren(
-          h("tr", {}, h("td", { colspan: 5, class: "empty", text: "The registry is empty." })),
+          h("tr", {}, h("td", { colspan: 6, class: "empty", text: "The registry is empty." })),
         );
       }
       stamp($("#parties-updated"));

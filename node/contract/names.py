@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 import uuid
 
@@ -77,3 +78,15 @@ PLAINTEXT_REDIS_HINT = (
     "its password and every task would cross the network unencrypted; use rediss:// (TLS), or "
     "allow plaintext explicitly for a private network"
 )
+
+
+SECRETS_DIR_ENV = "PARTYLINE_SECRETS_DIR"
+
+
+def secrets_dir() -> str | None:
+    """Where read-only secret files are mounted (containers: /run/secrets), or None.
+
+    Each settings class reads a field from a file named like its variable (`node_broker_url`,
+    `coord_api_token`) in this directory when the variable itself is not set; the coordinator
+    also takes the `${VAR}`s of its topology from files named VAR there."""
+    return os.environ.get(SECRETS_DIR_ENV) or None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import ValidationError
 
 from coordinator.api.deps import Authenticated, CoordinatorDep
 from coordinator.parties import PartyUnreachable
-from coordinator.schemas import DatasetsOut, PartyOut
+from coordinator.schemas import DatasetsOut, LinkOut, PartyOut
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/parties", tags=["parties"], dependencies=[Authenticated])
 
 
@@ -36,7 +39,27 @@ def party_status(coord, name: str, with_health: bool) -> PartyOut:
             out.health = coord.clients.health(name, timeout=8.0)
         except Exception as exc:
             out.error = f"party {name} did not answer the health check: {type(exc).__name__}: {exc}"
+        else:
+            out.links, out.cert_days_left = health_links(out.health, name)
     return out
+
+
+def health_links(health: object, party: str) -> tuple[list[LinkOut], int | None]:
+    """The link checks and the own-certificate days to expiry of `party`'s health report (a node
+    without NODE_PEER_PROBES, or of an older version, reports no links)."""
+    if not isinstance(health, dict):
+        return [], None
+    links = []
+    for raw in health.get("links") or []:
+        try:
+            link = LinkOut.model_validate(raw)
+        except ValidationError:
+            log.warning("party %s sent a malformed link check: %.200r", party, raw)
+            continue
+        if link.party == party:  # a node reports its own links only
+            links.append(link)
+    days = health.get("cert_days_left")
+    return links, days if isinstance(days, int) and not isinstance(days, bool) else None
 
 
 @router.get("", response_model=list[PartyOut])
