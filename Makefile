@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 
 DEMO_ARGS ?=
-.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench clean
+COMPOSE_ARGS ?=
+.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench clean wheelhouse compose-demo compose-down
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,11 +20,14 @@ uv:
 sync: uv ## create .venv from uv.lock (all extras)
 	$(UV) sync --frozen --all-extras
 
-system-deps: ## install redis-server, the PostgreSQL server and chromium (UI test) when missing (apt-get)
+system-deps: ## install redis-server, PostgreSQL, chromium (UI test), docker.io, docker-compose and debootstrap when missing (apt-get)
 	@PKGS=""; \
 	command -v redis-server >/dev/null 2>&1 || PKGS="$$PKGS redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PKGS="$$PKGS postgresql"; \
 	command -v chromium >/dev/null 2>&1 || PKGS="$$PKGS chromium"; \
+	command -v dockerd >/dev/null 2>&1 || PKGS="$$PKGS docker.io"; \
+	command -v docker-compose >/dev/null 2>&1 || PKGS="$$PKGS docker-compose"; \
+	command -v debootstrap >/dev/null 2>&1 || PKGS="$$PKGS debootstrap"; \
 	if [ -n "$$PKGS" ]; then \
 	  echo "installing$$PKGS (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -31,13 +35,23 @@ system-deps: ## install redis-server, the PostgreSQL server and chromium (UI tes
 	fi
 	@# the Debian packages may start system services on their default ports; the project never uses them
 	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null && command -v chromium >/dev/null
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null
 
 deps: sync system-deps
 
 demo: deps ## start alice + bob + a coordinator, run one PSI, keep running until Ctrl-C (DEMO_ARGS="--parties alice,bob,carol --rows 100000 --once")
 	.venv/bin/python -m deploy.local demo $(DEMO_ARGS)
 
-test: deps ## run the whole test suite (unit + real two-party e2e)
+wheelhouse: sync ## every locked wheel of the node and coordinator in build/wheelhouse (offline image builds)
+	.venv/bin/python -m deploy.compose wheelhouse
+
+compose-demo: deps ## the federation in containers: build offline, start, wait healthy, one PSI (COMPOSE_ARGS="--parties alice,bob,carol demo --rows 5000")
+	.venv/bin/python -m deploy.compose $(if $(COMPOSE_ARGS),$(COMPOSE_ARGS),demo)
+
+compose-down: sync ## remove every container, network, volume and generated secret of compose-demo
+	.venv/bin/python -m deploy.compose down
+
+test: deps ## run the whole test suite (unit + real two-party e2e + compose; PYTEST_ARGS='-m "not compose"' skips the containers)
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: deps ## unit tests only

@@ -9,8 +9,6 @@ and keeps everything running until Ctrl-C (or exits at once with --once).
 from __future__ import annotations
 
 import argparse
-import csv
-import random
 import shutil
 import signal
 import sys
@@ -19,40 +17,20 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from coordinator.topology import TopologyError
 from deploy.local.coordinator_proc import REPO_ROOT, CoordinatorProcess
 from deploy.local.federation import LocalFederation
 from deploy.local.ports import PortAllocator
 from deploy.local.topology import apply_topology, coordinator_passwords, write_topology
+from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids, summary_table
 
 console = Console()
 
 
 def write_sample(path: Path, key: str, ids: list[int], seed: int) -> None:
-    rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([key, "segment", "score"])
-        for i in ids:
-            w.writerow([f"u{i:09d}", rng.choice("ABCD"), rng.randint(0, 999)])
-
-
-def sample_ids(parties: list[str], rows: int, seed: int = 7) -> dict[str, list[int]]:
-    """`rows` distinct ids per party; the first two parties share half of theirs."""
-    rng = random.Random(seed)
-    common = list(range(rows // 2))
-    out = {}
-    for i, p in enumerate(parties):
-        start = (i + 1) * 10 * rows
-        ids = (common if i < 2 else []) + list(
-            range(start, start + rows - (rows // 2 if i < 2 else 0))
-        )
-        rng.shuffle(ids)
-        out[p] = ids
-    return out
+    path.write_text(sample_csv(key, ids, seed))
 
 
 def run(args) -> int:
@@ -120,49 +98,12 @@ def run(args) -> int:
             say(f"coordinator up at {coordinator.url}")
 
         a, b = parties[0], parties[1]
-        body = {
-            "parties": {
-                a: {
-                    "keys": ["uid"],
-                    "input": "customers.csv",
-                    "output": "out/demo-intersection.csv",
-                },
-                b: {
-                    "keys": ["uid"],
-                    "input": "customers.csv",
-                    "output": "out/demo-intersection.csv",
-                },
-            },
-            "receiver": a,
-            "protocol": args.protocol,
-        }
         with coordinator.client() as http:
-            t0 = time.monotonic()
-            r = http.post("/api/v1/jobs/psi", json=body)
-            if r.status_code != 201:
-                console.print(
-                    f"[red]the coordinator refused the PSI ({r.status_code}): {r.text}[/]"
-                )
+            try:
+                d, elapsed = run_psi(http, psi_body(a, b, args.protocol), console, say)
+            except RuntimeError as exc:
+                console.print(f"[red]{exc}[/]")
                 return 1
-            job = r.json()
-            say(f"PSI {job['id']} submitted: {a} × {b}, receiver {a}, protocol {args.protocol}")
-            seen = None
-            with console.status("PSI running") as status:
-                while True:
-                    d = http.get(f"/api/v1/jobs/{job['id']}").json()
-                    view = ", ".join(
-                        f"{t['party']} {t['status'].lower()}"
-                        + (f" ({t['stage']})" if t.get("stage") else "")
-                        for t in d["tasks"]
-                        if t["execution_id"] == d["execution_id"]
-                    )
-                    if view != seen:
-                        status.update(f"PSI {d['status'].lower()}: {view}")
-                        seen = view
-                    if d["status"] in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"):
-                        break
-                    time.sleep(0.3)
-            elapsed = time.monotonic() - t0
         if d["status"] != "SUCCEEDED":
             console.print(f"[red]PSI {d['status']}: {d['error']}[/]")
             console.print(f"logs: {fed.base}/<party>/worker.log, {coordinator.log_file}")
@@ -170,19 +111,20 @@ def run(args) -> int:
         result = d["result"] or {}
         truth = len(set(ids[a]) & set(ids[b]))
         out_file = fed.nodes[a].data_root / "out" / "demo-intersection.csv"
-        table = Table(title="Partyline demo", show_header=False)
-        table.add_row("PSI", f"{a} × {b} ({args.rows:,} rows each, {args.protocol}, mTLS)")
-        table.add_row(
-            "intersection",
-            f"{result.get('intersection_count'):,} rows (expected {truth:,})",
+        table = summary_table(
+            "Partyline demo",
+            [
+                ("PSI", f"{a} × {b} ({args.rows:,} rows each, {args.protocol}, mTLS)"),
+                ("intersection", f"{result.get('intersection_count'):,} rows (expected {truth:,})"),
+                ("time", f"{elapsed:.1f} s from submit to SUCCEEDED"),
+                ("output", f"{out_file} (at {a} only)"),
+                ("UI", f"{coordinator.url}/  — log in with the token below"),
+                ("API", f"{coordinator.url}/docs  — Authorization: Bearer <token>"),
+                ("token", coordinator.token),
+                ("registry", str(topology_path)),
+                ("logs", f"{fed.base}/<party>/worker.log, {coordinator.log_file}"),
+            ],
         )
-        table.add_row("time", f"{elapsed:.1f} s from submit to SUCCEEDED")
-        table.add_row("output", f"{out_file} (at {a} only)")
-        table.add_row("UI", f"{coordinator.url}/  — log in with the token below")
-        table.add_row("API", f"{coordinator.url}/docs  — Authorization: Bearer <token>")
-        table.add_row("token", coordinator.token)
-        table.add_row("registry", str(topology_path))
-        table.add_row("logs", f"{fed.base}/<party>/worker.log, {coordinator.log_file}")
         console.print(table)
         if result.get("intersection_count") != truth:
             console.print("[red]the intersection count is wrong[/]")

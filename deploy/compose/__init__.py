@@ -1,0 +1,1 @@
+"""The compose simulation of a federation (docs/compose.md): images, generated config, stack."""

@@ -1,0 +1,142 @@
+"""One compose project of the simulation: up, wait until healthy, exec, down.
+
+Works with `docker compose` (v2) and Debian's `docker-compose` 1.29 (compose_command).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.compose.config import compose_files
+from deploy.compose.docker import Docker, compose_command
+
+
+@dataclass
+class ComposeStack:
+    docker: Docker
+    dir: Path  # the generated PARTYLINE_COMPOSE_DIR (its .env names the project)
+    parties: list[str]
+
+    @property
+    def env_file(self) -> Path:
+        return self.dir / ".env"
+
+    @property
+    def project(self) -> str:
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("COMPOSE_PROJECT_NAME="):
+                return line.split("=", 1)[1]
+        return "partyline"
+
+    def command(self, *args: str) -> list[str]:
+        files = [a for f in compose_files(self.parties) for a in ("-f", str(f))]
+        return [
+            *compose_command(self.docker),
+            "--env-file",
+            str(self.env_file),
+            "--project-directory",
+            str(self.dir),
+            *files,
+            *args,
+        ]
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            self.command(*args),
+            env=self.docker.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"compose {' '.join(args[:2])} failed ({done.returncode}):\n{(done.stderr or done.stdout)[-3000:]}"
+            )
+        return done
+
+    def services(self) -> list[str]:
+        return self.compose("config", "--services").stdout.split()
+
+    def container(self, service: str) -> str:
+        cid = self.compose("ps", "-q", service).stdout.strip()
+        if not cid:
+            raise RuntimeError(f"service {service} has no container")
+        return cid
+
+    def health(self) -> dict[str, str]:
+        """service → running / healthy / unhealthy / starting / exited (code)."""
+        out: dict[str, str] = {}
+        for service in self.services():
+            cid = self.compose("ps", "-q", service, check=False).stdout.strip()
+            if not cid:
+                out[service] = "missing"
+                continue
+            state = self.docker.inspect(cid)[0]["State"]
+            if state["Status"] != "running":
+                out[service] = f"{state['Status']} (exit {state.get('ExitCode')})"
+            else:
+                out[service] = state.get("Health", {}).get("Status", "running")
+        return out
+
+    def wait_healthy(self, timeout: float = 600, say: Callable[[str], None] = print) -> float:
+        t0 = time.monotonic()
+        last = None
+        while True:
+            h = self.health()
+            waiting = sorted(s for s, st in h.items() if st not in ("healthy",))
+            if not waiting:
+                return time.monotonic() - t0
+            dead = [
+                f"{s}: {h[s]}" for s in waiting if h[s].startswith(("exited", "dead", "missing"))
+            ]
+            if dead and time.monotonic() - t0 > 20:
+                raise RuntimeError(f"not running: {'; '.join(dead)}\n{self.logs_tail(waiting)}")
+            line = "waiting for " + ", ".join(f"{s} ({h[s]})" for s in waiting)
+            if line != last:
+                say(line)
+                last = line
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(
+                    f"not healthy within {timeout:.0f} s: {line}\n{self.logs_tail(waiting)}"
+                )
+            time.sleep(2)
+
+    def logs_tail(self, services: list[str], lines: int = 30) -> str:
+        done = self.compose("logs", "--no-color", "--tail", str(lines), *services, check=False)
+        return (done.stdout + done.stderr)[-6000:]
+
+    def exec(
+        self,
+        service: str,
+        *cmd: str,
+        input: str | None = None,
+        check: bool = True,
+        user: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        args = ["exec", "-i"] + (["-u", user] if user else []) + [self.container(service), *cmd]
+        done = subprocess.run(
+            ["docker", *args],
+            env=self.docker.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(
+                f"{service}: {' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}"
+            )
+        return done
+
+    def up(self) -> None:
+        self.compose("up", "-d", "--no-build")
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)

@@ -1,0 +1,108 @@
+"""The generated compose config: one topology, the same ports as the demo federation's registry
+(examples/topology.yaml), and files the containers can read but nobody else can."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import yaml
+
+from coordinator.topology import load_topology
+from deploy.compose import config
+from deploy.local.topology import password_var
+
+EXAMPLE = config.SOURCE_TOPOLOGY
+
+
+@pytest.fixture()
+def generated(tmp_path):
+    return config.generate(tmp_path / "compose", ["alice", "bob"])
+
+
+def test_the_compose_registry_keeps_the_demo_registrys_parties_ports_and_slots(generated):
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    topo = generated.topology
+    assert topo.names == ("alice", "bob")
+    for name in topo.names:
+        spec, example = topo.party(name), {**raw.get("defaults", {}), **raw["parties"][name]}
+        assert str(spec.fed_ports) == example["fed_ports"]
+        assert str(spec.spu_ports) == example["spu_ports"]
+        assert spec.broker_port == int(example["broker_url"].rsplit(":", 1)[1].split("/")[0])
+        assert spec.slots == example.get("slots", 1)
+        assert spec.fed_host == f"{name}.peer" and spec.broker_host == f"{name}-gw"
+
+
+def test_the_written_registry_loads_with_the_coordinators_secrets(generated):
+    secrets = generated.dir / "coordinator" / "secrets"
+    env = {
+        password_var(p): (secrets / password_var(p)).read_text().strip() for p in ("alice", "bob")
+    }
+    topo = load_topology(generated.dir / "coordinator" / "topology.yaml", env=env)
+    assert topo.names == generated.topology.names
+    assert "${" in (generated.dir / "coordinator" / "topology.yaml").read_text()  # no password
+
+
+def test_each_gateway_relays_its_own_ranges_inward_and_its_peers_outward(generated):
+    parties = {p.name: p for p in generated.parties}
+    for me in parties.values():
+        routes = json.loads((generated.dir / me.name / "gateway.json").read_text())["routes"]
+        by_target: dict[str, list[tuple[int, int]]] = {}
+        for r in routes:
+            by_target.setdefault(r["to"], []).append(tuple(r["ports"]))
+        assert sorted(by_target[f"{me.name}-node"]) == sorted(
+            [me.fed_ports, me.spu_ports, (me.probe_wan_port,) * 2]
+        )
+        assert by_target[f"{me.name}-redis"] == [(me.broker_port,) * 2]
+        for peer in parties.values():
+            if peer is not me:
+                assert sorted(by_target[peer.gateway]) == sorted(
+                    [peer.fed_ports, peer.spu_ports, (peer.probe_wan_port,) * 2]
+                )
+        env = dict(
+            line.split("=", 1)
+            for line in (generated.dir / me.name / "node.env").read_text().split()
+        )
+        peers = [p for p in parties.values() if p is not me]
+        assert env["NODE_PEER_PROBES"] == ",".join(
+            f"{p.name}={p.link_host}:{p.probe_wan_port}" for p in peers
+        )
+
+
+def test_the_compose_file_describes_exactly_these_parties_and_networks(generated):
+    doc = yaml.safe_load(config.COMPOSE_FILE.read_text())
+    services, networks = doc["services"], doc["networks"]
+    names = [p.name for p in generated.parties]
+    for p in names:
+        assert {f"{p}-redis", f"{p}-node", f"{p}-gw"} <= set(services)
+        assert networks[p] == {"internal": True}
+        assert services[f"{p}-node"]["networks"] == [p]  # Ray and workers: never on wan
+        assert services[f"{p}-redis"]["networks"] == [p]
+        gw = services[f"{p}-gw"]["networks"]
+        assert set(gw) == {p, "wan"}
+        assert sorted(gw[p]["aliases"]) == sorted(f"{q}.peer" for q in names)
+    assert networks["wan"] == {"internal": True}
+    assert not [s for s in services if s.startswith("carol")]  # carol is the documented option
+
+
+def test_secrets_and_keys_are_private(generated):
+    for f in generated.files:
+        mode = stat.S_IMODE(f.stat().st_mode)
+        if f.suffix == ".key" or "secrets" in f.parts or f.name == "redis.conf":
+            assert mode == 0o600, f
+    assert stat.S_IMODE(generated.dir.stat().st_mode) == 0o700
+
+
+def test_a_second_init_keeps_the_passwords_of_a_running_federation(tmp_path):
+    a = config.generate(tmp_path / "c", ["alice", "bob"])
+    before = (a.dir / "alice" / "secrets" / "node_broker_url").read_text()
+    b = config.generate(tmp_path / "c", ["alice", "bob"])
+    assert (b.dir / "alice" / "secrets" / "node_broker_url").read_text() == before
+    assert a.api_token == b.api_token
+
+
+def test_an_unknown_party_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="optionally carol; got alice, dave"):
+        config.generate(tmp_path / "c", ["alice", "dave"])
+    assert not (tmp_path / "c").exists()
