@@ -110,6 +110,10 @@ def run(opts: Options) -> int:
 
     try:
         _, stack, gen = prepare(opts, say)
+        say(
+            "starting: Redis, gateways and PostgreSQL first, then the nodes, then the "
+            "coordinator, each once what it depends on is healthy"
+        )
         stack.up()
         say("started; waiting until every service is healthy")
         stack.wait_healthy(say=say)
