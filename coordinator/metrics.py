@@ -251,14 +251,14 @@ class _ScrapeCollector(Collector):
                 s.connection()
             except Exception as exc:  # a scrape reports the database down; it does not fail
                 log.warning("metrics: cannot count jobs: %s", exc)
-                return None, self.metrics.job_duration.collect()
+                return None, list(self.metrics.job_duration.collect())
             with self.metrics.scrape_lock:
                 try:
                     counts: dict[tuple[str, str], int] | None = job_counts(s)
                 except Exception as exc:
                     log.warning("metrics: cannot count jobs: %s", exc)
                     counts = None
-                return counts, self.metrics.job_duration.collect()
+                return counts, list(self.metrics.job_duration.collect())
 
     def _jobs(self, counts: dict[tuple[str, str], int] | None) -> Iterable[Metric]:
         up = GaugeMetricFamily(

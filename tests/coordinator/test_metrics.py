@@ -3,13 +3,22 @@ against three real redis-servers (status events written as a node writes them)."
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
+import coordinator.metrics as metrics_module
 from coordinator.api.main import create_app
-from node.contract import STATUS_STREAM, Stage, StatusEvent, TaskStatus
+from coordinator.db import make_engine, migrate, session_factory, transaction
+from coordinator.intake import IntakeCounters
+from coordinator.merge import JobState
+from coordinator.metrics import CoordinatorMetrics
+from coordinator.models import Job
+from node.contract import STATUS_STREAM, Stage, StatusEvent, TaskStatus, utcnow
 
 from .helpers import PARTIES, TOKEN, _settings
 from .test_api import _emit_all, _heartbeat, _notifier, psi_body, wait_for
@@ -140,3 +149,90 @@ def test_no_metrics_port_is_opened_unless_configured(env):
         assert coord.settings.metrics_port is None
         assert coord.metrics_port is None
         assert coord.metrics._server is None
+
+
+# --- a scrape is one consistent view of the jobs and their durations --------------------------
+# (a job the scrape counts as ended is in its histogram; one it does not count is not in it)
+
+
+def collect(metrics: CoordinatorMetrics) -> Samples:
+    """One scrape, read from the registry without the HTTP server."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+
+
+def ended(samples: Samples) -> tuple[float, float]:
+    """(jobs SUCCEEDED, durations observed for SUCCEEDED) of one scrape."""
+    return (
+        value(samples, JOBS, state="SUCCEEDED", protocol=RR22),
+        value(samples, f"{DURATION}_count", protocol=RR22, state="SUCCEEDED"),
+    )
+
+
+@pytest.fixture()
+def sessions(db_url):
+    migrate(db_url)
+    engine = make_engine(db_url)
+    factory = session_factory(engine)
+    with transaction(factory) as s:
+        s.add(
+            Job(
+                id="job-1",
+                status=JobState.DISPATCHED,
+                request={"protocol": RR22},
+                parties={"names": ["alice", "bob"]},
+                dispatched_at=utcnow(),
+            )
+        )
+    yield factory
+    engine.dispose()
+
+
+def end_job(sessions) -> None:
+    with transaction(sessions) as s:
+        job = s.get_one(Job, "job-1")
+        job.status, job.finished_at = JobState.SUCCEEDED, utcnow()
+
+
+def test_a_job_ending_while_a_scrape_counts_the_jobs_is_in_both_counts_or_neither(
+    sessions, monkeypatch
+):
+    metrics = CoordinatorMetrics()
+    metrics.watch(sessions=sessions, intake=IntakeCounters(), listeners=list)
+    assert ended(collect(metrics)) == (0, 0)
+    ender = threading.Thread(target=end_job, args=(sessions,))
+    real = metrics_module.job_counts
+
+    def counting(s):
+        if ender.ident is None:  # the first scrape only
+            ender.start()
+            ender.join(1.0)  # the job's commit, while this scrape is reading
+        return real(s)
+
+    monkeypatch.setattr(metrics_module, "job_counts", counting)
+    during = ended(collect(metrics))
+    ender.join(10)
+    assert not ender.is_alive()  # the commit waited for the scrape at most, not for ever
+    assert during in ((0, 0), (1, 1))
+    assert ended(collect(metrics)) == (1, 1)
+
+
+def test_a_scrape_between_the_commit_and_its_observation_waits_for_the_observation(sessions):
+    metrics = CoordinatorMetrics()
+    scrapes: list[tuple[float, float]] = []
+    scraper = threading.Thread(target=lambda: scrapes.append(ended(collect(metrics))))
+
+    @event.listens_for(sessions, "after_commit")  # before the metrics' own hook: not yet observed
+    def _committed(session):
+        if threading.current_thread() is threading.main_thread() and scraper.ident is None:
+            scraper.start()
+            scraper.join(1.0)
+
+    metrics.watch(sessions=sessions, intake=IntakeCounters(), listeners=list)
+    end_job(sessions)
+    scraper.join(10)
+    assert scrapes == [(1, 1)]
+    assert ended(collect(metrics)) == (1, 1)
