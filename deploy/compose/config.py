@@ -23,7 +23,7 @@ import yaml
 
 from certs.authority import init_federation, party_cert_name, party_key_name
 from coordinator.topology import Topology, parse_topology
-from deploy.local.topology import password_var
+from deploy.local.topology import password_var, registry_ports
 from deploy.redis import RedisTls, render_redis_conf
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +46,6 @@ class ComposeParty:
     fed_ports: tuple[int, int]
     spu_ports: tuple[int, int]
     probe_wan_port: int
-    slots: int = 1
 
     @property
     def link_host(self) -> str:
@@ -68,20 +67,24 @@ def compose_files(parties: list[str]) -> list[Path]:
 
 
 def compose_parties(parties: list[str], source: Path = SOURCE_TOPOLOGY) -> list[ComposeParty]:
-    raw = yaml.safe_load(Path(source).read_text())
-    defined = list(raw["parties"])
-    missing = [p for p in parties if p not in defined]
+    """The parties' ports as the demo registry declares them (the same reader as `make demo`)."""
+    declared = registry_ports(source)
+    defined = list(declared)
+    missing = [p for p in parties if p not in declared]
     if missing:
         raise ValueError(f"{source}: no party {', '.join(missing)} (it has {', '.join(defined)})")
     out = []
     for name in parties:
-        entry = {**raw.get("defaults", {}), **raw["parties"][name]}
-        port = int(entry["broker_url"].rsplit(":", 1)[1].split("/")[0])
-        fed = tuple(int(x) for x in str(entry["fed_ports"]).split("-"))
-        spu = tuple(int(x) for x in str(entry["spu_ports"]).split("-"))
-        probe = PROBE_WAN_BASE + 1 + defined.index(name)
-        slots = int(entry.get("slots", 1))
-        out.append(ComposeParty(name, port, fed, spu, probe, slots))  # type: ignore[arg-type]
+        f = declared[name]
+        out.append(
+            ComposeParty(
+                name,
+                f.redis,
+                (f.fed.start, f.fed.stop - 1),
+                (f.spu.start, f.spu.stop - 1),
+                PROBE_WAN_BASE + 1 + defined.index(name),
+            )
+        )
     _check_ports_distinct(out)
     return out
 
@@ -107,14 +110,13 @@ def topology_dict(parties: list[ComposeParty]) -> dict:
     return {
         "version": 1,
         "federation": "compose",
-        "defaults": {"redis_ca_file": "certs/ca.crt"},
+        "defaults": {"redis_ca_file": "certs/ca.crt", "slots": 1},
         "parties": {
             p.name: {
                 "broker_url": f"rediss://coordinator:${{{password_var(p.name)}}}@{p.gateway}:{p.broker_port}/0",
                 "fed_host": p.link_host,
                 "fed_ports": f"{p.fed_ports[0]}-{p.fed_ports[1]}",
                 "spu_ports": f"{p.spu_ports[0]}-{p.spu_ports[1]}",
-                "slots": p.slots,
                 "description": f"{p.name} (compose simulation)",
             }
             for p in parties

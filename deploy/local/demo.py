@@ -22,7 +22,12 @@ from coordinator.topology import TopologyError
 from deploy.local.coordinator_proc import REPO_ROOT, CoordinatorProcess
 from deploy.local.federation import LocalFederation
 from deploy.local.ports import PortAllocator
-from deploy.local.topology import apply_topology, coordinator_passwords, write_topology
+from deploy.local.topology import (
+    apply_topology,
+    coordinator_passwords,
+    registry_ports,
+    write_topology,
+)
 from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids, summary_table
 
 console = Console()
@@ -31,6 +36,18 @@ console = Console()
 def write_sample(path: Path, key: str, ids: list[int], seed: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sample_csv(key, ids, seed))
+
+
+def make_federation(
+    base: Path, parties: list[str], *, own_registry: bool = False, log=print
+) -> LocalFederation:
+    """The demo's parties. The demo federation's registry (examples/topology.yaml) gives the
+    ports of the parties it names, as in the compose simulation; with a registry of the user's
+    own (--topology) that one gives them instead (apply_topology)."""
+    fixed = {} if own_registry else registry_ports()
+    return LocalFederation(
+        base, parties, log=log, fixed_ports={p: fixed[p] for p in parties if p in fixed}
+    )
 
 
 def run(args) -> int:
@@ -45,7 +62,7 @@ def run(args) -> int:
     t_start = time.monotonic()
     say = lambda m: console.print(f"[dim]{time.monotonic() - t_start:6.1f}s[/] {m}")  # noqa: E731
 
-    fed = LocalFederation(base / "parties", parties, log=say)
+    fed = make_federation(base / "parties", parties, own_registry=bool(args.topology), log=say)
     topology_path = Path(args.topology) if args.topology else base / "topology.yaml"
     if not args.topology:
         write_topology(fed, topology_path, federation="demo")

@@ -27,6 +27,13 @@ from deploy.redis import RedisTls, render_redis_conf
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True)
+class FixedPorts:
+    redis: int
+    fed: range
+    spu: range
+
+
 @dataclass
 class PartyNode:
     name: str
@@ -184,10 +191,17 @@ class LocalFederation:
         redis_tls: bool = True,
         node_env: dict[str, str] | None = None,
         log=print,
+        fixed_ports: dict[str, FixedPorts] | None = None,
     ) -> None:
+        """`fixed_ports`: the Redis port and fed/SPU ranges of some parties, as a registry
+        declares them (`make demo` takes examples/topology.yaml's); the other ports are
+        allocated and never collide with these."""
         self.base = Path(base)
         self.parties = parties
         self.alloc = PortAllocator(seed=seed)
+        fixed = fixed_ports or {}
+        for f in fixed.values():
+            self.alloc.taken.update([f.redis, *f.fed, *f.spu])
         self.node_env = node_env or {}
         self.log = log
         self.certs_dir = self.base / "certs"
@@ -207,14 +221,17 @@ class LocalFederation:
                     "runtime_env_agent",
                 )
             }
+            f = fixed.get(name)
+            if f is not None:
+                ports["redis"] = f.redis
             self.nodes[name] = PartyNode(
                 name=name,
                 base=self.base / name,
                 peers=[p for p in parties if p != name],
                 ports=ports,
                 worker_ports=self.alloc.block(64),
-                fed_ports=self.alloc.block(32),
-                spu_ports=self.alloc.block(32),
+                fed_ports=f.fed if f else self.alloc.block(32),
+                spu_ports=f.spu if f else self.alloc.block(32),
                 certs_dir=self.certs_dir,
                 redis_tls=redis_tls,
             )

@@ -53,6 +53,27 @@ def write_topology(fed, path: Path, **kw) -> Path:
     return path
 
 
+EXAMPLE_REGISTRY = Path(__file__).resolve().parents[2] / "examples" / "topology.yaml"
+
+
+def registry_ports(path: Path = EXAMPLE_REGISTRY) -> dict:
+    """{party: FixedPorts} as a registry declares them (read as YAML: no secrets needed).
+
+    `make demo` runs its parties on these, and the compose simulation keeps the same numbers
+    (deploy/compose/config.py), so both describe the federation of examples/topology.yaml."""
+    from deploy.local.federation import FixedPorts
+
+    raw = yaml.safe_load(Path(path).read_text())
+    out = {}
+    for name, entry in raw["parties"].items():
+        entry = {**raw.get("defaults", {}), **entry}
+        port = int(str(entry["broker_url"]).rsplit(":", 1)[1].split("/")[0])
+        fed = [int(x) for x in str(entry["fed_ports"]).split("-")]
+        spu = [int(x) for x in str(entry["spu_ports"]).split("-")]
+        out[name] = FixedPorts(port, range(fed[0], fed[1] + 1), range(spu[0], spu[1] + 1))
+    return out
+
+
 def coordinator_passwords(fed) -> dict[str, str]:
     """The environment a coordinator needs to expand the topology's ${VAR}s."""
     return {password_var(n): node.coordinator_password for n, node in fed.nodes.items()}

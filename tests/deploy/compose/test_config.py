@@ -11,7 +11,8 @@ import yaml
 
 from coordinator.topology import load_topology
 from deploy.compose import config
-from deploy.local.topology import password_var
+from deploy.local.demo import make_federation
+from deploy.local.topology import password_var, write_topology
 
 EXAMPLE = config.SOURCE_TOPOLOGY
 
@@ -21,7 +22,18 @@ def generated(tmp_path):
     return config.generate(tmp_path / "compose", ["alice", "bob"])
 
 
-def test_the_compose_registry_keeps_the_demo_registrys_parties_ports_and_slots(generated):
+def test_make_demo_and_compose_describe_the_same_parties_and_ports(generated, tmp_path):
+    fed = make_federation(tmp_path / "demo", ["alice", "bob"], log=lambda m: None)
+    demo = yaml.safe_load(write_topology(fed, tmp_path / "demo" / "topology.yaml").read_text())
+    compose = yaml.safe_load((generated.dir / "coordinator" / "topology.yaml").read_text())
+    assert list(demo["parties"]) == list(compose["parties"]) == ["alice", "bob"]
+    for name in ("alice", "bob"):
+        d, c = demo["parties"][name], compose["parties"][name]
+        assert (d["fed_ports"], d["spu_ports"]) == (c["fed_ports"], c["spu_ports"])
+        assert d["broker_url"].rsplit(":", 1)[1] == c["broker_url"].rsplit(":", 1)[1]  # port/db
+
+
+def test_the_compose_registry_keeps_the_demo_registrys_parties_and_ports(generated):
     raw = yaml.safe_load(EXAMPLE.read_text())
     topo = generated.topology
     assert topo.names == ("alice", "bob")
@@ -30,7 +42,6 @@ def test_the_compose_registry_keeps_the_demo_registrys_parties_ports_and_slots(g
         assert str(spec.fed_ports) == example["fed_ports"]
         assert str(spec.spu_ports) == example["spu_ports"]
         assert spec.broker_port == int(example["broker_url"].rsplit(":", 1)[1].split("/")[0])
-        assert spec.slots == example.get("slots", 1)
         assert spec.fed_host == f"{name}.peer" and spec.broker_host == f"{name}-gw"
 
 
