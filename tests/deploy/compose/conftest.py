@@ -1,5 +1,6 @@
 """The compose simulation for real: one Docker engine, one wheelhouse, one set of base images and
-images per test run, one running federation per module; everything it made is removed after."""
+images per test run (package scope: nothing else uses them), one running federation per module;
+everything it made is removed after, and an engine the tests started is stopped."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from deploy.compose.stack import ComposeStack
 REPO_ROOT = config.REPO_ROOT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped once the compose tests are done, not at the very end
 def docker() -> Docker:
     base = Path(tempfile.mkdtemp(prefix="partyline-dockerd-"))
     daemon = ensure_daemon(base)
@@ -28,7 +29,7 @@ def docker() -> Docker:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def compose_images(docker) -> dict[str, str]:
     """Base images from debootstrap (no registry) and the three images, built with no network."""
     wheelhouse = images.build_wheelhouse(REPO_ROOT / "build" / "wheelhouse")
