@@ -328,12 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser(
         "up",
-        help="run the whole node: Ray head, both workers and the probe, supervised",
+        help="run the whole node: Ray head, both workers, the probe and metrics, supervised",
         description="The one command for a container or a host without systemd: starts this "
         "party's Ray head (unless one already answers on NODE_RAY_ADDRESS), then runs the "
         "SecretFlow worker, the light-task worker, when NODE_PROBE_PORT is set the mTLS probe, "
-        "and when NODE_METRICS_PORT is set the metrics exporter. When any of them exits the others are stopped and `up` exits 1. SIGTERM or "
-        "Ctrl-C stops them all, then the Ray head it started, and exits 0.",
+        "and when NODE_METRICS_PORT is set the metrics exporter. When any of them exits the "
+        "others are stopped and `up` exits 1. SIGTERM or Ctrl-C stops them all, then the Ray "
+        "head it started, and exits 0.",
     )
     up.add_argument("--slots", type=int, default=1, help="concurrent SecretFlow jobs (default 1)")
     up.add_argument("--loglevel", default="info")

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
         return 0
     if args.cmd == "logs":
-        print(stack.logs_tail(args.service or stack.services(), lines=100))
+        print(stack.logs_tail(args.service or stack.services, lines=100))
         return 0
     if args.cmd == "down":
         stack.down()

@@ -274,7 +274,6 @@ def generate(
     text = "# written by python -m deploy.compose init from examples/topology.yaml\n"
     text += yaml.safe_dump(topology_dict(parties), sort_keys=False)
     _write(cdir / "topology.yaml", text)
-    (cdir / "certs" / "ca.crt").parent.mkdir(exist_ok=True)
     env = {p: (cdir / "secrets" / password_var(p.name)).read_text().strip() for p in parties}
     topology = parse_topology(
         text,

@@ -30,22 +30,10 @@ class Docker:
         return env
 
     def run(
-        self, args: list[str], *, check: bool = True, timeout: float = 600, stdin=None
+        self, args: list[str], *, check: bool = True, timeout: float = 600, stdin=None, input=None
     ) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            ["docker", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=stdin,
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"docker {' '.join(args[:3])} … failed ({done.returncode}): "
-                f"{(done.stderr or done.stdout)[-3000:]}"
-            )
-        return done
+        what = f"docker {' '.join(args[:3])} …"
+        return run_command(["docker", *args], self.env, what, check, timeout, stdin, input)
 
     def answers(self) -> bool:
         try:
@@ -66,6 +54,26 @@ class Docker:
 
     def inspect(self, what: str) -> list[dict]:
         return json.loads(self.run(["inspect", what]).stdout)
+
+
+def run_command(
+    cmd: list[str],
+    env: dict[str, str],
+    what: str,
+    check: bool,
+    timeout: float,
+    stdin=None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run a docker/compose command; with `check`, a failure raises naming `what` and the end
+    of its output."""
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=stdin, input=input
+    )
+    if check and done.returncode != 0:
+        tail = (done.stderr or done.stdout)[-3000:]
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{tail}")
+    return done
 
 
 def compose_command(docker: Docker) -> list[str]:

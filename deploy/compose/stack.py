@@ -9,10 +9,11 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from deploy.compose.config import compose_files
-from deploy.compose.docker import Docker, compose_command
+from deploy.compose.docker import Docker, compose_command, run_command
 
 
 @dataclass
@@ -45,23 +46,14 @@ class ComposeStack:
         ]
 
     def compose(
-        self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None
+        self, *args: str, check: bool = True, timeout: float = 900
     ) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            self.command(*args),
-            env=self.docker.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-        )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"compose {' '.join(args[:2])} failed ({done.returncode}):\n{(done.stderr or done.stdout)[-3000:]}"
-            )
-        return done
+        what = f"compose {' '.join(args[:2])}"
+        return run_command(self.command(*args), self.docker.env, what, check, timeout)
 
+    @cached_property
     def services(self) -> list[str]:
+        """Read once: wait_healthy polls every 2 s and the files do not change meanwhile."""
         return self.compose("config", "--services").stdout.split()
 
     def container(self, service: str) -> str:
@@ -73,7 +65,7 @@ class ComposeStack:
     def health(self) -> dict[str, str]:
         """service → running / healthy / unhealthy / starting / exited (code)."""
         out: dict[str, str] = {}
-        for service in self.services():
+        for service in self.services:
             cid = self.compose("ps", "-q", service, check=False).stdout.strip()
             if not cid:
                 out[service] = "missing"
@@ -113,27 +105,12 @@ class ComposeStack:
         return (done.stdout + done.stderr)[-6000:]
 
     def exec(
-        self,
-        service: str,
-        *cmd: str,
-        input: str | None = None,
-        check: bool = True,
-        user: str | None = None,
+        self, service: str, *cmd: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess:
-        args = ["exec", "-i"] + (["-u", user] if user else []) + [self.container(service), *cmd]
-        done = subprocess.run(
-            ["docker", *args],
-            env=self.docker.env,
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=300,
+        """`cmd` in the running container of `service`, as the image's user."""
+        return self.docker.run(
+            ["exec", "-i", self.container(service), *cmd], check=check, timeout=300, input=input
         )
-        if check and done.returncode != 0:
-            raise RuntimeError(
-                f"{service}: {' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}"
-            )
-        return done
 
     def up(self) -> None:
         self.compose("up", "-d", "--no-build")

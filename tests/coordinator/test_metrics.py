@@ -8,7 +8,6 @@ import threading
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 import coordinator.metrics as metrics_module
@@ -19,26 +18,10 @@ from coordinator.merge import JobState
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job
 from node.contract import STATUS_STREAM, Stage, StatusEvent, TaskStatus, utcnow
+from tests.prometheus import Samples, scrape, value
 
 from .helpers import PARTIES, TOKEN, _settings
 from .test_api import _emit_all, _heartbeat, _notifier, psi_body, wait_for
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    r = httpx.get(url, timeout=10)
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture()

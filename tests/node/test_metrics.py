@@ -13,7 +13,6 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.contract import (
     HEARTBEAT_KEY,
@@ -32,24 +31,9 @@ from node.contract import (
 from node.contract.clients import client_app
 from node.metrics import NodeExporter, serve
 from node.status import StatusNotifier
+from tests.prometheus import Samples, scrape, value
 
 pytestmark = pytest.mark.timeout(60)
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    r = httpx.get(url, timeout=10)
-    assert r.status_code == 200, r.text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def has(samples: Samples, name: str) -> bool:
