@@ -34,9 +34,10 @@ def party_key_name(party: str) -> str:
 
 
 CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey  # what the CA signs with
+LeafPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey  # what a leaf certifies
 
 
-def _new_key(kind: str) -> CAKey:
+def generate_key(kind: str) -> CAKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "ec":
@@ -44,7 +45,8 @@ def _new_key(kind: str) -> CAKey:
     raise ValueError(f"unknown key type {kind!r}: use 'rsa' or 'ec'")
 
 
-def _write_key(path: Path, key) -> None:
+def write_key(path: Path, key: CAKey) -> None:
+    """Write `key` as unencrypted PKCS#8 PEM, mode 0600 (also when the file existed)."""
     data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -56,11 +58,22 @@ def _write_key(path: Path, key) -> None:
     os.chmod(path, 0o600)
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
+def write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _san_entries(names: list[str]) -> list[x509.GeneralName]:
+def leaf_subject(party: str) -> x509.Name:
+    """Subject of a party's leaf (and of its certificate request): CN = party, OU = partyline."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, party),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "partyline"),
+        ]
+    )
+
+
+def san_entries(names: list[str]) -> list[x509.GeneralName]:
+    """SAN entries for host names and IPs, in order, duplicates dropped; IPs as IPAddress."""
     out: list[x509.GeneralName] = []
     seen: set[str] = set()
     for name in names:
@@ -74,7 +87,7 @@ def _san_entries(names: list[str]) -> list[x509.GeneralName]:
     return out
 
 
-def _now() -> dt.datetime:
+def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
@@ -87,9 +100,9 @@ class Authority:
 
     @classmethod
     def create(cls, name: str = "Partyline federation CA", days: int = 3650, key_type: str = "rsa"):
-        key = _new_key(key_type)
+        key = generate_key(key_type)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = _now()
+        now = now_utc()
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -132,8 +145,8 @@ class Authority:
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_cert(directory / CA_CERT, self.cert)
-        _write_key(directory / CA_KEY, self.key)
+        write_cert(directory / CA_CERT, self.cert)
+        write_key(directory / CA_KEY, self.key)
 
     def issue(
         self,
@@ -141,28 +154,33 @@ class Authority:
         hosts: list[str] | None = None,
         days: int = DEFAULT_DAYS,
         key_type: str = "rsa",
-    ):
+    ) -> tuple[CAKey, x509.Certificate]:
         """Return (key, cert) for `party`; CN = party, SAN = party + hosts (+ localhost defaults)."""
-        key = _new_key(key_type)
+        key = generate_key(key_type)
         names = [party, *(hosts or []), *DEFAULT_HOSTS]
-        now = _now()
-        cert = (
+        return key, self.sign_leaf(party, key.public_key(), san_entries(names), days)
+
+    def sign_leaf(
+        self,
+        party: str,
+        public_key: LeafPublicKey,
+        sans: list[x509.GeneralName],
+        days: int = DEFAULT_DAYS,
+    ) -> x509.Certificate:
+        """The one leaf profile: CN = party, OU = partyline, SAN = `sans` as given (callers add the
+        party and the localhost defaults), TLS server + client, not a CA. `issue` (a new key made
+        here) and `certs.signing.sign_csr` (a key that never leaves its host) both use it."""
+        now = now_utc()
+        return (
             x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.COMMON_NAME, party),
-                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "partyline"),
-                    ]
-                )
-            )
+            .subject_name(leaf_subject(party))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(_san_entries(names)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(
                 x509.ExtendedKeyUsage(
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -173,9 +191,9 @@ class Authority:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                    key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
                     data_encipherment=False,
-                    key_agreement=isinstance(key, ec.EllipticCurvePrivateKey),
+                    key_agreement=isinstance(public_key, ec.EllipticCurvePublicKey),
                     key_cert_sign=False,
                     crl_sign=False,
                     encipher_only=False,
@@ -189,14 +207,13 @@ class Authority:
             )
             .sign(self.key, hashes.SHA256())
         )
-        return key, cert
 
     def issue_to(self, directory: Path, party: str, hosts: list[str] | None = None, **kw) -> None:
         key, cert = self.issue(party, hosts, **kw)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_key(directory / party_key_name(party), key)
-        _write_cert(directory / party_cert_name(party), cert)
+        write_key(directory / party_key_name(party), key)
+        write_cert(directory / party_cert_name(party), cert)
 
 
 def init_federation(
@@ -234,7 +251,7 @@ class CertInfo:
 
     @property
     def days_left(self) -> int:
-        return (self.not_after - _now()).days
+        return (self.not_after - now_utc()).days
 
 
 def _cn(name: x509.Name) -> str:
@@ -281,7 +298,7 @@ def verify_chain(cert_path: Path, ca_path: Path) -> None:
         raise ValueError(
             f"{cert_path}: signature does not verify against {ca_path}: {exc}"
         ) from exc
-    now = _now()
+    now = now_utc()
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise ValueError(
             f"{cert_path} is not valid now (valid until {cert.not_valid_after_utc:%Y-%m-%d})"
