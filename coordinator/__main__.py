@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -12,10 +13,21 @@ console = Console(stderr=True)
 DEFAULT_DATABASE_URL = "sqlite:///var/coordinator.db"  # as CoordinatorSettings.database_url
 
 
+def _secret_database_url() -> str:
+    """COORD_DATABASE_URL from the secrets directory (PARTYLINE_SECRETS_DIR), as the settings
+    read it, else the default SQLite file."""
+    from node.contract import secrets_dir
+
+    where = secrets_dir()
+    if where and (Path(where) / "coord_database_url").is_file():
+        return (Path(where) / "coord_database_url").read_text().strip()
+    return DEFAULT_DATABASE_URL
+
+
 def cmd_migrate(args) -> int:
     from coordinator.db import current_revision, migrate
 
-    url = args.database_url or os.environ.get("COORD_DATABASE_URL", DEFAULT_DATABASE_URL)
+    url = args.database_url or os.environ.get("COORD_DATABASE_URL") or _secret_database_url()
     before = current_revision(url)
     migrate(url)
     after = current_revision(url)

@@ -49,6 +49,8 @@ def cmd_ray_head(args) -> int:
             f"[green]Ray head up[/] party={settings.party} address={settings.ray_address} pid={pid}"
         )
         return 0
+    if args.action == "run":
+        rayhead.run_foreground(settings)  # does not return
     if args.action == "stop":
         stopped = rayhead.stop(settings)
         console.print("Ray head stopped" if stopped else "no Ray head of this party was running")
@@ -293,8 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    rh = sub.add_parser("ray-head", help="start, stop or show this party's Ray head")
-    rh.add_argument("action", choices=["start", "stop", "status"])
+    rh = sub.add_parser(
+        "ray-head",
+        help="start, stop or show this party's Ray head",
+        description="start: in the background, stopped later by `stop` (its own PIDs); run: in "
+        "the foreground, for a service manager (the systemd unit of the Ansible role); status: "
+        "JSON, exit 1 when the head does not answer.",
+    )
+    rh.add_argument("action", choices=["start", "run", "stop", "status"])
     rh.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for start")
     rh.set_defaults(fn=cmd_ray_head)
 

@@ -69,6 +69,23 @@ def start_command(settings: NodeSettings) -> list[str]:
     return cmd
 
 
+def head_environment(settings: NodeSettings) -> dict[str, str]:
+    from node.datapaths import scratch_dir
+
+    # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root
+    return dict(
+        os.environ, RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(scratch_dir(settings.data_root))
+    )
+
+
+def run_foreground(settings: NodeSettings) -> None:
+    """Become the head (`ray start --block` in this process): for a service manager such as
+    systemd, which stops it and every process it started through its own cgroup."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    cmd = start_command(settings)
+    os.execve(cmd[0], cmd, head_environment(settings))
+
+
 def _port_open(address: str, timeout: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -104,10 +121,7 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     logf = open(log_file(settings), "ab")
-    from node.datapaths import scratch_dir
-
-    # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(scratch_dir(settings.data_root)))
+    env = head_environment(settings)
     proc = subprocess.Popen(
         start_command(settings),
         stdout=logf,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -113,9 +114,32 @@ def build_wheelhouse(out: Path, *, log: Log = print) -> Path:
     for old in out.glob("partyline-*.whl"):
         old.unlink()
     _run([_uv(), "build", "--wheel", "--quiet", "-o", str(out)], cwd=REPO_ROOT)
+    write_wheel_lists(out)
     wheels = list(out.glob("*.whl"))
     log(f"wheelhouse: {len(wheels)} wheels, {_size(out) / 1e6:.0f} MB in {out}")
     return out
+
+
+def _dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def write_wheel_lists(wheelhouse: Path) -> None:
+    """`wheels-<extra>.txt`: the wheel files of each extra's locked set, so a host is sent only
+    the wheels it installs (the Ansible role copies these)."""
+    by_name = {_dist_name(w.name.split("-")[0]): w.name for w in wheelhouse.glob("*.whl")}
+    for extra in EXTRAS:
+        names = []
+        for line in (wheelhouse / f"requirements-{extra}.txt").read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith(("#", "-")):
+                req = _dist_name(re.split(r"[=<>!~;\[ ]", line, maxsplit=1)[0])
+                if req not in by_name:
+                    raise RuntimeError(
+                        f"{wheelhouse}: no wheel for {req} (requirements-{extra}.txt)"
+                    )
+                names.append(by_name[req])
+        (wheelhouse / f"wheels-{extra}.txt").write_text("\n".join(sorted(set(names))) + "\n")
 
 
 def _size(path: Path) -> int:
