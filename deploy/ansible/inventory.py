@@ -25,6 +25,17 @@ HEADER = (
 )
 
 
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint's default rules want."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
+def _dump(data: dict) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -126,13 +137,9 @@ def write(
     header = HEADER.format(topology=_shown(topology))
     gv = group_vars(topology, parties, coordinator, federation=federation, probe_port=probe_port)
     gv.update(extra_vars or {})
-    (out / "group_vars" / "all.yml").write_text(
-        "---\n" + header + yaml.safe_dump(gv, sort_keys=False)
-    )
+    (out / "group_vars" / "all.yml").write_text("---\n" + header + _dump(gv))
     hosts_file = out / "hosts.yml"
-    hosts_file.write_text(
-        "---\n" + header + yaml.safe_dump(hosts(parties, coordinator, host_vars), sort_keys=False)
-    )
+    hosts_file.write_text("---\n" + header + _dump(hosts(parties, coordinator, host_vars)))
     return hosts_file
 
 
