@@ -20,7 +20,7 @@ uv:
 sync: uv ## create .venv from uv.lock (all extras)
 	$(UV) sync --frozen --all-extras
 
-system-deps: ## install redis-server, PostgreSQL, chromium (UI test), docker.io, docker-compose and debootstrap when missing (apt-get)
+system-deps: ## install redis-server, PostgreSQL, chromium (UI test), docker.io, docker-compose, debootstrap and ssh when missing (apt-get)
 	@PKGS=""; \
 	command -v redis-server >/dev/null 2>&1 || PKGS="$$PKGS redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || PKGS="$$PKGS postgresql"; \
@@ -28,6 +28,7 @@ system-deps: ## install redis-server, PostgreSQL, chromium (UI test), docker.io,
 	command -v dockerd >/dev/null 2>&1 || PKGS="$$PKGS docker.io"; \
 	command -v docker-compose >/dev/null 2>&1 || PKGS="$$PKGS docker-compose"; \
 	command -v debootstrap >/dev/null 2>&1 || PKGS="$$PKGS debootstrap"; \
+	command -v ssh-keygen >/dev/null 2>&1 || PKGS="$$PKGS openssh-client"; \
 	if [ -n "$$PKGS" ]; then \
 	  echo "installing$$PKGS (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -36,6 +37,7 @@ system-deps: ## install redis-server, PostgreSQL, chromium (UI test), docker.io,
 	@# the Debian packages may start system services on their default ports; the project never uses them
 	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null && command -v chromium >/dev/null
 	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null
+	@command -v ssh >/dev/null && command -v ssh-keygen >/dev/null
 
 deps: sync system-deps
 
@@ -51,16 +53,18 @@ compose-demo: deps ## the federation in containers: build offline, start, wait h
 compose-down: sync ## remove every container, network, volume and generated secret of compose-demo
 	.venv/bin/python -m deploy.compose down
 
-test: deps ## run the whole test suite (unit + real two-party e2e + compose; PYTEST_ARGS='-m "not compose"' skips the containers)
+test: deps ## run the whole test suite (unit + real two-party e2e + compose + Ansible; PYTEST_ARGS='-m "not compose and not ansible"' skips the containers)
 	.venv/bin/pytest $(PYTEST_ARGS)
 
 test-unit: deps ## unit tests only
 	.venv/bin/pytest -m "not e2e" $(PYTEST_ARGS)
 
-lint: sync ## ruff lint + format check + type check (mypy on node/, coordinator/, certs/)
+lint: sync ## ruff lint + format check + type check (mypy on node/, coordinator/, certs/) + ansible-lint (production) + yamllint
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	cd deploy/ansible && PATH=$(CURDIR)/.venv/bin:$$PATH ../../.venv/bin/ansible-lint --profile production
+	cd deploy/ansible && ../../.venv/bin/yamllint --strict -c .yamllint .
 
 format: sync
 	.venv/bin/ruff format .

@@ -196,7 +196,8 @@ def _cert_expiry(settings: NodeSettings) -> tuple[Check | None, int | None]:
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
     days = (end - now).days
     renew = (
-        f"issue {settings.party} a new certificate from the federation CA (python -m certs init)"
+        f"issue {settings.party} a new certificate from the federation CA (the rotation "
+        "playbook, or python -m certs csr/sign/install; docs/operations.md)"
     )
     if now < start:
         return Check(

@@ -11,8 +11,11 @@ running systemd as PID 1 with their own sshd, on a network of their own with no 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -23,7 +26,13 @@ from deploy.ansible import inventory
 from deploy.compose.docker import Docker
 from deploy.compose.images import DEBOOTSTRAP_CACHE, Log
 
+HERE = Path(__file__).resolve().parent
 HOST_IMAGE = "partyline-host:bookworm"
+RECAP_RE = re.compile(
+    r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
 HOST_PACKAGES = (  # installed in the image: what any host has before Ansible comes
     "systemd",
     "systemd-sysv",
@@ -242,3 +251,54 @@ class Sandbox:
             ["network", "ls", "-q", "--filter", f"name={self.prefix}-net"], check=False
         ).stdout.split()
         return [f"container {c}" for c in out] + [f"network {n}" for n in nets]
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        """host → {ok, changed, unreachable, failed} from the PLAY RECAP."""
+        return {
+            m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+            for m in RECAP_RE.finditer(self.output)
+        }
+
+    def failure(self) -> str:
+        """The failed tasks' part of the output (for an assertion message)."""
+        lines = self.output.splitlines()
+        idx = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "[ERROR]"))]
+        if not idx:
+            return "\n".join(lines[-40:])
+        return "\n".join(lines[max(0, idx[0] - 5) : idx[0] + 40])
+
+
+def run_playbook(
+    inventory_file: Path, playbook: str, *args: str, home: Path, timeout: float = 1800
+) -> PlaybookRun:
+    """`ansible-playbook -i INVENTORY PLAYBOOK ARGS` from deploy/ansible, with this Python's
+    ansible, its own ANSIBLE_HOME (ssh control sockets, temp files) under `home`."""
+    ansible = Path(sys.executable).with_name("ansible-playbook")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(HERE / "ansible.cfg"),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(home / "cp"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+    )
+    env["PATH"] = f"{ansible.parent}:{env.get('PATH', '')}"
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [str(ansible), "-i", str(inventory_file), playbook, *args],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return PlaybookRun(done.returncode, done.stdout + done.stderr, time.monotonic() - t0)

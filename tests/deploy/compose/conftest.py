@@ -1,6 +1,6 @@
-"""The compose simulation for real: one Docker engine, one wheelhouse, one set of base images and
-images per test run (package scope: nothing else uses them), one running federation per module;
-everything it made is removed after, and an engine the tests started is stopped."""
+"""The compose simulation for real: the Docker engine and the wheelhouse of tests/deploy (shared
+with the Ansible tests), one set of base images and images per test run, one running federation
+per module; everything it made is removed after."""
 
 from __future__ import annotations
 
@@ -12,27 +12,15 @@ from pathlib import Path
 import pytest
 
 from deploy.compose import config, images
-from deploy.compose.docker import Docker, ensure_daemon
+from deploy.compose.docker import Docker
 from deploy.compose.stack import ComposeStack
 
 REPO_ROOT = config.REPO_ROOT
 
 
-@pytest.fixture(scope="package")  # stopped once the compose tests are done, not at the very end
-def docker() -> Docker:
-    base = Path(tempfile.mkdtemp(prefix="partyline-dockerd-"))
-    daemon = ensure_daemon(base)
-    try:
-        yield daemon.docker
-    finally:
-        daemon.stop()  # only an engine this run started; its images and layers go with `base`
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.fixture(scope="package")
-def compose_images(docker) -> dict[str, str]:
+def compose_images(docker, wheelhouse) -> dict[str, str]:
     """Base images from debootstrap (no registry) and the three images, built with no network."""
-    wheelhouse = images.build_wheelhouse(REPO_ROOT / "build" / "wheelhouse")
     base = images.build_base_image(docker, images.LOCAL_BASE_IMAGE)
     pg_base = images.build_base_image(docker, images.LOCAL_POSTGRES_BASE_IMAGE)
     ctx = Path(tempfile.mkdtemp(prefix="partyline-context-"))
