@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -32,7 +33,12 @@ def cmd_migrate(args) -> int:
     migrate(url)
     after = current_revision(url)
     shown = url.split("@")[-1]  # never print credentials
-    console.print(f"database {shown}: revision {before or 'empty'} → [green]{after}[/]")
+    if args.json:  # for tools (the Ansible role: changed when before != after)
+        print(json.dumps({"database": shown, "before": before, "after": after}))
+        return 0
+    console.print(
+        f"database {shown}: revision {before or 'empty'} → [green]{after}[/]", soft_wrap=True
+    )
     return 0
 
 
@@ -115,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply database migrations (Alembic) up to the newest")
     m.add_argument(
         "--database-url",
-        help="SQLAlchemy URL (default: COORD_DATABASE_URL or sqlite:///var/coordinator.db)",
+        help="SQLAlchemy URL (default: COORD_DATABASE_URL, then the file coord_database_url in "
+        "PARTYLINE_SECRETS_DIR, then sqlite:///var/coordinator.db)",
+    )
+    m.add_argument(
+        "--json", action="store_true", help='print {"database", "before", "after"} on stdout'
     )
     m.set_defaults(fn=cmd_migrate)
     sv = sub.add_parser(

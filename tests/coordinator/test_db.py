@@ -103,3 +103,43 @@ def test_migrate_cli(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "0002" in done.stderr
     assert current_revision(url) == "0002"
+
+
+def test_migrate_cli_reads_the_database_url_from_the_secrets_dir(tmp_path):
+    """As the settings do: a deployment (Ansible, compose) keeps the URL, with its password, in
+    a file of PARTYLINE_SECRETS_DIR, never in the environment or on the command line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'secret.db'}"
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "coord_database_url").write_text(url + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "COORD_DATABASE_URL"}
+    env["PARTYLINE_SECRETS_DIR"] = str(tmp_path / "secrets")
+    done = subprocess.run(
+        [sys.executable, "-m", "coordinator", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "revision empty → 0002" in done.stderr  # one line, however long the URL
+    assert current_revision(url) == "0002"
+    again = subprocess.run(
+        [sys.executable, "-m", "coordinator", "migrate", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {
+        "database": f"sqlite:///{tmp_path / 'secret.db'}",
+        "before": "0002",
+        "after": "0002",
+    }
