@@ -24,7 +24,7 @@ from pathlib import Path
 
 from deploy.ansible import inventory
 from deploy.compose.docker import Docker
-from deploy.compose.images import DEBOOTSTRAP_CACHE, Log
+from deploy.compose.images import Log, debootstrap, import_root, run
 
 HERE = Path(__file__).resolve().parent
 HOST_IMAGE = "partyline-host:bookworm"
@@ -63,38 +63,15 @@ SYSTEMD_FLAGS = [  # systemd as PID 1 without --privileged (docs/architecture.md
 ]
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd[:4])} … failed ({done.returncode}):\n{done.stderr[-3000:]}"
-        )
-    return done
-
-
 def build_host_image(docker: Docker, tag: str = HOST_IMAGE, *, log: Log = print) -> str:
     if docker.image_exists(tag):
         return tag
-    if not shutil.which("debootstrap"):
-        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
     log(f"host image: debootstrap bookworm with systemd and sshd → {tag}")
-    DEBOOTSTRAP_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="partyline-hostroot-") as tmp:
-        root = Path(tmp) / "root"
-        _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(HOST_PACKAGES)}",
-                f"--cache-dir={DEBOOTSTRAP_CACHE}",
-                "bookworm",
-                str(root),
-                "http://deb.debian.org/debian",
-            ]
-        )
+        root = debootstrap(Path(tmp) / "root", HOST_PACKAGES)
         shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
         try:
-            _run(
+            run(
                 [
                     "chroot",
                     str(root),
@@ -124,10 +101,7 @@ def build_host_image(docker: Docker, tag: str = HOST_IMAGE, *, log: Log = print)
         wants = root / "etc/systemd/system/multi-user.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
         (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        docker.run(["import", "--change", 'CMD ["/sbin/init"]', "-", tag], stdin=tar.stdout)
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the debootstrap root failed")
+        import_root(docker, root, tag, 'CMD ["/sbin/init"]')
     return tag
 
 
@@ -153,7 +127,7 @@ class Sandbox:
     def start(self, *, say: Log = print) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
         # internal: the hosts reach each other and this machine, never beyond (no registry, no
         # mirror: the roles install from what the hosts carry)
         self.docker.run(["network", "create", "--internal", f"{self.prefix}-net"])

@@ -52,7 +52,7 @@ def _uv() -> str:
     return found
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if done.returncode != 0:
         raise RuntimeError(
@@ -83,7 +83,7 @@ def build_wheelhouse(out: Path, *, log: Log = print) -> Path:
     if not (stamp.exists() and stamp.read_text().strip() == digest):
         log(f"wheelhouse: fetching every locked wheel of {', '.join(EXTRAS)} into {out}")
         for extra in EXTRAS:
-            req = _run(
+            req = run(
                 [
                     _uv(),
                     "export",
@@ -109,11 +109,11 @@ def build_wheelhouse(out: Path, *, log: Log = print) -> Path:
                     names.add(line.split(";")[0].strip())
         wanted = out / ".all-requirements.txt"
         wanted.write_text("\n".join(sorted(names)) + "\n")
-        _run([*_pip_wheel_cmd(), "--no-deps", "--quiet", "-r", str(wanted), "-w", str(out)])
+        run([*_pip_wheel_cmd(), "--no-deps", "--quiet", "-r", str(wanted), "-w", str(out)])
         stamp.write_text(digest + "\n")
     for old in out.glob("partyline-*.whl"):
         old.unlink()
-    _run([_uv(), "build", "--wheel", "--quiet", "-o", str(out)], cwd=REPO_ROOT)
+    run([_uv(), "build", "--wheel", "--quiet", "-o", str(out)], cwd=REPO_ROOT)
     write_wheel_lists(out)
     wheels = list(out.glob("*.whl"))
     log(f"wheelhouse: {len(wheels)} wheels, {_size(out) / 1e6:.0f} MB in {out}")
@@ -146,35 +146,45 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def debootstrap(root: Path, packages: tuple[str, ...]) -> Path:
+    """A Debian 12 minbase root with `packages`, its .debs cached across runs."""
+    if not shutil.which("debootstrap"):
+        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
+    DEBOOTSTRAP_CACHE.mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            f"--cache-dir={DEBOOTSTRAP_CACHE}",
+            "bookworm",
+            str(root),
+            "http://deb.debian.org/debian",
+        ]
+    )
+    return root
+
+
+def import_root(docker: Docker, root: Path, tag: str, change: str) -> None:
+    """`tar` the root into `docker import` (no registry, no Dockerfile)."""
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    docker.run(["import", "--change", change, "-", tag], stdin=tar.stdout)
+    if tar.wait() != 0:
+        raise RuntimeError("tar of the debootstrap root failed")
+
+
 def build_base_image(docker: Docker, tag: str = LOCAL_BASE_IMAGE, *, log: Log = print) -> str:
     """Debian 12 minbase (+ Python 3.11 or PostgreSQL) imported as an image: no image registry."""
     if docker.image_exists(tag):
         return tag
-    if not shutil.which("debootstrap"):
-        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
     packages = BASE_PACKAGES[tag]
     log(f"base image: debootstrap bookworm ({', '.join(packages)}) → {tag}")
-    DEBOOTSTRAP_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="partyline-rootfs-") as tmp:
-        root = Path(tmp) / "root"
-        _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(packages)}",
-                f"--cache-dir={DEBOOTSTRAP_CACHE}",
-                "bookworm",
-                str(root),
-                "http://deb.debian.org/debian",
-            ]
-        )
+        root = debootstrap(Path(tmp) / "root", packages)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(root / junk, ignore_errors=True)
             (root / junk).mkdir(parents=True, exist_ok=True)
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        docker.run(["import", "--change", 'CMD ["/bin/bash"]', "-", tag], stdin=tar.stdout)
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the debootstrap root failed")
+        import_root(docker, root, tag, 'CMD ["/bin/bash"]')
     return tag
 
 
