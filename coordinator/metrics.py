@@ -13,7 +13,9 @@ Where the numbers come from:
 - status events: what `JobService.apply` committed (`Applied.outcomes`) plus the refusals the
   intake counts (`IntakeCounters`, also on /healthz);
 - listener lag: what each party's listener thread remembers of its last read;
-- dispatch refusals: `services.dispatch` tells each time a queued job cannot be sent.
+- dispatch refusals: `services.dispatch` tells each time a queued job cannot be sent;
+- dispatches: `services.dispatch` tells each job sent, by how (a new warm session, a reused one,
+  or cold: a job process and ports of its own).
 
 A scrape is one consistent view of the jobs and their durations: it counts the jobs and then
 reads the histogram under a lock that a commit ending a job holds from the database's COMMIT
@@ -93,6 +95,13 @@ class CoordinatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dispatches = PromCounter(
+            f"{PREFIX}dispatches",
+            "Jobs sent to their parties, by mode: warm_new (the first job of a new warm "
+            "session), warm_reused (a later job of one), cold (a job process of its own)",
+            ["mode"],
+            registry=self.registry,
+        )
         self._events: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         # held by a scrape while it counts the jobs and reads the histogram, and by a commit
@@ -114,6 +123,9 @@ class CoordinatorMetrics:
 
     def dispatch_refused(self, reason: str) -> None:
         self.dispatch_refusals.labels(reason=reason).inc()
+
+    def dispatched(self, mode: str) -> None:
+        self.dispatches.labels(mode=mode).inc()
 
     def job_finished(self, protocol: str, state: str, seconds: float) -> None:
         self.job_duration.labels(protocol=protocol, state=state).observe(max(0.0, seconds))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from coordinator.schemas import PSIJobCreate
@@ -30,7 +31,10 @@ def psi_template(
     request: PSIJobCreate,
     endpoints: dict[str, PartyEndpoints],
     deadline: dt.datetime,
+    session: Mapping[str, str | float] | None = None,
 ) -> dict:
+    """`session`: the warm session the job runs in (node.contract.SessionRef, the same at every
+    party); None (not in the params) for a cold job."""
     parties = sorted(request.parties)
     missing = [p for p in parties if p not in endpoints]
     if missing:
@@ -71,6 +75,7 @@ def psi_template(
             "duplicates": str(request.duplicates),
             "overwrite": request.overwrite,
         },
+        **({"session": dict(session)} if session is not None else {}),
     }
 
 

@@ -103,6 +103,8 @@ class Coordinator:
             result_fallback_grace_s=self.settings.result_fallback_grace_s,
             counters=self.intake,
             metrics=self.metrics,
+            warm_sessions=self.settings.warm_sessions,
+            session_idle_s=self.settings.warm_session_idle_s,
         )
         self.listener = StatusListener(
             self.clients,

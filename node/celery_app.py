@@ -105,10 +105,30 @@ def _problems(settings: NodeSettings, role: str) -> list[str]:
     if role != "sf":
         return []
     from node import rayhead
+    from node.sessions import service
 
+    problems = []
     if not rayhead.is_up(settings):
-        return [f"Ray head: nothing answers on {settings.ray_address}"]
-    return []
+        problems.append(f"Ray head: nothing answers on {settings.ray_address}")
+    if not service.running():
+        problems.append("session host: not running (warm sessions refused until it restarts)")
+    return problems
+
+
+@worker_ready.connect
+def _start_session_host(**_kw) -> None:
+    if os.environ.get(ROLE_ENV, "sf") == "sf":
+        from node.sessions import service
+
+        service.start(get_settings())
+
+
+@worker_shutdown.connect
+def _stop_session_host(**_kw) -> None:
+    if os.environ.get(ROLE_ENV, "sf") == "sf":
+        from node.sessions import service
+
+        service.stop()
 
 
 @worker_ready.connect

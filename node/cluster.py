@@ -15,7 +15,9 @@ def cluster_config(params: TaskParams, settings: NodeSettings) -> dict:
     return {"parties": parties, "self_party": sf.self_party}
 
 
-def init_cluster(params: TaskParams, settings: NodeSettings) -> None:
+def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | None = None) -> None:
+    """`job_name`: RayFed's job name, the same at every party (the execution id of a cold job,
+    the session id of a warm session)."""
     import secretflow as sf
 
     from node import fedlink
@@ -25,7 +27,7 @@ def init_cluster(params: TaskParams, settings: NodeSettings) -> None:
         address=settings.ray_address,
         cluster_config=cluster_config(params, settings),
         tls_config=settings.tls_config(),
-        job_name=params.execution_id,
+        job_name=job_name or params.execution_id,
         cross_silo_comm_backend="grpc",
         cross_silo_comm_options={
             "exit_on_sending_failure": True,

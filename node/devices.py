@@ -20,7 +20,9 @@ def spu_cluster_def(params: TaskParams, settings: NodeSettings) -> dict:
     return cluster_def
 
 
-def create_devices(params: TaskParams, settings: NodeSettings) -> dict:
+def create_devices(params: TaskParams, settings: NodeSettings, name: str | None = None) -> dict:
+    """`name`: what the SPU device is called after (the execution id of a cold job, the
+    session id of a warm session)."""
     import secretflow as sf
 
     devices: dict = {p: sf.PYU(p) for p in params.sf_init_config.parties}
@@ -28,7 +30,7 @@ def create_devices(params: TaskParams, settings: NodeSettings) -> dict:
         devices["spu"] = sf.SPU(
             spu_cluster_def(params, settings),
             link_desc=dict(params.spu_config.link_desc),
-            id=f"spu-{params.execution_id}",
+            id=f"spu-{name or params.execution_id}",
         )
     return devices
 

@@ -53,16 +53,41 @@ def execute(
         cluster.shutdown_cluster()
         return time.perf_counter() - s
 
-    result = {
+    result = success_result(
+        params,
+        output,
+        started_at,
+        devs,
+        cluster_init_s=t1 - t0,
+        device_init_s=t2 - t1,
+        algorithm_s=t3 - t2,
+    )
+    return result, teardown
+
+
+def success_result(
+    params: TaskParams,
+    output: dict[str, Any],
+    started_at: Any,
+    devs: dict,
+    *,
+    cluster_init_s: float,
+    device_init_s: float,
+    algorithm_s: float,
+    session: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The TaskResult dict of a job that succeeded (its timings in seconds)."""
+    return {
         "status": ResultStatus.SUCCESS.value,
         "result": output,
         "error": None,
         "performance_metrics": {
-            "cluster_init_s": round(t1 - t0, 3),
-            "device_init_s": round(t2 - t1, 3),
-            "algorithm_s": round(t3 - t2, 3),
+            "cluster_init_s": round(cluster_init_s, 3),
+            "device_init_s": round(device_init_s, 3),
+            "algorithm_s": round(algorithm_s, 3),
             "teardown_s": 0.0,
-            "total_s": round(t3 - t0, 3),
+            "total_s": round(cluster_init_s + device_init_s + algorithm_s, 3),
+            **(session or {}),
         },
         "task_metadata": {
             "task_id": params.task_id,
@@ -75,11 +100,39 @@ def execute(
             "devices_used": sorted(devs),
         },
     }
-    return result, teardown
 
 
-def _send(fd: int, msg: dict[str, Any]) -> None:
+def send_message(fd: int, msg: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(msg, default=str) + "\n").encode())
+
+
+def send_error(fd: int, exc: BaseException) -> None:
+    """Report an exception (the whole trace also goes to the job log)."""
+    trace = traceback.format_exc()
+    sys.stderr.write(trace)
+    send_message(
+        fd,
+        {
+            "type": "error",
+            "error": {
+                "type": type(exc).__name__,
+                "message": str(exc)[:20_000],
+                "trace": trace[-20_000:],
+            },
+        },
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def redirect_output(log_path: str) -> None:
+    """Send this process's stdout/stderr (and Ray's driver log lines) to a job's log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
 
 
 def main() -> int:
@@ -87,47 +140,30 @@ def main() -> int:
     t_import = time.perf_counter()
     import secretflow  # noqa: F401  (warm: the ~12 s import happens before the job arrives)
 
-    _send(fd, {"type": "ready", "import_s": round(time.perf_counter() - t_import, 3)})
+    send_message(fd, {"type": "ready", "import_s": round(time.perf_counter() - t_import, 3)})
     line = sys.stdin.readline()
     if not line:
         return 0  # parent closed: spare discarded
     spec = json.loads(line)
-    log_fd = os.open(spec["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
+    redirect_output(spec["log_path"])
     params = TaskParams.model_validate(spec["params"])
     settings = NodeSettings.model_validate(spec["settings"])
 
     def report(stage: str, progress: float | None = None) -> None:
-        _send(fd, {"type": "stage", "stage": str(stage), "progress": progress})
+        send_message(fd, {"type": "stage", "stage": str(stage), "progress": progress})
 
     try:
         result, teardown = execute(params, spec["prepared"], settings, report)
     except BaseException as exc:  # report anything, then leave
-        trace = traceback.format_exc()
-        sys.stderr.write(trace)  # the whole trace stays in the job log
-        _send(
-            fd,
-            {
-                "type": "error",
-                "error": {
-                    "type": type(exc).__name__,
-                    "message": str(exc)[:20_000],
-                    "trace": trace[-20_000:],
-                },
-            },
-        )
-        sys.stdout.flush()
+        send_error(fd, exc)
         os._exit(1)
-    _send(fd, {"type": "result", "result": result})
+    send_message(fd, {"type": "result", "result": result})
     try:
         teardown_s = teardown()
-        _send(fd, {"type": "closed", "teardown_s": round(teardown_s, 3)})
+        send_message(fd, {"type": "closed", "teardown_s": round(teardown_s, 3)})
     except BaseException as exc:
         traceback.print_exc()
-        _send(fd, {"type": "closed", "error": str(exc)})
+        send_message(fd, {"type": "closed", "error": str(exc)})
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip interpreter teardown of Ray/gRPC threads

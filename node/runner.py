@@ -31,6 +31,7 @@ from typing import Any
 from node import failures
 from node.contract import ErrorInfo, ErrorType, Stage, TaskParams
 from node.executor import MSG_FD_ENV
+from node.sessions.client import HostUnavailable, SessionJob
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class JobProcess:
     """One child `python -m node.executor` and its message pipe."""
 
-    def __init__(self, settings: NodeSettings, spawn_log: Path) -> None:
+    def __init__(
+        self, settings: NodeSettings, spawn_log: Path, module: str = "node.executor"
+    ) -> None:
         r, w = os.pipe()
         from node.datapaths import scratch_dir
 
@@ -60,7 +63,7 @@ class JobProcess:
         spawn_log.parent.mkdir(parents=True, exist_ok=True)
         self._spawn_log = open(spawn_log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.executor"],
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=self._spawn_log,
             stderr=subprocess.STDOUT,
@@ -120,6 +123,16 @@ class JobProcess:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
         self.proc.stdin.flush()
+
+    def exit_code(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def finish(self, job_dir: Path) -> None:
+        """After the result: the child tears down off the next job's path."""
+        _reap_in_background(self, job_dir)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -231,10 +244,21 @@ def run_job(
         return Outcome(
             OutcomeStatus.ERROR, error=failures.ray_head_down(situation), timings=timings
         )
-    busy = _busy_port(params, settings)
-    if busy is not None:  # a listener of an earlier job still holds it: say so, at once
-        return Outcome(OutcomeStatus.ERROR, error=failures.port_in_use(*busy), timings=timings)
-    proc = _take(settings)
+    proc: JobProcess | SessionJob
+    if params.session is not None:  # the session host checks the ports of a new session
+        try:
+            proc = SessionJob(settings)
+        except HostUnavailable as exc:
+            return Outcome(
+                OutcomeStatus.ERROR,
+                error=ErrorInfo(type=ErrorType.RUNNER_START_ERROR, message=str(exc)),
+                timings=timings,
+            )
+    else:
+        busy = busy_port(params, settings)
+        if busy is not None:  # a listener of an earlier job still holds it: say so, at once
+            return Outcome(OutcomeStatus.ERROR, error=failures.port_in_use(*busy), timings=timings)
+        proc = _take(settings)
     timings["warm"] = 1.0 if proc.ready else 0.0
     limit_end = t_start + settings.task_time_limit_s
     if deadline_monotonic is not None:
@@ -249,7 +273,7 @@ def run_job(
 
     try:
         if not proc.wait_ready(READY_TIMEOUT_S):
-            rc = proc.proc.poll()
+            rc = proc.exit_code(0)
             return fail(
                 ErrorInfo(
                     type=ErrorType.RUNNER_START_ERROR,
@@ -271,6 +295,8 @@ def run_job(
         )
         (job_dir / "pid").write_text(str(proc.pid))
         t_sent = time.monotonic()
+        if isinstance(proc, SessionJob) and proc.session:
+            timings["session_job"] = float(proc.session.get("job") or 0)
         next_ray_check = t_sent + RAY_CHECK_EVERY_S
         while True:
             now = time.monotonic()
@@ -307,7 +333,7 @@ def run_job(
                     timings[msg["stage"]] = round(time.monotonic() - t_sent, 3)
                     on_stage(msg["stage"], msg.get("progress"))
                 elif kind == "result":
-                    _reap_in_background(proc, job_dir)
+                    proc.finish(job_dir)
                     return Outcome(
                         OutcomeStatus.SUCCESS,
                         result=msg["result"],
@@ -326,7 +352,7 @@ def run_job(
                         )
                     )
                 elif kind == "eof":
-                    rc = proc.proc.wait(timeout=30)
+                    rc = proc.exit_code(30)
                     if not rayhead.is_up(settings):
                         return fail(failures.ray_head_down(situation))
                     return fail(failures.from_crash(situation, rc, tail()))
@@ -335,7 +361,7 @@ def run_job(
         raise
 
 
-def _busy_port(params: TaskParams, settings: NodeSettings) -> tuple[str, int] | None:
+def busy_port(params: TaskParams, settings: NodeSettings) -> tuple[str, int] | None:
     """(link, port) of this job's own fed or SPU port when it cannot be bound now."""
     import socket
 

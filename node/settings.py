@@ -100,6 +100,13 @@ class NodeSettings(BaseSettings):
     spare_runner: bool = Field(
         default=True, description="keep one job process pre-started (secretflow already imported)"
     )
+    max_sessions: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="warm federation sessions (one per party set) this node keeps at once; "
+        "beyond that the least recently used idle one is closed",
+    )
     worker_name: str = Field(default_factory=socket.gethostname)
     log_level: str = "info"
 

@@ -5,6 +5,7 @@ attempts still running. `JobService.tick` picks the jobs (gang scheduling); this
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
@@ -80,46 +81,30 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
             hold_job(svc, job_id, why)
             return False
     execution_id = new_execution_id()
-    try:
-        ports = svc.ports.acquire(execution_id, parties)
+    try:  # a warm session's ports when there is one for this job, else ports of its own
+        session = svc.warm.take(execution_id, parties) if svc.warm else None
+        ports = session.ports if session else svc.ports.acquire(execution_id, parties)
     except PortsExhausted as exc:
+        if svc.warm:  # idle sessions holding that party's ports give them up (after cooldown)
+            svc.warm.evict_idle(exc.party)
         svc.metrics.dispatch_refused("ports_exhausted")
         log.warning("job %s waits: %s", job_id, exc)
         return False
-    request = PSIJobCreate.model_validate(job.request)
-    template = psi_template(
-        job_id=job_id,
-        execution_id=execution_id,
-        request=request,
-        endpoints=svc.topology.endpoints(ports),
-        deadline=deadline,
-    )
-    params = per_party(template)
-    trids = {p: task_request_id(execution_id, p) for p in parties}
-    with transaction(svc.sessions) as s:
-        job = s.get_one(Job, job_id)
-        job.attempt += 1
-        job.execution_id = execution_id
-        job.status = JobState.DISPATCHED
-        job.dispatched_at = now
-        if job.error and job.error.startswith(WAITING):  # no longer waiting
-            job.error = job.error.partition(" | ")[2] or None
-        job.finished_at = None
-        job.result = None
-        for p in parties:
-            s.add(
-                SecretflowTask(
-                    job_id=job_id,
-                    task_id=job_id,
-                    subtask_id="psi",
-                    execution_id=execution_id,
-                    party=p,
-                    celery_task_id=trids[p],
-                    task_type="psi",
-                    status=PartyStatus.PENDING,
-                    params=params[p],
-                )
-            )
+    try:
+        template = psi_template(
+            job_id=job_id,
+            execution_id=execution_id,
+            request=PSIJobCreate.model_validate(job.request),
+            endpoints=svc.topology.endpoints(ports),
+            deadline=deadline,
+            session=session.ref() if session else None,
+        )
+        params = per_party(template)  # the same session and ports at every party
+        trids = {p: task_request_id(execution_id, p) for p in parties}
+        store_attempt(svc, job_id, execution_id, params, trids, now)
+    except BaseException:  # nothing was sent: neither the ports nor the session are kept
+        svc.release_attempts([execution_id], succeeded=False)
+        raise
     svc.on_change([job_id])
     # all-or-nothing: every broker must answer before anything is sent …
     sent: list[str] = []
@@ -135,8 +120,50 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         svc.metrics.dispatch_refused("broker_unreachable")
         fail_dispatch(svc, job_id, execution_id, exc, sent)
         return False
-    log.info("job %s attempt %s sent to %s", job_id, execution_id, ", ".join(parties))
+    svc.metrics.dispatched(session.mode if session else "cold")
+    log.info(
+        "job %s attempt %s sent to %s%s",
+        job_id,
+        execution_id,
+        ", ".join(parties),
+        f" in warm session {session.id} (job {session.jobs})" if session else "",
+    )
     return True
+
+
+def store_attempt(
+    svc: JobService,
+    job_id: str,
+    execution_id: str,
+    params: dict[str, dict],
+    trids: dict[str, str],
+    now: dt.datetime,
+) -> None:
+    """The job DISPATCHED as attempt `execution_id`, with one PENDING task per party."""
+    with transaction(svc.sessions) as s:
+        job = s.get_one(Job, job_id)
+        job.attempt += 1
+        job.execution_id = execution_id
+        job.status = JobState.DISPATCHED
+        job.dispatched_at = now
+        if job.error and job.error.startswith(WAITING):  # no longer waiting
+            job.error = job.error.partition(" | ")[2] or None
+        job.finished_at = None
+        job.result = None
+        for p, party_params in params.items():
+            s.add(
+                SecretflowTask(
+                    job_id=job_id,
+                    task_id=job_id,
+                    subtask_id="psi",
+                    execution_id=execution_id,
+                    party=p,
+                    celery_task_id=trids[p],
+                    task_type="psi",
+                    status=PartyStatus.PENDING,
+                    params=party_params,
+                )
+            )
 
 
 def hold_job(svc: JobService, job_id: str, why: str) -> None:
@@ -180,5 +207,5 @@ def fail_dispatch(
         job.failed_party = exc.party
         job.error = f"{exc}; the tasks already sent were revoked"
         job.finished_at = now
-    svc.ports.release(execution_id)
+    svc.release_attempts([execution_id], succeeded=False)  # and its session, if any, is retired
     svc.on_change([job_id])

@@ -6,6 +6,7 @@ write lives in these modules or services/status.py; routes only call these metho
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -29,6 +30,7 @@ from coordinator.services import rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import dispatch_job, restore_ports
 from coordinator.services.results import record_result
+from coordinator.services.sessions import SessionRegistry
 from coordinator.services.status import Applied, apply_events
 from coordinator.topology import PortPool, Topology
 from node.contract import MAX_DEADLINE_AHEAD_S, StatusEvent, utcnow
@@ -67,7 +69,11 @@ class JobService:
         stream_group: str = "coordinator",
         counters: IntakeCounters | None = None,
         metrics: CoordinatorMetrics | None = None,
+        warm_sessions: bool = False,
+        session_idle_s: float = 600.0,
     ) -> None:
+        """`warm_sessions`: run a party set's jobs one after another in one warm federation
+        session (services/sessions.py), which the nodes close after `session_idle_s` idle."""
         self.counters = counters or IntakeCounters()
         self.metrics = metrics or CoordinatorMetrics()
         self.topology = topology
@@ -78,6 +84,9 @@ class JobService:
         self.max_attempts = max_attempts
         self.on_change = on_change or (lambda _ids: None)
         self.ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
+        self.warm = (
+            SessionRegistry(self.ports, idle_timeout_s=session_idle_s) if warm_sessions else None
+        )
         self._dispatch_lock = threading.RLock()
         # jobs queued again whose previous attempt's tasks are still being revoked: not sent
         # before those revokes are out, so a worker cannot take the stale task first
@@ -175,16 +184,20 @@ class JobService:
     def apply(self, events: list[StatusEvent]) -> Applied:
         """Apply a batch in one transaction; act on the outcome only after the commit."""
         marked: list[str] = []
-        try:
-            with transaction(self.sessions) as s:
-                out = apply_events(s, events)
-                with self._revoking_lock:  # marked before the commit makes them QUEUED for all
-                    self._revoking.update(out.requeued)
-                    marked = list(out.requeued)
-        except BaseException:
-            with self._revoking_lock:  # not committed: nothing to wait for
-                self._revoking.difference_update(marked)
-            raise
+        # with warm sessions, no dispatch may see a slot freed by this commit before the
+        # session of the attempt that freed it is idle again (or the next job would go cold)
+        with self._dispatch_lock if self.warm is not None else contextlib.nullcontext():
+            try:
+                with transaction(self.sessions) as s:
+                    out = apply_events(s, events)
+                    with self._revoking_lock:  # marked before the commit: QUEUED for all
+                        self._revoking.update(out.requeued)
+                        marked = list(out.requeued)
+            except BaseException:
+                with self._revoking_lock:  # not committed: nothing to wait for
+                    self._revoking.difference_update(marked)
+                raise
+            self.release_attempts(out.released)  # after() does it again: a no-op then
         self.metrics.count_events(out.outcomes)
         self.after(out)
         for party, trid, event_id in out.refused:
@@ -200,12 +213,40 @@ class JobService:
                 self._revoking.difference_update(out.requeued)
         for party, trid in out.finished_tasks:
             self._background.submit(self._fetch_result, party, trid)
-        for execution_id in set(out.released):
-            self.ports.release(execution_id)
+        self.release_attempts(out.released)
         if out.jobs_touched or out.jobs_changed:
             self.on_change(out.jobs_touched | out.jobs_changed)
         if out.requeued or out.released:
             self.tick()
+
+    def release_attempts(
+        self, execution_ids: Iterable[str], *, succeeded: bool | None = None
+    ) -> None:
+        """Attempts that have ended: free their ports, and idle their warm sessions (a job that
+        SUCCEEDED) or retire them (anything else). `succeeded=None`: read from the database."""
+        ids = set(execution_ids)
+        if self.warm is not None and ids:
+            in_session = self.warm.running(ids)
+            ok: set[str] = set()
+            if in_session and succeeded is None:
+                try:
+                    with self.sessions() as s:
+                        ok = set(
+                            s.scalars(
+                                select(Job.execution_id).where(
+                                    Job.execution_id.in_(sorted(in_session)),
+                                    Job.status == JobState.SUCCEEDED,
+                                )
+                            )
+                        )
+                except Exception:  # cannot tell: those sessions are not used again
+                    log.exception("could not read how attempts %s ended", sorted(in_session))
+            elif succeeded:
+                ok = in_session
+            for execution_id in in_session:
+                self.warm.finished(execution_id, execution_id in ok)
+        for execution_id in ids:
+            self.ports.release(execution_id)  # a no-op for one that ran in a session
 
     def close(self) -> None:
         self._background.shutdown(wait=True, cancel_futures=True)
@@ -226,7 +267,7 @@ class JobService:
         for party, trid in victims:
             self.clients.revoke(party, trid)
         if execution_id:
-            self.ports.release(execution_id)
+            self.release_attempts([execution_id], succeeded=False)
         self.on_change([job_id])
 
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:

@@ -64,9 +64,11 @@ from node.contract.status import (
 )
 from node.contract.tasks import (
     PSI_PROTOCOLS,
+    SESSION_IDLE_MARGIN_S,
     DuplicateMode,
     PartyAddress,
     PSITaskConfig,
+    SessionRef,
     SFInitConfig,
     SPUClusterDef,
     SPUConfig,
@@ -94,6 +96,7 @@ __all__ = [
     "RETRYABLE",
     "SECRETFLOW_QUEUE",
     "SECRETS_DIR_ENV",
+    "SESSION_IDLE_MARGIN_S",
     "STATUS_CHANNEL",
     "STATUS_STREAM",
     "TASK_EXECUTE",
@@ -117,6 +120,7 @@ __all__ = [
     "SPUClusterDef",
     "SPUConfig",
     "SPUNode",
+    "SessionRef",
     "Stage",
     "StatusEvent",
     "TaskMetadata",

@@ -35,6 +35,7 @@ class ErrorType(StrEnum):
     JOB_PROCESS_CRASHED = "JobProcessCrashed"
     TIME_LIMIT_EXCEEDED = "TimeLimitExceeded"
     PORT_IN_USE = "PortInUse"  # the job's fed/SPU port is taken on this host (e.g. still closing)
+    SESSION_LOST = "SessionLost"  # the warm session the job was sent to has ended at this party
     # the links between the parties
     PEER_CONNECT_TIMEOUT = "PeerConnectTimeout"  # the peer never joined this job in time
     PEER_UNREACHABLE = "PeerUnreachable"  # the peer's link port refused / could not be reached
@@ -63,6 +64,7 @@ RETRYABLE = frozenset(
         ErrorType.START_TIMEOUT,
         ErrorType.RAY_HEAD_UNREACHABLE,
         ErrorType.PORT_IN_USE,  # the next attempt gets other ports
+        ErrorType.SESSION_LOST,  # the next attempt gets a new session
     }
 )
 # causes that point at another party than the one reporting them: when that other party

@@ -21,6 +21,10 @@ class PerformanceMetrics(BaseModel):
     algorithm_s: float = 0.0
     teardown_s: float = 0.0
     total_s: float = 0.0
+    # a warm session's job: the session, and which of its jobs this was (1: it started the
+    # session and paid for sf.init and the SPU runtime); None / 0 for a cold job
+    session_id: str | None = None
+    session_job: int = 0
 
 
 class TaskMetadata(BaseModel):

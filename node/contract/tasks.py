@@ -144,6 +144,31 @@ class PSITaskConfig(_Strict):
         return self
 
 
+class SessionRef(_Strict):
+    """The warm federation session a job runs in (docs/architecture.md, "Warm sessions").
+
+    The parties' drivers (connected to their own Ray heads), RayFed's proxies and the SPU
+    runtime with its link stay up between the jobs of one party set, so a job pays only for its
+    own work. The coordinator names the session and gives every job of it the same ports; a
+    node runs one job of a session at a time, and a session whose job did not succeed is never
+    used again (the coordinator starts another, on other ports)."""
+
+    id: str
+    # a node closes the session after this long without a job; the coordinator stops sending
+    # jobs to it well before (SESSION_IDLE_MARGIN_S), so a job never finds it closed
+    idle_timeout_s: float = Field(default=600.0, ge=30.0, le=86_400.0)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ID_RE.fullmatch(v):
+            raise ValueError(f"session.id {v!r} must match {ID_RE.pattern}")
+        return v
+
+
+SESSION_IDLE_MARGIN_S = 60.0
+
+
 class TaskParams(_Strict):
     """What the coordinator sends to every party (only `self_party` differs between them)."""
 
@@ -154,6 +179,7 @@ class TaskParams(_Strict):
     sf_init_config: SFInitConfig
     spu_config: SPUConfig | None = None
     task_config: dict[str, Any]
+    session: SessionRef | None = None  # None: a job process of its own (a cold job)
 
     @field_validator("task_id", "subtask_id", "execution_id")
     @classmethod

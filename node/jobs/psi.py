@@ -132,52 +132,65 @@ def run(
     outputs = {p: str(psi_output) if p == party else "" for p in parties}
     import ray
 
+    calls: dict[str, tuple[str, tuple[Any, ...]]] = {}
+    for p in spu.actors:
+        if prepared["protocol"] == "PROTOCOL_ECDH":
+            # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
+            # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
+            # PSI runs the same ECDH core without that race. It writes a header-only output for
+            # an empty intersection.
+            calls[p] = (
+                "psi_csv",
+                (
+                    keys[p],
+                    inputs[p],
+                    outputs[p],
+                    prepared["receiver"],
+                    "ECDH_PSI_2PC",
+                    False,  # precheck_input: the node checked the table itself, keys are unique
+                    prepared["sort"],
+                    prepared["broadcast_result"],
+                    1 << 20,  # bucket_size
+                    "CURVE_FOURQ",
+                ),
+            )
+        else:
+            calls[p] = (
+                "psi",
+                (
+                    keys[p],
+                    inputs[p],
+                    outputs[p],
+                    prepared["receiver"],
+                    # keys_unique=false although the node hands each key once: with
+                    # keys_unique=true an empty intersection aborts the receiver ("read csv file
+                    # second line: … join_sorted_input.inter.csv failed") while the sender waits
+                    # out its timeout
+                    True,  # table_keys_duplicated
+                    "NULL",  # output_csv_na_rep
+                    prepared["broadcast_result"],
+                    prepared["protocol"],
+                    "CURVE_FOURQ",  # ecdh_curve
+                    "ADVANCED_JOIN_TYPE_INNER_JOIN",
+                    "ROLE_RECEIVER",  # left_side
+                    True,  # skip_duplicates_check (checked before any SecretFlow work)
+                    not prepared["sort"],  # disable_alignment
+                    False,  # check_hash_digest
+                ),
+            )
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
-    # behind a wait for the peer's report (which we do not need).
-    if prepared["protocol"] == "PROTOCOL_ECDH":
-        # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
-        # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
-        # PSI runs the same ECDH core without that race. It writes a header-only output for
-        # an empty intersection.
-        refs = {
-            p: actor.psi_csv.remote(
-                keys[p],
-                inputs[p],
-                outputs[p],
-                prepared["receiver"],
-                "ECDH_PSI_2PC",
-                False,  # precheck_input: the node checked the table itself, keys are unique
-                prepared["sort"],
-                prepared["broadcast_result"],
-                1 << 20,  # bucket_size
-                "CURVE_FOURQ",
-            )
-            for p, actor in spu.actors.items()
-        }
-    else:
-        refs = {
-            p: actor.psi.remote(
-                keys[p],
-                inputs[p],
-                outputs[p],
-                prepared["receiver"],
-                # keys_unique=false although the node hands each key once: with keys_unique=true
-                # an empty intersection aborts the receiver ("read csv file second line: …
-                # join_sorted_input.inter.csv failed") while the sender waits out its timeout
-                True,  # table_keys_duplicated
-                "NULL",  # output_csv_na_rep
-                prepared["broadcast_result"],
-                prepared["protocol"],
-                "CURVE_FOURQ",  # ecdh_curve
-                "ADVANCED_JOIN_TYPE_INNER_JOIN",
-                "ROLE_RECEIVER",  # left_side
-                True,  # skip_duplicates_check (checked before any SecretFlow work)
-                not prepared["sort"],  # disable_alignment
-                False,  # check_hash_digest
-            )
-            for p, actor in spu.actors.items()
-        }
+    # behind a wait for the peer's report (which we do not need). In a warm session the call
+    # goes through the runtime's check that both parties run this job (node.sessions.runtime).
+    token = prepared.get("session_token")
+    refs = {
+        p: (
+            actor.checked.remote(token, calls[p][0], *calls[p][1])
+            if token
+            else getattr(actor, calls[p][0]).remote(*calls[p][1])
+        )
+        for p, actor in spu.actors.items()
+    }
     # our own actor's report, read locally: sfd.get (fed.get) would also send it to every
     # peer — the sender would learn the receiver's intersection count
     own = ray.get(refs[party].get_ray_object_ref())

@@ -48,3 +48,16 @@ def test_missing_signing_key_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("COORD_SIGNING_KEY_FILE", str(tmp_path / "nope.key"))
     with pytest.raises(ValidationError, match=r"nope\.key does not exist"):
         CoordinatorSettings(api_token="a-real-token-of-enough-length")
+
+
+def test_warm_sessions_are_off_by_default_and_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COORD_API_TOKEN", "a-real-token-of-enough-length")
+    s = CoordinatorSettings()
+    assert (s.warm_sessions, s.warm_session_idle_s) == (False, 600.0)
+    monkeypatch.setenv("COORD_WARM_SESSIONS", "true")
+    monkeypatch.setenv("COORD_WARM_SESSION_IDLE_S", "1200")
+    s = CoordinatorSettings()
+    assert (s.warm_sessions, s.warm_session_idle_s) == (True, 1200.0)
+    monkeypatch.setenv("COORD_WARM_SESSION_IDLE_S", "10")  # the nodes refuse under 30 s
+    with pytest.raises(ValidationError, match="warm_session_idle_s"):
+        CoordinatorSettings()

@@ -1,0 +1,130 @@
+"""A Celery task's handle on its job in a warm session: the runner supervises it like a job
+process of its own (same messages, same `kill`), through the session host's socket."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import selectors
+import socket
+from pathlib import Path
+from typing import Any
+
+from node.sessions.paths import socket_path
+from node.settings import NodeSettings
+
+CONNECT_TIMEOUT_S = 5.0
+FIRST_ANSWER_TIMEOUT_S = 90.0  # a new session may wait for the host to make its driver
+
+
+class HostUnavailable(RuntimeError):
+    """Nothing answers on the session host's socket."""
+
+
+class SessionJob:
+    """One job handed to the session host; quacks like node.runner.JobProcess."""
+
+    ready = True  # the host waits for its driver itself
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.path = socket_path(settings)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            self.sock.connect(str(self.path))
+        except OSError as exc:
+            self.sock.close()
+            raise HostUnavailable(
+                f"its session host does not answer on {self.path} ({exc.strerror or exc}); "
+                "is the SecretFlow worker running?"
+            ) from None
+        self.sock.settimeout(None)
+        self._buf = b""
+        self._pending: list[dict[str, Any]] = []
+        self.session: dict[str, Any] = {}
+        self.rc: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return int(self.session.get("pid") or 0)
+
+    def alive(self) -> bool:
+        return self.sock.fileno() >= 0
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def send_job(self, spec: dict[str, Any]) -> None:
+        """Send the job; wait for the host's first answer (which session, which driver)."""
+        self.sock.sendall((json.dumps({"op": "run", "spec": spec}, default=str) + "\n").encode())
+        for msg in self._read(FIRST_ANSWER_TIMEOUT_S):
+            if msg["type"] == "session" and not self.session:
+                self.session = msg
+            else:
+                self._pending.append(msg)
+
+    def read_messages(self, timeout: float) -> list[dict[str, Any]]:
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out
+        return self._read(timeout)
+
+    def _read(self, timeout: float) -> list[dict[str, Any]]:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout):
+                return []
+        finally:
+            sel.close()
+        try:
+            chunk = self.sock.recv(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return [{"type": "eof"}]
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        out = []
+        for line in lines:
+            if line.strip():
+                msg = json.loads(line)
+                if msg.get("type") == "eof":
+                    self.rc = msg.get("rc")
+                out.append(msg)
+        return out
+
+    def exit_code(self, timeout: float) -> int | None:
+        return self.rc
+
+    def kill(self) -> None:
+        """Stop the job: the host ends the session when the connection closes."""
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def finish(self, job_dir: Path) -> None:
+        """After the result: the session stays up for the next job; nothing to reap."""
+        self.close()
+
+
+def list_sessions(settings: NodeSettings, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The host's sessions (`python -m node sessions`)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(socket_path(settings)))
+        except OSError as exc:
+            raise HostUnavailable(
+                f"no session host answers on {socket_path(settings)} ({exc.strerror or exc})"
+            ) from None
+        sock.sendall(b'{"op": "list"}\n')
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return list(json.loads(data)["sessions"]) if data else []

@@ -1,0 +1,391 @@
+"""This party's session host: `python -m node.sessions.host`, started by the SecretFlow worker.
+
+It owns the warm sessions' driver processes (node.sessions.driver) and hands them jobs. A
+Celery task — in whichever of the worker's pool processes took it — connects to the host's Unix
+socket, sends `{"op": "run", "spec": …}` and reads the driver's messages back (node.sessions.
+client). Closing the connection before the result (cancel, deadline, time limit) ends the
+session. The rules:
+
+- one job per session at a time;
+- a session whose job did not succeed (error, crash, cancel) is closed, and its id remembered:
+  a later job naming it gets SessionLost, never a new session under the old id (the peer may
+  still hold the old one, and the two would not be in step);
+- one session per party set: a job of a new session closes an older one of the same parties;
+- at most NODE_MAX_SESSIONS sessions: beyond that the least recently used idle one is closed;
+- a session without a job for its `idle_timeout_s` is closed;
+- one driver is kept pre-started (secretflow imported) for the next new session.
+
+`{"op": "list"}` answers the sessions (what `python -m node sessions` prints).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.contract import ErrorInfo, ErrorType, TaskParams
+from node.runner import READY_TIMEOUT_S, JobProcess, busy_port
+from node.sessions.driver import identity
+from node.sessions.paths import socket_path
+from node.settings import NodeSettings, get_settings
+
+log = logging.getLogger("partyline.sessions")
+
+DRIVER_MODULE = "node.sessions.driver"
+ENDED_KEPT = 1000  # ids of ended sessions remembered (a late job for one gets SessionLost)
+SEEN_FILE = "sessions.seen"
+
+
+def _read_seen(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _remember(path: Path, session_id: str) -> None:
+    """Append a started session's id (the file is cut back to the last ENDED_KEPT ids)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(session_id + "\n")
+    seen = _read_seen(path)
+    if len(seen) > 2 * ENDED_KEPT:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(seen[-ENDED_KEPT:]) + "\n")
+        tmp.replace(path)
+
+
+@dataclass
+class WarmSession:
+    id: str
+    parties: frozenset[str]
+    key: str
+    idle_timeout_s: float
+    proc: JobProcess | None = None
+    busy: str | None = None  # execution id of the job in flight
+    last_used: float = field(default_factory=time.monotonic)
+    jobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parties": sorted(self.parties),
+            "pid": self.proc.pid if self.proc else None,
+            "busy": self.busy,
+            "jobs": self.jobs,
+            "idle_s": round(time.monotonic() - self.last_used, 1),
+            "idle_timeout_s": self.idle_timeout_s,
+        }
+
+
+def _error(kind: ErrorType, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind.value, "message": message, "refusal": True}}
+
+
+class Host:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self._sessions: dict[str, WarmSession] = {}
+        self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._spare: JobProcess | None = None
+        self._spawns: queue.Queue[Future[JobProcess]] = queue.Queue()
+        self.stop = threading.Event()
+        # every session id this party ever started (kept across host restarts): a job naming
+        # one that is not running any more gets SessionLost, never a new session under that id
+        self._seen_file = settings.state_dir / "run" / SEEN_FILE
+        for sid in _read_seen(self._seen_file)[-ENDED_KEPT:]:
+            self._ended[sid] = "the session host restarted"
+
+    # --- driver processes: all made by the main thread (PR_SET_PDEATHSIG follows the thread) --
+    def _new_driver(self) -> JobProcess:
+        return JobProcess(
+            self.settings, self.settings.state_dir / "runner" / "sessions-spawn.log", DRIVER_MODULE
+        )
+
+    def _take_driver(self) -> JobProcess:
+        with self._lock:
+            proc, self._spare = self._spare, None
+        if proc is not None and proc.alive():
+            return proc
+        if proc is not None:
+            proc.close()
+        fut: Future[JobProcess] = Future()
+        self._spawns.put(fut)
+        return fut.result(timeout=60)
+
+    def run_main_loop(self) -> None:
+        """Make drivers on request, keep the spare, close idle sessions — until `stop`."""
+        while not self.stop.is_set():
+            try:
+                fut = self._spawns.get(timeout=0.5)
+            except queue.Empty:
+                pass
+            else:
+                try:
+                    fut.set_result(self._new_driver())
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                continue
+            self._close_idle()
+            if self.settings.spare_runner and (self._spare is None or not self._spare.alive()):
+                spare = self._new_driver()
+                with self._lock:
+                    self._spare = spare
+
+    def shutdown(self) -> None:
+        with self._lock:
+            procs = [s.proc for s in self._sessions.values() if s.proc] + [self._spare]
+            self._sessions.clear()
+            self._spare = None
+        for proc in procs:
+            if proc is not None:
+                proc.kill()
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def _end(self, sess: WarmSession, why: str) -> None:
+        """Close a session for good (kill its driver; its Ray job and actors end with it)."""
+        with self._lock:
+            if self._sessions.get(sess.id) is sess:
+                del self._sessions[sess.id]
+            self._ended[sess.id] = why
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+        log.info("session %s closed: %s", sess.id, why)
+        if sess.proc is not None:
+            sess.proc.kill()
+
+    def _close_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sessions.values() if s.busy is None]
+        for s in idle:
+            if now - s.last_used > s.idle_timeout_s:
+                self._end(s, f"no job for {s.idle_timeout_s:.0f} s")
+            elif s.proc is not None and not s.proc.alive():
+                self._end(s, f"its driver exited (code {s.proc.proc.poll()}) while idle")
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [s.as_dict() for s in self._sessions.values()]
+
+    def _claim(self, params: TaskParams) -> tuple[WarmSession | None, bool, dict | None]:
+        """(session, is_new, error message) for a job; the session comes back marked busy."""
+        assert params.session is not None
+        ref, key = params.session, identity(params)
+        parties = frozenset(params.sf_init_config.parties)
+        retire: list[tuple[WarmSession, str]] = []
+        with self._lock:
+            sess = self._sessions.get(ref.id)
+            if sess is not None:
+                if sess.busy is not None:
+                    return (
+                        None,
+                        False,
+                        _error(
+                            ErrorType.INTERNAL,
+                            f"its warm session {ref.id} is already running job {sess.busy}",
+                        ),
+                    )
+                if sess.key != key:
+                    return (
+                        None,
+                        False,
+                        _error(
+                            ErrorType.INVALID_PARAMS,
+                            f"job {params.execution_id} names session {ref.id} with other parties "
+                            "or ports than the session was started with",
+                        ),
+                    )
+                sess.busy = params.execution_id
+                return sess, False, None
+            if ref.id in self._ended:
+                return (
+                    None,
+                    False,
+                    _error(
+                        ErrorType.SESSION_LOST,
+                        f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
+                        "the next attempt starts a new one",
+                    ),
+                )
+            for other in self._sessions.values():
+                if other.parties == parties:
+                    retire.append((other, f"session {ref.id} of the same parties replaced it"))
+            idle = sorted(
+                (s for s in self._sessions.values() if s.busy is None and s.parties != parties),
+                key=lambda s: s.last_used,
+            )
+            excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
+            retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
+            sess = WarmSession(ref.id, parties, key, ref.idle_timeout_s, busy=params.execution_id)
+            self._sessions[ref.id] = sess
+            _remember(self._seen_file, ref.id)
+        for old, why in retire:
+            self._end(old, why)
+        return sess, True, None
+
+    # --- one connection: one job ------------------------------------------------------------
+    def serve_connection(self, conn: socket.socket) -> None:
+        with contextlib.closing(conn):
+            line = conn.makefile("rb").readline()
+            if not line:
+                return
+            req = json.loads(line)
+            if req.get("op") == "list":
+                _send(conn, {"type": "sessions", "sessions": self.listing()})
+                return
+            self._run(conn, req["spec"])
+
+    def _run(self, conn: socket.socket, spec: dict[str, Any]) -> None:
+        params = TaskParams.model_validate(spec["params"])
+        if params.session is None:
+            _send(conn, _error(ErrorType.INVALID_PARAMS, "a job without a session was sent"))
+            return
+        sess, new, err = self._claim(params)
+        if err is not None or sess is None:
+            _send(conn, err or {})
+            return
+        if new:
+            busy = busy_port(params, self.settings)
+            if busy is not None:
+                self._end(sess, "its ports were in use")
+                from node import failures
+
+                info: ErrorInfo = failures.port_in_use(*busy)
+                _send(conn, _error(info.type, info.message))
+                return
+            sess.proc = self._take_driver()
+        proc = sess.proc
+        assert proc is not None
+        _send(
+            conn,
+            {"type": "session", "id": sess.id, "new": new, "pid": proc.pid, "job": sess.jobs + 1},
+        )
+        if not proc.wait_ready(READY_TIMEOUT_S):
+            self._end(sess, "its driver did not start")
+            _send(
+                conn,
+                _error(
+                    ErrorType.RUNNER_START_ERROR,
+                    f"the driver of session {sess.id} did not start (exit code "
+                    f"{proc.proc.poll()}); see {self.settings.state_dir / 'runner'}",
+                ),
+            )
+            return
+        proc.send_job(spec)
+        self._relay(conn, sess, proc)
+
+    def _relay(self, conn: socket.socket, sess: WarmSession, proc: JobProcess) -> None:
+        while True:
+            for msg in proc.read_messages(0.25):
+                if msg["type"] == "eof":
+                    with contextlib.suppress(Exception):
+                        proc.proc.wait(timeout=10)
+                    msg["rc"] = proc.proc.poll()
+                    self._end(sess, f"its driver exited (code {msg['rc']}) during a job")
+                    _send(conn, msg)
+                    return
+                delivered = _send(conn, msg)
+                if msg["type"] == "result":
+                    if not delivered:
+                        self._end(sess, "its job's task was gone when the result came")
+                        return
+                    with self._lock:
+                        sess.busy, sess.last_used, sess.jobs = None, time.monotonic(), sess.jobs + 1
+                    return
+                if msg["type"] == "error":
+                    self._end(sess, "its job failed")
+                    return
+            if _gone(conn):
+                self._end(sess, "its job was stopped (cancel, deadline or time limit)")
+                return
+
+
+def _send(conn: socket.socket, msg: dict[str, Any]) -> bool:
+    try:
+        conn.sendall((json.dumps(msg, default=str) + "\n").encode())
+        return True
+    except OSError:
+        return False
+
+
+def _gone(conn: socket.socket) -> bool:
+    """The task's side closed (it sends nothing after its request)."""
+    readable, _, _ = select.select([conn], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def serve(settings: NodeSettings) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = Host(settings)
+    path = socket_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(64)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: host.stop.set())
+
+    def accept() -> None:
+        while not host.stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(
+                target=_guarded, args=(host, conn), name="session-job", daemon=True
+            ).start()
+
+    threading.Thread(target=accept, name="session-accept", daemon=True).start()
+    log.info("session host of party %s listening on %s", settings.party, path)
+    try:
+        host.run_main_loop()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        host.shutdown()
+    return 0
+
+
+def _guarded(host: Host, conn: socket.socket) -> None:
+    try:
+        host.serve_connection(conn)
+    except Exception:
+        log.exception("a session request failed")
+
+
+def main() -> int:
+    return serve(get_settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
