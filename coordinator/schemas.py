@@ -183,6 +183,8 @@ class JobOut(BaseModel):
     attempt: int
     max_attempts: int
     execution_id: str | None = None
+    # the warm federation session the current attempt runs in (None: a job process of its own)
+    session_id: str | None = None
     deadline: UtcDateTime | None = None
     created_at: UtcDateTime
     dispatched_at: UtcDateTime | None = None

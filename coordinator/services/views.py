@@ -45,6 +45,9 @@ def _job_fields(job: Job) -> dict[str, Any]:
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         execution_id=job.execution_id,
+        session_id=next(
+            (t.params["session"]["id"] for t in current if (t.params or {}).get("session")), None
+        ),
         deadline=job.deadline,
         created_at=job.created_at,
         dispatched_at=job.dispatched_at,

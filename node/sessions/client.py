@@ -110,8 +110,7 @@ class SessionJob:
         self.close()
 
 
-def list_sessions(settings: NodeSettings, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """The host's sessions (`python -m node sessions`)."""
+def _ask(settings: NodeSettings, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -120,11 +119,23 @@ def list_sessions(settings: NodeSettings, timeout: float = 5.0) -> list[dict[str
             raise HostUnavailable(
                 f"no session host answers on {socket_path(settings)} ({exc.strerror or exc})"
             ) from None
-        sock.sendall(b'{"op": "list"}\n')
+        sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
-    return list(json.loads(data)["sessions"]) if data else []
+    return dict(json.loads(data)) if data else {}
+
+
+def list_sessions(settings: NodeSettings, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """This party's warm sessions: id, parties, driver pid, busy job, jobs run, idle time."""
+    return list(_ask(settings, {"op": "list"}, timeout).get("sessions", []))
+
+
+def close_sessions(
+    settings: NodeSettings, ids: list[str] | None = None, timeout: float = 15.0
+) -> list[str]:
+    """End some (or, with None, all) of this party's sessions; the ids that were ended."""
+    return list(_ask(settings, {"op": "close", "ids": ids}, timeout).get("ids", []))

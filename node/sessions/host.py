@@ -15,7 +15,7 @@ session. The rules:
 - a session without a job for its `idle_timeout_s` is closed;
 - one driver is kept pre-started (secretflow imported) for the next new session.
 
-`{"op": "list"}` answers the sessions (what `python -m node sessions` prints).
+`{"op": "list"}` answers the sessions; `{"op": "close", "ids": [...] | null}` ends some or all.
 """
 
 from __future__ import annotations
@@ -179,6 +179,14 @@ class Host:
             elif s.proc is not None and not s.proc.alive():
                 self._end(s, f"its driver exited (code {s.proc.proc.poll()}) while idle")
 
+    def close(self, ids: list[str] | None = None) -> list[str]:
+        """End the named sessions (all with None), busy or not; their ids in the answer."""
+        with self._lock:
+            chosen = [s for s in self._sessions.values() if ids is None or s.id in ids]
+        for sess in chosen:
+            self._end(sess, "closed by request")
+        return [s.id for s in chosen]
+
     def listing(self) -> list[dict[str, Any]]:
         with self._lock:
             return [s.as_dict() for s in self._sessions.values()]
@@ -248,6 +256,10 @@ class Host:
             req = json.loads(line)
             if req.get("op") == "list":
                 _send(conn, {"type": "sessions", "sessions": self.listing()})
+                return
+            if req.get("op") == "close":  # by an operator (or a test): ids, or every session
+                closed = self.close(req.get("ids"))
+                _send(conn, {"type": "closed", "ids": closed})
                 return
             self._run(conn, req["spec"])
 

@@ -1,0 +1,169 @@
+"""Warm federation sessions through the coordinator (COORD_WARM_SESSIONS=true) on the real
+federation: back-to-back jobs in one session, a driver killed mid-job, a cancel, and sessions
+kept apart per party set. Every answer is checked against the plain-Python intersection."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.local.driver import read_keys, write_csv
+from node.sessions.client import close_sessions, list_sessions
+from tests.e2e.helpers import final, psi_body, running_coordinator, wait_for, wait_job
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def coordinator(federation):
+    with running_coordinator(
+        federation, ARTIFACTS / "e2e-sessions", env={"COORD_WARM_SESSIONS": "true"}
+    ) as proc:
+        try:
+            yield proc
+        finally:  # the other modules' jobs must not meet this module's sessions or their ports
+            for node in federation.nodes.values():
+                close_sessions(node.settings())
+
+
+@pytest.fixture
+def http(coordinator):
+    with coordinator.client() as client:
+        yield client
+
+
+def sessions(federation, party: str) -> list[dict]:
+    return list_sessions(federation.nodes[party].settings())
+
+
+def write_pair(federation, folder: str, peer: str, rows: int, seed: int) -> set[str]:
+    """alice's and `peer`'s tables (overlapping at random); the true intersection."""
+    rng = random.Random(seed)
+    universe = range(rows * 3)
+    mine = [f"u{i}" for i in rng.sample(universe, rows)]
+    theirs = [f"u{i}" for i in rng.sample(universe, rows)]
+    write_csv(federation.nodes["alice"].data_root / folder / "alice.csv", "uid", mine)
+    write_csv(federation.nodes[peer].data_root / folder / f"{peer}.csv", "id", theirs)
+    return set(mine) & set(theirs)
+
+
+def body(folder: str, peer: str = "bob") -> dict:
+    b = psi_body(f"{folder}/alice.csv", f"{folder}/bob.csv", f"{folder}/out.csv")
+    if peer != "bob":
+        b["parties"] = {
+            "alice": b["parties"]["alice"],
+            peer: {"keys": ["id"], "input": f"{folder}/{peer}.csv", "output": f"{folder}/out.csv"},
+        }
+    return b
+
+
+def answer(federation, folder: str) -> set[str]:
+    return set(read_keys(federation.nodes["alice"].data_root / folder / "out.csv", "uid"))
+
+
+def submit(http, b: dict) -> str:
+    r = http.post("/api/v1/jobs/psi", json=b)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_twenty_back_to_back_jobs_run_in_one_session_and_are_all_right(federation, http):
+    seen = []
+    for i in range(20):
+        folder = f"sess/b2b{i}"
+        truth = write_pair(federation, folder, "bob", rows=300 + 37 * i, seed=i)
+        job = final(http, submit(http, body(folder)), timeout=300)
+        assert job["status"] == "SUCCEEDED", job["error"]
+        assert answer(federation, folder) == truth, f"job {i}: wrong intersection"
+        assert job["session_id"], "the job did not run in a warm session"
+        seen.append(job["session_id"])
+    assert len(set(seen)) == 1, seen  # one session for all twenty
+    for party in ("alice", "bob"):
+        (live,) = [s for s in sessions(federation, party) if s["id"] == seen[0]]
+        assert live["jobs"] == 20 and live["busy"] is None
+
+
+def _running_job_with_stopped_peer(federation, http, folder: str) -> tuple[str, dict, dict]:
+    """A job whose PSI cannot finish: bob's session driver is stopped (SIGSTOP) once both
+    parties run it. → (job id, alice's session, bob's session)."""
+    write_pair(federation, f"{folder}/warm", "bob", rows=500, seed=98)
+    warm = final(http, submit(http, body(f"{folder}/warm")), timeout=300)  # the session is up
+    assert warm["status"] == "SUCCEEDED", warm["error"]
+    (bob_s,) = [s for s in sessions(federation, "bob") if s["id"] == warm["session_id"]]
+    os.kill(bob_s["pid"], signal.SIGSTOP)
+    write_pair(federation, folder, "bob", rows=500, seed=99)
+    job_id = submit(http, body(folder))
+    wait_job(http, job_id, lambda d: d["status"] == "RUNNING", timeout=60)
+
+    def busy(party: str) -> dict | None:
+        return next((s for s in sessions(federation, party) if s["busy"]), None)
+
+    alice_s = wait_for(lambda: busy("alice"), 30, "alice's session to run the job")
+    wait_for(lambda: busy("bob"), 30, "bob's session to take the job")
+    return job_id, alice_s, bob_s
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie is gone too (its parent reaps it a moment later)
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_a_driver_killed_mid_job_is_followed_by_a_right_job_in_a_new_session(federation, http):
+    job_id, alice_s, bob_s = _running_job_with_stopped_peer(federation, http, "sess/kill")
+    os.kill(alice_s["pid"], signal.SIGKILL)
+    job = final(http, job_id, timeout=120)
+    assert job["status"] == "FAILED"
+    assert job["failed_party"] == "alice" and "killed" in job["error"], job["error"]
+    wait_for(lambda: _gone(bob_s["pid"]), 30, "bob's stopped driver to be ended")
+    assert all(s["id"] != alice_s["id"] for s in sessions(federation, "bob"))
+    folder = "sess/after-kill"
+    truth = write_pair(federation, folder, "bob", rows=800, seed=7)
+    after = final(http, submit(http, body(folder)), timeout=300)
+    assert after["status"] == "SUCCEEDED", after["error"]
+    assert answer(federation, folder) == truth
+    assert after["session_id"] and after["session_id"] != alice_s["id"]
+
+
+def test_cancel_in_a_warm_session_ends_it_on_both_sides(federation, http):
+    job_id, alice_s, bob_s = _running_job_with_stopped_peer(federation, http, "sess/cancel")
+    t0 = time.monotonic()
+    r = http.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 200, r.text
+    for s in (alice_s, bob_s):
+        wait_for(lambda s=s: _gone(s["pid"]), 30, f"driver {s['pid']} to be ended")
+    ended_in = time.monotonic() - t0
+    for party in ("alice", "bob"):
+        assert all(s["id"] != alice_s["id"] for s in sessions(federation, party))
+    job = final(http, job_id, timeout=60)
+    assert job["status"] == "CANCELLED"
+    print(f"cancel → both drivers ended in {ended_in:.1f} s")
+    folder = "sess/after-cancel"
+    truth = write_pair(federation, folder, "bob", rows=600, seed=8)
+    after = final(http, submit(http, body(folder)), timeout=300)
+    assert after["status"] == "SUCCEEDED", after["error"]
+    assert answer(federation, folder) == truth
+
+
+def test_a_session_is_never_used_by_a_job_of_another_party_pair(federation, http):
+    ids = {}
+    for peer, folder in (("bob", "sess/ab1"), ("carol", "sess/ac1"), ("bob", "sess/ab2")):
+        truth = write_pair(federation, folder, peer, rows=400, seed=len(ids))
+        job = final(http, submit(http, body(folder, peer)), timeout=300)
+        assert job["status"] == "SUCCEEDED", job["error"]
+        assert answer(federation, folder) == truth
+        ids[folder] = job["session_id"]
+    assert ids["sess/ab1"] == ids["sess/ab2"] != ids["sess/ac1"]
+    at_alice = {s["id"]: s["parties"] for s in sessions(federation, "alice")}
+    assert at_alice[ids["sess/ab1"]] == ["alice", "bob"]
+    assert at_alice[ids["sess/ac1"]] == ["alice", "carol"]
+    assert {s["id"] for s in sessions(federation, "carol")} == {ids["sess/ac1"]}
+    assert ids["sess/ac1"] not in {s["id"] for s in sessions(federation, "bob")}
