@@ -27,6 +27,15 @@ def temp_dir(settings: NodeSettings) -> Path:
     return Path(f"/tmp/ray-{settings.party}-{digest}")
 
 
+def head_session(settings: NodeSettings) -> str | None:
+    """The name of the Ray head's current session (Ray's `session_latest` link): it changes
+    when the head restarts, so a driver connected before then is stale."""
+    try:
+        return os.readlink(temp_dir(settings) / "session_latest")
+    except OSError:
+        return None
+
+
 def pid_file(settings: NodeSettings) -> Path:
     return settings.state_dir / "ray-head.pid"
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node import rayhead
 from node.contract import ErrorInfo, ErrorType, TaskParams
 from node.runner import READY_TIMEOUT_S, JobProcess, busy_port
 from node.sessions.driver import identity
@@ -76,6 +77,7 @@ class WarmSession:
     key: str
     idle_timeout_s: float
     proc: JobProcess | None = None
+    ray_session: str | None = None  # the Ray head's session the driver connected to
     busy: str | None = None  # execution id of the job in flight
     last_used: float = field(default_factory=time.monotonic)
     jobs: int = 0
@@ -197,6 +199,12 @@ class Host:
         ref, key = params.session, identity(params)
         parties = frozenset(params.sf_init_config.parties)
         retire: list[tuple[WarmSession, str]] = []
+        head = rayhead.head_session(self.settings)
+        with self._lock:
+            sess = self._sessions.get(ref.id)
+            stale = sess is not None and sess.busy is None and sess.ray_session != head
+        if stale and sess is not None:  # its driver talks to a Ray head that is gone
+            self._end(sess, "this party's Ray head restarted since the session began")
         with self._lock:
             sess = self._sessions.get(ref.id)
             if sess is not None:
@@ -240,7 +248,9 @@ class Host:
             )
             excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
             retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
-            sess = WarmSession(ref.id, parties, key, ref.idle_timeout_s, busy=params.execution_id)
+            sess = WarmSession(
+                ref.id, parties, key, ref.idle_timeout_s, ray_session=head, busy=params.execution_id
+            )
             self._sessions[ref.id] = sess
             _remember(self._seen_file, ref.id)
         for old, why in retire:

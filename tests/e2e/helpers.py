@@ -56,6 +56,17 @@ def running_coordinator(
         yield proc
     finally:
         proc.stop()
+        close_all_sessions(federation)
+
+
+def close_all_sessions(federation) -> None:
+    """End every warm session on every node: the next module's coordinator starts afresh, and
+    no idle session keeps ports another job may be given."""
+    from node.sessions.client import HostUnavailable, close_sessions
+
+    for node in federation.nodes.values():
+        with contextlib.suppress(HostUnavailable):
+            close_sessions(node.settings())
 
 
 def write_inputs(federation, folder: str, alice: list[str], bob: list[str]) -> set[str]:

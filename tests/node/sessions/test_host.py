@@ -167,3 +167,16 @@ def test_the_idle_timeout_is_bounded(timeout):
         params().model_validate(
             {**params().model_dump(), "session": {"id": "s", "idle_timeout_s": timeout}}
         )
+
+
+def test_a_session_from_before_a_ray_head_restart_is_not_used(tmp_path, monkeypatch):
+    from node import rayhead
+
+    monkeypatch.setattr(rayhead, "head_session", lambda _s: "session_1")
+    host = Host(settings(tmp_path))
+    host._claim(params())
+    done(host, "ses-1")
+    monkeypatch.setattr(rayhead, "head_session", lambda _s: "session_2")  # the head restarted
+    sess, _, err = host._claim(params(execution="exe-2"))
+    assert sess is None and err["error"]["type"] == ErrorType.SESSION_LOST
+    assert "Ray head restarted" in err["error"]["message"]
