@@ -105,14 +105,12 @@ def _problems(settings: NodeSettings, role: str) -> list[str]:
     if role != "sf":
         return []
     from node import rayhead
-    from node.sessions import service
 
-    problems = []
+    # (a session host that exited is restarted within seconds by node.sessions.service; a job
+    # sent meanwhile fails as SessionLost, which is retried — so it is not a reason to hold jobs)
     if not rayhead.is_up(settings):
-        problems.append(f"Ray head: nothing answers on {settings.ray_address}")
-    if not service.running():
-        problems.append("session host: not running (warm sessions refused until it restarts)")
-    return problems
+        return [f"Ray head: nothing answers on {settings.ray_address}"]
+    return []
 
 
 @worker_ready.connect

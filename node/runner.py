@@ -248,10 +248,10 @@ def run_job(
     if params.session is not None:  # the session host checks the ports of a new session
         try:
             proc = SessionJob(settings)
-        except HostUnavailable as exc:
+        except HostUnavailable as exc:  # (restarting): its sessions are gone; a retry starts anew
             return Outcome(
                 OutcomeStatus.ERROR,
-                error=ErrorInfo(type=ErrorType.RUNNER_START_ERROR, message=str(exc)),
+                error=ErrorInfo(type=ErrorType.SESSION_LOST, message=str(exc)),
                 timings=timings,
             )
     else:

@@ -159,17 +159,28 @@ class Host:
                 proc.kill()
 
     # --- bookkeeping ----------------------------------------------------------------------
-    def _end(self, sess: WarmSession, why: str) -> None:
-        """Close a session for good (kill its driver; its Ray job and actors end with it)."""
+    def _end(self, sess: WarmSession, why: str, *, owner: bool = False) -> None:
+        """Close a session for good (kill its driver; its Ray job and actors end with it).
+
+        `owner`: called by the thread relaying the session's job (or no job is running). Any
+        other thread only kills the driver's process group: the relay thread sees the end of
+        the pipe and closes it itself (closing it here could hand its fd number to a new pipe
+        under the relay's feet)."""
         with self._lock:
             if self._sessions.get(sess.id) is sess:
                 del self._sessions[sess.id]
             self._ended[sess.id] = why
             while len(self._ended) > ENDED_KEPT:
                 self._ended.popitem(last=False)
+            busy = sess.busy is not None
         log.info("session %s closed: %s", sess.id, why)
-        if sess.proc is not None:
+        if sess.proc is None:
+            return
+        if owner or not busy:
             sess.proc.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(sess.proc.pid, signal.SIGKILL)
 
     def _close_idle(self) -> None:
         now = time.monotonic()
@@ -285,13 +296,29 @@ class Host:
         if new:
             busy = busy_port(params, self.settings)
             if busy is not None:
-                self._end(sess, "its ports were in use")
+                self._end(sess, "its ports were in use", owner=True)
                 from node import failures
 
                 info: ErrorInfo = failures.port_in_use(*busy)
                 _send(conn, _error(info.type, info.message))
                 return
-            sess.proc = self._take_driver()
+            try:
+                sess.proc = self._take_driver()
+            except Exception as exc:
+                self._end(sess, "no driver could be started", owner=True)
+                _send(
+                    conn,
+                    _error(ErrorType.RUNNER_START_ERROR, f"no session driver could start: {exc}"),
+                )
+                return
+            with self._lock:
+                replaced = self._sessions.get(sess.id) is not sess
+            if replaced:  # closed while its driver was being made
+                self._end(sess, self._ended.get(sess.id, "closed"), owner=True)
+                _send(
+                    conn, _error(ErrorType.SESSION_LOST, f"its warm session {sess.id} was closed")
+                )
+                return
         proc = sess.proc
         assert proc is not None
         _send(
@@ -299,7 +326,7 @@ class Host:
             {"type": "session", "id": sess.id, "new": new, "pid": proc.pid, "job": sess.jobs + 1},
         )
         if not proc.wait_ready(READY_TIMEOUT_S):
-            self._end(sess, "its driver did not start")
+            self._end(sess, "its driver did not start", owner=True)
             _send(
                 conn,
                 _error(
@@ -319,22 +346,24 @@ class Host:
                     with contextlib.suppress(Exception):
                         proc.proc.wait(timeout=10)
                     msg["rc"] = proc.proc.poll()
-                    self._end(sess, f"its driver exited (code {msg['rc']}) during a job")
+                    self._end(
+                        sess, f"its driver exited (code {msg['rc']}) during a job", owner=True
+                    )
                     _send(conn, msg)
                     return
                 delivered = _send(conn, msg)
                 if msg["type"] == "result":
                     if not delivered:
-                        self._end(sess, "its job's task was gone when the result came")
+                        self._end(sess, "its job's task was gone when the result came", owner=True)
                         return
                     with self._lock:
                         sess.busy, sess.last_used, sess.jobs = None, time.monotonic(), sess.jobs + 1
                     return
                 if msg["type"] == "error":
-                    self._end(sess, "its job failed")
+                    self._end(sess, "its job failed", owner=True)
                     return
             if _gone(conn):
-                self._end(sess, "its job was stopped (cancel, deadline or time limit)")
+                self._end(sess, "its job was stopped (cancel, deadline or time limit)", owner=True)
                 return
 
 
