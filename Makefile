@@ -8,8 +8,9 @@ PYTEST_ARGS ?=
 
 
 DEMO_ARGS ?=
+FANOUT_ARGS ?=
 COMPOSE_ARGS ?=
-.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench clean wheelhouse compose-demo compose-down
+.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench bench-fanout clean wheelhouse compose-demo compose-down
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +73,9 @@ format: sync
 
 bench: deps ## PSI benchmark: bare library vs. the node stack (prints ratios)
 	.venv/bin/python bench/psi_node.py $(BENCH_ARGS)
+
+bench-fanout: deps ## back-to-back PSI jobs through the coordinator, warm sessions vs. cold (FANOUT_ARGS="--jobs 4 --modes warm")
+	.venv/bin/python bench/fanout.py $(FANOUT_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

@@ -57,15 +57,15 @@ class CoordinatorSettings(BaseSettings):
             "taken from the Celery result"
         ),
     )
-    # warm federation sessions (coordinator/services/sessions.py): off until the nodes run them
+    # warm federation sessions (coordinator/services/sessions.py)
     warm_sessions: bool = Field(
-        default=False,
+        default=True,
         description="run the jobs of one party set one after another in one warm federation "
         "session (drivers, proxies and SPU kept up between jobs) instead of a job process each",
     )
     warm_session_idle_s: float = Field(
         default=600.0,
-        ge=30.0,
+        ge=120.0,  # the coordinator stops using a session 60 s before the nodes close it
         le=86_400.0,
         description="a node closes a warm session after this long without a job; the "
         "coordinator starts a new one 60 s before (SESSION_IDLE_MARGIN_S)",

@@ -188,7 +188,10 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         from node.datapaths import prune_scratch
 
         prune_scratch(settings.data_root, older_than_s=settings.task_time_limit_s + 600)
-        runner.ensure_spare(settings)
+        if params.session is None:  # a cold job: the next one finds a job process ready
+            runner.ensure_spare(settings)
+        else:  # jobs run in warm sessions here: an idle cold job process only holds memory
+            runner.discard_spare()
 
     if outcome.status is runner.OutcomeStatus.SUCCESS:
         assert outcome.result is not None  # the job process sends its result with "success"

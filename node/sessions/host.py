@@ -144,10 +144,25 @@ class Host:
                     fut.set_exception(exc)
                 continue
             self._close_idle()
-            if self.settings.spare_runner and (self._spare is None or not self._spare.alive()):
-                spare = self._new_driver()
-                with self._lock:
-                    self._spare = spare
+            self._keep_spare()
+
+    def _keep_spare(self) -> None:
+        """A pre-started driver while no session is up (the first job of a party set, or the
+        retry after a failure, finds it ready); none beside a live session — it would only hold
+        memory (a new party set's session then waits for its driver's import, ≈ 12 s)."""
+        with self._lock:
+            live = any(s.jobs for s in self._sessions.values())  # established ones
+            spare = self._spare
+            if live and spare is not None:
+                self._spare = None
+        if live:
+            if spare is not None:
+                spare.kill()
+            return
+        if self.settings.spare_runner and (spare is None or not spare.alive()):
+            fresh = self._new_driver()
+            with self._lock:
+                self._spare = fresh
 
     def shutdown(self) -> None:
         with self._lock:

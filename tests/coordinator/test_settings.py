@@ -50,14 +50,16 @@ def test_missing_signing_key_is_named(monkeypatch, tmp_path):
         CoordinatorSettings(api_token="a-real-token-of-enough-length")
 
 
-def test_warm_sessions_are_off_by_default_and_read_from_the_environment(monkeypatch):
+def test_warm_sessions_are_on_by_default_and_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("COORD_API_TOKEN", "a-real-token-of-enough-length")
     s = CoordinatorSettings()
-    assert (s.warm_sessions, s.warm_session_idle_s) == (False, 600.0)
+    assert (s.warm_sessions, s.warm_session_idle_s) == (True, 600.0)
+    monkeypatch.setenv("COORD_WARM_SESSIONS", "false")
+    assert CoordinatorSettings().warm_sessions is False
     monkeypatch.setenv("COORD_WARM_SESSIONS", "true")
     monkeypatch.setenv("COORD_WARM_SESSION_IDLE_S", "1200")
     s = CoordinatorSettings()
     assert (s.warm_sessions, s.warm_session_idle_s) == (True, 1200.0)
-    monkeypatch.setenv("COORD_WARM_SESSION_IDLE_S", "10")  # the nodes refuse under 30 s
+    monkeypatch.setenv("COORD_WARM_SESSION_IDLE_S", "100")  # under 120 s: never reused
     with pytest.raises(ValidationError, match="warm_session_idle_s"):
         CoordinatorSettings()
