@@ -1,8 +1,5 @@
-"""python -m node — run and inspect one party's node stack.
-
-Configuration comes from NODE_* environment variables (see node/settings.py and docs/node.md).
-Nothing here imports secretflow: only the job process does.
-"""
+"""python -m node — run and inspect one party's node stack. Configuration comes from NODE_*
+environment variables (node/settings.py, docs/node.md). Nothing here imports secretflow."""
 
 from __future__ import annotations
 
@@ -15,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from node.sessions.cli import add_parser as add_sessions_parser
 
 console = Console(stderr=True)
 out = Console()
@@ -387,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, help="listen on this port instead of NODE_METRICS_PORT")
     m.add_argument("--host", help="bind this address instead of NODE_METRICS_LISTEN_HOST")
     m.set_defaults(fn=cmd_metrics)
+    add_sessions_parser(sub)
     return p
 
 

@@ -4,9 +4,12 @@ kept apart per party set. Every answer is checked against the plain-Python inter
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,3 +166,36 @@ def test_a_session_is_never_used_by_a_job_of_another_party_pair(federation, http
     assert at_alice[ids["sess/ac1"]] == ["alice", "carol"]
     assert {s["id"] for s in sessions(federation, "carol")} == {ids["sess/ac1"]}
     assert ids["sess/ac1"] not in {s["id"] for s in sessions(federation, "bob")}
+
+
+def _node_cli(federation, party: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **federation.nodes[party].env())
+    return subprocess.run(
+        [sys.executable, "-m", "node", "sessions", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_session_closed_at_one_party_costs_one_retry_then_a_new_session(federation, http):
+    folder = "sess/closed1"
+    write_pair(federation, folder, "bob", rows=300, seed=11)
+    first = final(http, submit(http, body(folder)), timeout=300)
+    assert first["status"] == "SUCCEEDED", first["error"]
+    listed = json.loads(_node_cli(federation, "bob", "--json").stdout)
+    assert first["session_id"] in {s["id"] for s in listed}
+    done = _node_cli(federation, "bob", "--close", first["session_id"])
+    assert done.returncode == 0 and first["session_id"] in done.stdout, done.stderr
+    folder = "sess/closed2"
+    truth = write_pair(federation, folder, "bob", rows=300, seed=12)
+    job = final(http, submit(http, body(folder)), timeout=300)
+    assert job["status"] == "SUCCEEDED", job["error"]
+    assert answer(federation, folder) == truth
+    assert job["attempt"] == 2 and job["session_id"] != first["session_id"]
+    lost = [
+        t for t in job["tasks"] if t["party"] == "bob" and t["execution_id"] != job["execution_id"]
+    ]
+    assert lost and lost[0]["error"]["type"] == "SessionLost", lost
+    assert "has ended here (closed by request)" in lost[0]["error"]["message"]
