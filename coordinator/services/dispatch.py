@@ -18,7 +18,7 @@ from coordinator.models import Job, SecretflowTask
 from coordinator.params import per_party, psi_template
 from coordinator.parties import PartyUnreachable
 from coordinator.schemas import PSIJobCreate
-from coordinator.services.attempts import ACTIVE, WAITING, deadline_of
+from coordinator.services.attempts import ACTIVE, WAITING, deadline_of, unfinished
 from coordinator.topology import JobPorts, PortPool, PortsExhausted
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 
@@ -64,6 +64,14 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
             return False
         parties = list(job.parties["names"])
         deadline = deadline_of(job)
+        # a retry waits for the party its failed attempt named when that party went silent
+        # (its task unfinished: blamed by a peer, e.g. PeerLost), not when it told its failure
+        silent = {p for p, _ in unfinished(job)}
+        named = (
+            (job.failed_party, job.execution_id, job.attempt)
+            if job.execution_id and job.failed_party in silent
+            else None
+        )
         if deadline <= now:
             job.status, job.finished_at = JobState.TIMED_OUT, now
             job.error = "deadline passed while the job was queued"
@@ -76,6 +84,9 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
         return False
     for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
         why = svc.clients.readiness(party)
+        if named and named[0] == party:  # (asked even when not ready: it notes the heartbeat)
+            gate = svc.retry_gate.why_not(svc.clients, job_id, named[1], party, named[2])
+            why = why or gate
         if why:
             svc.metrics.dispatch_refused("party_not_ready")
             hold_job(svc, job_id, why)

@@ -30,6 +30,7 @@ from coordinator.services import rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import dispatch_job, restore_ports
 from coordinator.services.results import record_result
+from coordinator.services.retry_gate import RetryGate
 from coordinator.services.sessions import SessionRegistry
 from coordinator.services.status import Applied, apply_events
 from coordinator.topology import PortPool, Topology
@@ -87,6 +88,7 @@ class JobService:
         self.warm = (
             SessionRegistry(self.ports, idle_timeout_s=session_idle_s) if warm_sessions else None
         )
+        self.retry_gate = RetryGate()  # a retry waits for the party it failed on to be heard
         self._dispatch_lock = threading.RLock()
         # jobs queued again whose previous attempt's tasks are still being revoked: not sent
         # before those revokes are out, so a worker cannot take the stale task first

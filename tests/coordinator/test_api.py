@@ -7,6 +7,7 @@ status events are written into each party's stream exactly as a node writes them
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -50,7 +51,7 @@ def _heartbeat(env, party: str, problems: tuple[str, ...] = ()) -> None:
                 "party": party,
                 "worker": f"sf.{party}@x",
                 "pid": 1,
-                "at": "2026-01-01T00:00:00Z",
+                "at": dt.datetime.now(dt.UTC).isoformat(),  # a new one each time
                 "active": [],
                 "problems": list(problems),
             }
@@ -420,6 +421,16 @@ def test_retryable_failure_runs_the_whole_job_again_as_a_new_attempt(env):
                 type=ErrorType.PEER_UNREACHABLE, message="connect to bob: Connection refused"
             ),
         )
+        # bob went silent: the retry waits until bob's worker has been heard from again
+        held = wait_for(
+            lambda: (
+                (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "QUEUED"
+                and "party bob has not been heard from since attempt 1" in (d["error"] or "")
+                and d
+            )
+        )
+        assert held["error"].startswith("waiting: "), held["error"]
+        _heartbeat(env, "bob")  # its next beat
         again = wait_for(
             lambda: (d := api.get(f"/api/v1/jobs/{job['id']}").json())["attempt"] == 2 and d
         )

@@ -69,6 +69,39 @@ def close_all_sessions(federation) -> None:
             close_sessions(node.settings())
 
 
+@contextlib.contextmanager
+def peer_driver_stopped(
+    federation, http: httpx.Client, warmup: dict, party: str = "bob"
+) -> Iterator[dict]:
+    """Runs the job `warmup` (so a warm session of its parties is up), then stops (SIGSTOP)
+    `party`'s driver of that session: a job of the same parties submitted meanwhile stays
+    RUNNING until the driver goes on (SIGCONT when the block ends, if it still lives).
+    Yields `party`'s session as `python -m node sessions --json` lists it (id, pid, busy…)."""
+    import os
+    import signal
+
+    from node.sessions.client import list_sessions
+
+    warm = final(http, http.post("/api/v1/jobs/psi", json=warmup).json()["id"], timeout=300)
+    assert warm["status"] == "SUCCEEDED", warm["error"]
+    assert warm["session_id"], "the coordinator sent the job cold: no session to stop"
+    settings = federation.nodes[party].settings()
+    (held,) = [s for s in list_sessions(settings) if s["id"] == warm["session_id"]]
+    os.kill(held["pid"], signal.SIGSTOP)
+    try:
+        yield held
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(held["pid"], signal.SIGCONT)
+
+
+def session_busy(federation, party: str) -> dict | None:
+    """`party`'s session that has a job at the moment, if one has."""
+    from node.sessions.client import list_sessions
+
+    return next((s for s in list_sessions(federation.nodes[party].settings()) if s["busy"]), None)
+
+
 def write_inputs(federation, folder: str, alice: list[str], bob: list[str]) -> set[str]:
     """alice's keys as `<folder>/alice.csv` (column uid), bob's as `<folder>/bob.csv` (column
     id), each in its party's data root; returns the true intersection."""

@@ -27,7 +27,16 @@ from node.contract import (
 from node.status import read_events
 
 from .conftest import ARTIFACTS
-from .helpers import final, psi_body, running_coordinator, wait_job, write_inputs
+from .helpers import (
+    final,
+    peer_driver_stopped,
+    psi_body,
+    running_coordinator,
+    session_busy,
+    wait_for,
+    wait_job,
+    write_inputs,
+)
 
 
 @pytest.fixture(scope="module")
@@ -200,14 +209,19 @@ def test_killed_worker_is_named_at_once_and_the_job_runs_again_when_it_is_back(
     restarted = False
     try:
         with coordinator.client() as http:
-            job = http.post("/api/v1/jobs/psi", json=_body("out/coord-kill.csv")).json()
-            wait_job(
-                http,
-                job["id"],
-                lambda d: d["party_status"].get("bob") in ("RUNNING", "PROGRESS"),
-                timeout=120,
-            )
-            os.killpg(bob.procs["worker"].pid, signal.SIGKILL)  # the whole worker + job process
+            # a warm PSI of 1,500 rows ends in a fraction of a second: bob's session driver is
+            # held (SIGSTOP) so that the worker dies mid-job, not after it
+            with peer_driver_stopped(federation, http, _body("out/coord-kill-warm.csv")):
+                job = http.post("/api/v1/jobs/psi", json=_body("out/coord-kill.csv")).json()
+                wait_job(
+                    http,
+                    job["id"],
+                    lambda d: d["party_status"].get("bob") in ("RUNNING", "PROGRESS"),
+                    timeout=120,
+                )
+                wait_for(lambda: session_busy(federation, "bob"), 30, "bob's session to take it")
+                # the whole worker: its session host and the (stopped) driver go with it
+                os.killpg(bob.procs["worker"].pid, signal.SIGKILL)
             killed = time.monotonic()
             d = wait_job(http, job["id"], lambda d: d["status"] == "QUEUED", timeout=90)
             took = time.monotonic() - killed
@@ -269,11 +283,16 @@ def test_stopped_redis_refuses_the_job_naming_the_party(coordinator, federation)
 
 def test_coordinator_restart_mid_job_loses_nothing(coordinator, federation):
     _only_postgres(coordinator)
-    with coordinator.client() as http:
+    with (
+        coordinator.client() as http,
+        peer_driver_stopped(federation, http, _body("out/coord-restart-warm.csv")),
+    ):
+        # bob's session driver is held (SIGSTOP): the coordinator dies while the job runs
         job = http.post("/api/v1/jobs/psi", json=_body("out/coord-restart.csv")).json()
         wait_job(http, job["id"], lambda d: d["status"] == "RUNNING", timeout=120)
-    coordinator.kill(signal.SIGKILL)
-    # the nodes finish without the coordinator
+        wait_for(lambda: session_busy(federation, "bob"), 30, "bob's session to take the job")
+        coordinator.kill(signal.SIGKILL)
+    # bob's driver goes on (SIGCONT): the nodes finish without the coordinator
     trids = {p: f"{job['execution_id']}.{p}" for p in ("alice", "bob")}
     end = time.monotonic() + 180
     while not all(

@@ -8,13 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from rich.console import Console
 
 from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids
-from tests.deploy.ansible.conftest import HOSTS, Federation
+from tests.deploy.ansible.conftest import EXAMPLE_REGISTRY, HOSTS, Federation
 
 pytestmark = [pytest.mark.ansible, pytest.mark.timeout(2400)]
 
@@ -37,6 +39,12 @@ for port in sys.argv[2:]:
         out[port] = "no answer " + type(exc).__name__
 print(json.dumps(out))
 """
+
+
+def port_pool(topology: Path, party: str, key: str) -> range:
+    """A party's port pool ("first-last") as the topology file gives it."""
+    first, last = yaml.safe_load(topology.read_text())["parties"][party][key].split("-")
+    return range(int(first), int(last) + 1)
 
 
 def psi(fed: Federation, rows: int, output: str) -> tuple[dict, list[str], list[str]]:
@@ -133,7 +141,11 @@ def test_the_firewall_lets_only_the_links_through(federation):
     # Ray listens on every interface (GCS 6379, client server 10001, dashboard agent 52365 and
     # its workers' ports): only the firewall keeps them on alice's host
     assert {6379, 10001, 52365, 6380, 7400, 21000} <= ports, ports
-    links = {22, 7400, 21000}  # ssh (the operators'), the probe, a fed port
+    # ssh (the operators'), the probe, and whatever listens in alice's fed/SPU port pools: 21000
+    # opened above, and the ports a warm session of the PSI before holds open between jobs
+    pools = [port_pool(EXAMPLE_REGISTRY, "alice", k) for k in ("fed_ports", "spu_ports")]
+    links = {22, 7400} | {p for p in ports if any(p in pool for pool in pools)}
+    assert 21000 in links
     from_bob = reach(fed, "bob", "alice", *sorted(ports))
     assert {p for p, ok in from_bob.items() if ok} == links, from_bob
     # the coordinator reaches alice's Redis (and ssh), nothing of the links or of Ray
