@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--receiver", default="alice")
     ap.add_argument("--report", type=Path, required=True, help="write the JSON report here")
     ap.add_argument(
+        "--keys-duplicated",
+        action="store_true",
+        help="keys_unique false, as the node passes (diagnosis: what that costs the library)",
+    )
+    ap.add_argument(
         "--no-tls", action="store_true", help="plain brpc link (diagnosis only; ignores --certs)"
     )
     args = ap.parse_args(argv)
@@ -158,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         input_path=str(args.input),
         output_path=str(args.output),
     )
+    config.input_attr.keys_unique = not args.keys_duplicated
     if protocol == "PROTOCOL_ECDH":
         # as node/jobs/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
         legacy = spu.psi.BucketPsiConfig(

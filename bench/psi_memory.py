@@ -87,10 +87,13 @@ class ProcessView:
                     key = (pid, proc.create_time())
                 except psutil.Error:
                     continue
-                if key not in self._roles:
-                    self._roles[key] = _role(proc)
-                if self._roles[key]:
-                    roles[self._roles[key]][pid] = proc
+                role = self._roles[key] if key in self._roles else _role(proc)
+                # a child just forked still shows its parent's command line (a session driver
+                # would pass for a second session host): a role is kept only once it is settled
+                if key not in self._roles and time.time() - key[1] > 2.0:
+                    self._roles[key] = role
+                if role:
+                    roles[role][pid] = proc
             session = subtree(list(roles["host"]))
             out[party] = {
                 "ray": ray,
@@ -139,6 +142,15 @@ def _rss(proc: psutil.Process) -> int:
         return 0
 
 
+def _pss(proc: psutil.Process) -> int:
+    """Proportional set size: a page shared by n processes counts 1/n in each (libspu, Ray's
+    object store), so PSS adds up to what the party really takes; RSS counts it n times."""
+    try:
+        return proc.memory_full_info().pss
+    except psutil.Error:
+        return 0
+
+
 class MemorySampler(threading.Thread):
     """RSS per party every `interval` s, split into disjoint parts (PARTS): "driver" = the
     job's driver (cold: the job's executor; warm: the session's driver, given), "spare" =
@@ -156,6 +168,9 @@ class MemorySampler(threading.Thread):
         self.driver_pid: dict[str, int | None] = {p: (drivers or {}).get(p) for p in view.roots}
         self._halt = threading.Event()
         self.cpu_s = 0.0
+        # the largest RSS total so far per party: PSS (costly to read) is taken at each new one,
+        # so the peak of any window that starts with the sampler has its PSS
+        self._max_rss: dict[str, int] = {}
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -177,12 +192,18 @@ class MemorySampler(threading.Thread):
             session = set(sets["session"]) - {driver}
             spare = set(execs) - {driver}
             celery = set(sets["tree"]) - set(execs) - session - {driver}
+            total = sum(rss.values())
+            pss = None
+            if total > self._max_rss.get(party, 0):
+                self._max_rss[party] = total
+                pss = sum(_pss(proc) for proc in union.values())
             self.samples.append(
                 (
                     t,
                     party,
                     {
-                        "total": sum(rss.values()),
+                        "total": total,
+                        "pss": pss,
                         "driver": rss.get(driver, 0) if driver else 0,
                         "ray": sum(rss[pid] for pid in sets["ray"]),
                         "celery": sum(rss[pid] for pid in celery),
@@ -211,12 +232,13 @@ class MemorySampler(threading.Thread):
         out: dict[str, Any] = {
             f"{k}_mb": round(max(r[k] for r in rows) / MB, 1)
             for k in rows[0]
-            if k not in ("processes", "top")
+            if k not in ("processes", "top", "pss")
         }
         out["processes"] = max(r["processes"] for r in rows)
         out["samples"] = len(rows)
         top = max(rows, key=lambda r: r["total"])
         out["at_peak"] = {f"{k}_mb": round(top[k] / MB, 1) for k in ("total", *PARTS)}
+        out["at_peak"]["pss_mb"] = round(top["pss"] / MB, 1) if top.get("pss") else None
         out["at_peak"]["top"] = [
             {"pid": pid, "name": name, "mb": round(rss / MB, 1)} for pid, rss, name in top["top"]
         ]

@@ -180,6 +180,11 @@ def config_table(run: dict[str, Any], modes: list[str]) -> Table:
         lambda p: _mb(fl(p, "maxrss_mb")),
         lambda m, e, p: _mb(_get(e, "memory_job", "total_mb")),
     )
+    row(
+        "  at that peak: whole party PSS",
+        blank,
+        lambda m, e, p: _mb(_get(e, "memory_job", "at_peak", "pss_mb")),
+    )
     row("  at that peak, MB: Ray │ Celery", blank, at_peak("ray", "celery"))
     row(
         "  at that peak, MB: driver │ spare │ session", blank, at_peak("driver", "spare", "session")
@@ -202,7 +207,8 @@ def summary_table(runs: list[dict[str, Any]], modes: list[str]) -> Table:
         title=(
             "summary: floor = bare PSI library, stack = node stack (cold: a job process per job;"
             " warm: in a warm session); input check/cluster/devices/algorithm/teardown = slower"
-            " party; MB = peak RSS alice/bob"
+            " party; MB = peak RSS alice/bob (sum over the party's processes), PSS = the same"
+            " moment's proportional set size (shared pages counted once)"
         ),
         caption="* teardown failed: time from the result to teardown.json"
         if teardown_failed
@@ -224,6 +230,7 @@ def summary_table(runs: list[dict[str, Any]], modes: list[str]) -> Table:
         "teardown",
         "driver MB a/b",
         "party MB a/b",
+        "party PSS a/b",
         "floor MB a/b",
         "check",
     ):
@@ -260,6 +267,10 @@ def summary_table(runs: list[dict[str, Any]], modes: list[str]) -> Table:
                 )
                 for k in ("driver_mb", "total_mb")
             }
+            mem["pss_mb"] = " / ".join(
+                _mb(_get(sp.get(p), "memory_job", "at_peak", "pss_mb")).removesuffix(" MB")
+                for p in PARTIES
+            )
             if floor.get("errors") or stack.get("errors"):
                 ok = "[red]MISMATCH[/]"
             elif stack.get("failed") or (run.get("floor_failed_attempts") and not floor):
@@ -285,6 +296,7 @@ def summary_table(runs: list[dict[str, Any]], modes: list[str]) -> Table:
                 teardown,
                 mem["driver_mb"],
                 mem["total_mb"],
+                mem["pss_mb"],
                 frss,
                 ok,
             )

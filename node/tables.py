@@ -13,7 +13,7 @@ CRLF included) and preserves byte order. SPU's own handling of repeated keys
 (keys_unique=false + inner join) would write a×b rows per key, telling the receiver how often
 each of its keys repeats at the peer; here the PSI sees each key once, and the output — the
 first row of each common key ("distinct") or all of them ("join") — is made afterwards from the
-table itself (`write_output`).
+table itself (`node.table_output.write_output`).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class TableCheck:
     seconds: float = 0.0
     psi_input: Path | None = None  # what the PSI reads: the key-only copy (k0, k1, … hex)
     source: Path | None = None  # the table as given (what the output rows are taken from)
+    plain: bool = False  # no quotes, no stray CR: a row is a line (table_output's fast path)
 
     def metrics(self) -> dict:
         return {
@@ -71,6 +72,7 @@ class _Lines:
         self.crlf = False
         self.bom = False
         self.bytes = 0
+        self.plain = True  # no quote character, no carriage return inside a line
 
     def __iter__(self) -> Iterator[str]:
         with open(self.path, "rb") as fh:
@@ -90,6 +92,8 @@ class _Lines:
                     text = text[1:]
                 if text.endswith("\r\n"):
                     self.crlf = True
+                if self.plain and ('"' in text or "\r" in text.rstrip("\r\n")):
+                    self.plain = False
                 yield text
 
 
@@ -187,7 +191,9 @@ def check_table(
         keyfile.close()
         raise
     keyfile.close()
-    check = TableCheck(name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path)
+    check = TableCheck(
+        name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path, plain=lines.plain
+    )
     if rows == 0:
         raise TableError(ErrorType.EMPTY_TABLE, f"{name} has no rows (only a header line)")
     dup_rows = _repeats(h1, h2)
@@ -276,82 +282,3 @@ def _drop_rows(keys_csv: Path, drop, target: Path) -> Path:
                 continue
             out.write(line)
     return target
-
-
-def write_output(
-    source: Path, psi_output: Path, keys: list[str], target: Path, *, every_row: bool
-) -> int:
-    """The PSI's output, as the user's rows: every row of `source` whose key is in
-    `psi_output` (the PSI's key-only answer, hex) — all of them (`every_row`, "join") or the
-    first of each key ("distinct") — written to `target` in `source` order (header first, plain
-    UTF-8 CSV, LF). Returns the number of rows written. Streams both files; memory: 16 bytes
-    per common key (sorted hash pairs, looked up in chunks)."""
-    import numpy as np
-
-    with open(psi_output, newline="", encoding="utf-8") as fh:
-        out_reader = csv.reader(fh)
-        width = len(next(out_reader))
-        ha, hb = array("q"), array("q")
-        for row in out_reader:
-            if not row:
-                continue
-            values = [bytes.fromhex(v).decode() for v in row[:width]]
-            x, y = _key_hashes(values, list(range(width)))
-            ha.append(x)
-            hb.append(y)
-    a = np.frombuffer(ha, dtype=np.int64)
-    b = np.frombuffer(hb, dtype=np.int64)
-    order = np.lexsort((b, a))
-    sa, sb = a[order], b[order]
-    done = np.zeros(len(sa), dtype=bool)  # "distinct": the key's first row is written
-
-    def positions(xs: array, ys: array):
-        """Index of each (x, y) in the sorted pairs, -1 when absent."""
-        qa = np.frombuffer(xs, dtype=np.int64)
-        qb = np.frombuffer(ys, dtype=np.int64)
-        if not len(sa):
-            return np.full(len(qa), -1)
-        lo = np.searchsorted(sa, qa, side="left")
-        hi = np.searchsorted(sa, qa, side="right")
-        n = hi - lo
-        at = np.where((n == 1) & (sb[np.minimum(lo, len(sb) - 1)] == qb), lo, -1)
-        for i in np.nonzero(n > 1)[0]:  # equal first hashes are rare: check the (tiny) range
-            hit = np.nonzero(sb[lo[i] : hi[i]] == qb[i])[0]
-            at[i] = lo[i] + hit[0] if len(hit) else -1
-        return at
-
-    lines = _Lines(source, source.name)
-    reader = csv.reader(iter(lines), strict=True)
-    columns = [c.strip() for c in next(reader)]
-    idx = [columns.index(k) for k in keys]
-    written = 0
-    tmp = target.with_name(target.name + ".partial")
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        chunk: list[list[str]] = []
-        xs, ys = array("q"), array("q")
-
-        def flush() -> None:
-            nonlocal written
-            for row, pos in zip(chunk, positions(xs, ys).tolist(), strict=True):
-                if pos < 0 or (done[pos] and not every_row):
-                    continue
-                done[pos] = True
-                writer.writerow(row)
-                written += 1
-            chunk.clear()
-            del xs[:], ys[:]
-
-        for row in reader:
-            if not row:
-                continue
-            x, y = _key_hashes(row, idx)
-            chunk.append(row)
-            xs.append(x)
-            ys.append(y)
-            if len(chunk) >= 65_536:
-                flush()
-        flush()
-    tmp.replace(target)
-    return written

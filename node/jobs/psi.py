@@ -19,7 +19,8 @@ from node.datapaths import (
 )
 from node.jobs.base import JobRefused, JobType
 from node.settings import NodeSettings
-from node.tables import TableError, check_table, write_output
+from node.table_output import write_output
+from node.tables import TableError, check_table
 
 WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
 
@@ -110,6 +111,7 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
         "duplicates": str(cfg.duplicates),
         "input_check": table.metrics(),
         "columns": table.columns,
+        "plain": table.plain,
     }
 
 
@@ -217,6 +219,7 @@ def run(
             prepared["keys"][party],
             final_output,
             every_row=prepared["duplicates"] == "join",
+            plain=bool(prepared.get("plain")),
         )
         record_output_owner(Path(prepared["data_root"]), prepared["output_name"], params.task_id)
         result["output_s"] = round(time.perf_counter() - t, 3)

@@ -159,7 +159,7 @@ def test_property_the_psi_sees_each_key_once_and_the_output_their_first_rows(
     c = check_table(path, "t.csv", ["uid"], duplicates=DuplicateMode.DISTINCT, work_dir=tmp / "w")
     assert _keys(c) == list(dict.fromkeys(keys))  # each key once, in first-row order
     assert c.distinct_keys == len(set(keys)) and c.rows == len(rows)
-    from node.tables import write_output
+    from node.table_output import write_output
 
     out = tmp / "out.csv"
     n = write_output(path, c.psi_input, ["uid"], out, every_row=False)  # all keys "common"
@@ -172,7 +172,7 @@ def test_property_the_psi_sees_each_key_once_and_the_output_their_first_rows(
 
 
 def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
-    from node.tables import write_output
+    from node.table_output import write_output
 
     source = tmp_path / "src.csv"
     source.write_bytes(b'\xef\xbb\xbfv,uid\r\n1,b\r\n2,a\r\n3,b\r\n4,"c,d"\r\n5,b\r\n')
