@@ -1,10 +1,12 @@
 """The PSI's output as the user's rows: the rows of the party's own table whose key the PSI
 found in common, made after the PSI from the table itself (node/tables.py says why).
 
-Two ways to read the table, the same output: a table without a quote character anywhere
-("plain", as `check_table` found it) is read line by line — a row is a line, its fields are the
-line split on commas, and the line itself is what csv.writer would write for them — which is
-about four times as fast as the csv module; any other table goes through the csv module."""
+Three ways to read the table, the same bytes out: a table without a quote character or a stray
+carriage return ("plain", as `check_table` found it) is read as lines — a row is a line, its
+fields the line split on commas, and the line itself is what csv.writer would write for them.
+With one key column, blocks of lines are parsed by Arrow and looked up in bulk (1M rows: 0.4 s
+instead of 2.4 s through the csv module); with several, line by line. Any other table goes
+through the csv module."""
 
 from __future__ import annotations
 
@@ -129,7 +131,9 @@ def write_output(
     UTF-8 CSV, LF). `plain`: `source` has no quote character (TableCheck.plain). Returns the
     number of rows written. Streams both files; memory: 16 bytes per common key."""
     tmp = target.with_name(target.name + ".partial")
-    if plain:
+    if plain and len(keys) == 1:
+        written = _write_plain_blocks(source, psi_output, keys[0], tmp, every_row)
+    elif plain:
         written = _write_plain(source, psi_output, keys, tmp, every_row)
     else:
         written = _write_parsed(source, psi_output, keys, tmp, every_row)
@@ -157,11 +161,7 @@ def _write_plain(
     # keys hashed as bytes on both sides (the table is known to be UTF-8)
     common = _Common(psi_output, bytes.fromhex, _byte_key_hashes)
     with open(source, "rb") as fh, open(tmp, "wb") as out:
-        columns = [c.strip() for c in fh.readline().decode("utf-8-sig").rstrip("\r\n").split(",")]
-        idx = [columns.index(k) for k in keys]
-        head = _Header()
-        csv.writer(head, lineterminator="\n").writerow(columns)
-        out.write(head.text.encode())
+        idx, _ = _header(fh, out, keys)
 
         def rows():
             for raw in fh:
@@ -170,6 +170,69 @@ def _write_plain(
                     yield line, line.split(b",")
 
         return _select(rows(), common, idx, every_row, lambda line: out.write(line + b"\n"))
+
+
+BLOCK_BYTES = 16 << 20  # a plain table is read this much at a time (then to the end of the line)
+
+
+def _header(fh: Any, out: Any, keys: list[str]) -> tuple[list[int], int]:
+    """Read the header line of a plain table and write it as the csv path does; the key
+    indices and the number of columns."""
+    columns = [c.strip() for c in fh.readline().decode("utf-8-sig").rstrip("\r\n").split(",")]
+    head = _Header()
+    csv.writer(head, lineterminator="\n").writerow(columns)
+    out.write(head.text.encode())
+    return [columns.index(k) for k in keys], len(columns)
+
+
+def _write_plain_blocks(
+    source: Path, psi_output: Path, key: str, tmp: Path, every_row: bool
+) -> int:
+    """One key column: each block of lines is parsed by Arrow (no quoting: the table has no
+    quote), its keys looked up among the common ones in bulk (pyarrow.compute.index_in), and
+    the lines of the rows kept are written as they are (less a CR)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    with open(psi_output, "rb") as fh:
+        fh.readline()  # "k0"
+        common = pa.array([bytes.fromhex(v.decode()) for v in fh if v.strip()], pa.binary())
+    done = np.zeros(len(common), dtype=bool)  # "distinct": the key's first row is out
+    written = 0
+    with open(source, "rb") as fh, open(tmp, "wb") as out:
+        (at,), width = _header(fh, out, [key])
+        names = [f"c{i}" for i in range(width)]
+        read = pacsv.ReadOptions(column_names=names, use_threads=False)
+        parse = pacsv.ParseOptions(quote_char=False, double_quote=False, ignore_empty_lines=True)
+        convert = pacsv.ConvertOptions(
+            column_types={names[at]: pa.binary()}, include_columns=[names[at]]
+        )
+        while block := fh.read(BLOCK_BYTES):
+            block += fh.readline()
+            lines = list(filter(None, block.split(b"\n")))
+            if b"\r" in block:  # a blank CRLF line is no row
+                lines = [ln for ln in lines if ln != b"\r"]
+            table = pacsv.read_csv(
+                pa.py_buffer(block),
+                read_options=read,
+                parse_options=parse,
+                convert_options=convert,
+            )
+            ix = pc.fill_null(pc.index_in(table.column(0), value_set=common), -1).to_numpy()
+            if len(ix) != len(lines):
+                raise AssertionError(f"{source.name}: {len(ix)} rows parsed, {len(lines)} lines")
+            rows = np.nonzero(ix >= 0)[0]
+            if not every_row and len(rows):
+                keys_at, first = np.unique(ix[rows], return_index=True)
+                new = ~done[keys_at]
+                done[keys_at[new]] = True
+                rows = np.sort(rows[first[new]])
+            if len(rows):
+                out.write(b"\n".join(lines[i].rstrip(b"\r") for i in rows.tolist()) + b"\n")
+                written += len(rows)
+    return written
 
 
 class _Header:

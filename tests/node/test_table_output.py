@@ -97,3 +97,25 @@ def test_property_plain_and_parsed_paths_agree_with_plain_python(
     n, out = got[True]
     assert n == len(want)
     assert list(csv.reader(io.StringIO(out.decode())))[1:] == want
+
+
+def test_blocks_of_a_few_lines_give_the_same_output(tmp_path, monkeypatch):
+    """A key's first row in one block, its repeats in later ones; CRLF blank lines between."""
+    import node.table_output as table_output
+
+    rng = random.Random(7)
+    rows = [(str(i), f"k{rng.randrange(30)}") for i in range(400)]
+    text = "n,uid\r\n" + "".join(
+        f"{a},{b}\r\n" + ("\r\n" if a.endswith("7") else "") for a, b in rows
+    )
+    common = [(f"k{i}",) for i in range(0, 30, 2)]
+    want = {}
+    for every_row in (True, False):
+        _, got = _both(tmp_path, text.encode(), ["uid"], common, every_row)
+        want[every_row] = got[True]
+        monkeypatch.setattr(table_output, "BLOCK_BYTES", 50)
+        _, small = _both(tmp_path, text.encode(), ["uid"], common, every_row)
+        monkeypatch.undo()
+        assert small[True] == small[False] == want[every_row]
+    firsts = list(dict.fromkeys(b for _, b in rows if int(b[1:]) % 2 == 0))
+    assert want[False][0] == len(firsts)
