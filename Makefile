@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 FANOUT_ARGS ?=
 COMPOSE_ARGS ?=
-.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench bench-fanout clean wheelhouse compose-demo compose-down
+.PHONY: demo help deps uv sync system-deps test test-unit test-e2e lint format bench bench-node bench-fanout clean wheelhouse compose-demo compose-down
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,7 +71,12 @@ format: sync
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: deps ## PSI benchmark: bare library vs. the node stack (prints ratios)
+bench: deps ## bare library vs. node stack (BENCH_ARGS), jobs through the coordinator (FANOUT_ARGS), then the goals table
+	.venv/bin/python bench/psi_node.py $(BENCH_ARGS)
+	.venv/bin/python bench/fanout.py $(FANOUT_ARGS)
+	.venv/bin/python bench/goals.py
+
+bench-node: deps ## only the bare library vs. the node stack, cold and warm (BENCH_ARGS="--rows 10000000 --protocols RR22 --stack-modes warm")
 	.venv/bin/python bench/psi_node.py $(BENCH_ARGS)
 
 bench-fanout: deps ## back-to-back PSI jobs through the coordinator, warm sessions vs. cold (FANOUT_ARGS="--jobs 4 --modes warm")

@@ -28,7 +28,7 @@ from deploy.local.topology import coordinator_passwords, write_topology  # noqa:
 from node.sessions.client import HostUnavailable, close_sessions  # noqa: E402
 
 EPILOG = """\
-One LocalFederation (alice, bob: redis-server with TLS, Ray head, Celery worker each). Per mode
+One LocalFederation (alice, bob; --carol: an idle, registered third) of full nodes. Per mode
 (--modes) a coordinator process of its own (COORD_WARM_SESSIONS=true: warm, false: cold) runs
 one unmeasured warm-up job, then --jobs measured jobs, each to its end before the next; the
 nodes' warm sessions are closed before and after each mode. Every job has fresh random inputs
@@ -335,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--poll", type=float, default=0.1, help="API poll interval, s (default: 0.1)")
     ap.add_argument("--timeout", type=float, default=600, help="give up on a job after s (600)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir (job logs)")
+    ap.add_argument("--carol", action="store_true", help="a third party up and registered (idle)")
     args = ap.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.modes not in (["warm"], ["cold"], ["warm", "cold"], ["cold", "warm"]):
@@ -358,9 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "modes": {},
     }
-    fed = LocalFederation(
-        base / "parties", ["alice", "bob"], log=lambda m: console.print(f"[dim]{m}[/]")
-    )
+    names = ["alice", "bob", "carol"] if args.carol else ["alice", "bob"]
+    fed = LocalFederation(base / "parties", names, log=lambda m: console.print(f"[dim]{m}[/]"))
     failed, t_fed = 0, time.monotonic()
     try:
         fed.start()
