@@ -29,6 +29,7 @@ from node.contract import DuplicateMode, ErrorType
 
 BOM = "\ufeff"
 SHOW_LINES = 5  # line numbers named in a duplicate-key refusal
+LINES_BLOCK_BYTES = 4 << 20  # a table is read and decoded this much at a time
 
 
 class TableError(ValueError):
@@ -75,26 +76,56 @@ class _Lines:
         self.plain = True  # no quote character, no carriage return inside a line
 
     def __iter__(self) -> Iterator[str]:
+        # blocks of whole lines, decoded and split at once; a block that is not UTF-8 is
+        # gone through line by line to name the line
         with open(self.path, "rb") as fh:
-            for raw in fh:
-                self.line += 1
-                self.bytes += len(raw)
+            while block := fh.read(LINES_BLOCK_BYTES):
+                block += fh.readline()
+                self.bytes += len(block)
                 try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise TableError(
-                        ErrorType.MALFORMED_CSV,
-                        f"{self.name} line {self.line}: not UTF-8 (byte {raw[exc.start]:#04x} at "
-                        f"column {exc.start + 1}); save the table as UTF-8",
-                    ) from None
-                if self.line == 1 and text.startswith(BOM):
+                    text = block.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield from self._each_line(block)
+                    continue
+                if self.line == 0 and text.startswith(BOM):
                     self.bom = True
                     text = text[1:]
-                if text.endswith("\r\n"):
-                    self.crlf = True
-                if self.plain and ('"' in text or "\r" in text.rstrip("\r\n")):
+                self.crlf = self.crlf or "\r\n" in text
+                if self.plain and ('"' in text or text.count("\r") != text.count("\r\n")):
                     self.plain = False
-                yield text
+                lines = text.split("\n")
+                last = lines.pop()  # "" after a final newline; else the file's last line
+                self.line += len(lines)
+                yield from [ln + "\n" for ln in lines]
+                if last:
+                    self.line += 1
+                    yield last
+
+    def _each_line(self, block: bytes) -> Iterator[str]:
+        for raw in _split_lf(block):
+            self.line += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TableError(
+                    ErrorType.MALFORMED_CSV,
+                    f"{self.name} line {self.line}: not UTF-8 (byte {raw[exc.start]:#04x} at "
+                    f"column {exc.start + 1}); save the table as UTF-8",
+                ) from None
+            if self.line == 1 and text.startswith(BOM):
+                self.bom = True
+                text = text[1:]
+            self.crlf = self.crlf or text.endswith("\r\n")
+            if self.plain and ('"' in text or "\r" in text.rstrip("\r\n")):
+                self.plain = False
+            yield text
+
+
+def _split_lf(block: bytes) -> list[bytes]:
+    """The lines of a block, each with its "\\n" (the last one may have none)."""
+    lines = [ln + b"\n" for ln in block.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return [ln for ln in lines if ln]
 
 
 def _show(value: str, limit: int = 40) -> str:
@@ -143,12 +174,20 @@ def check_table(
     keyfile = open(all_keys, "w", encoding="ascii", newline="")
     keyfile.write(",".join(f"k{i}" for i in range(len(idx))) + "\n")
     put = keyfile.write
+    chunk: list[str] = []  # one key column: keys hashed and written a chunk at a time
+
+    def flush() -> None:
+        h1.extend(map(hash, chunk))
+        h2.extend(map(hash, map("\x1f".__add__, chunk)))
+        put("".join([k.encode().hex() + "\n" for k in chunk]))
+        chunk.clear()
+
     try:
         for row in reader:
-            if not row:  # a blank line
-                row_start = reader.line_num + 1
-                continue
             if len(row) != width:
+                if not row:  # a blank line
+                    row_start = reader.line_num + 1
+                    continue
                 raise TableError(
                     ErrorType.MALFORMED_CSV,
                     f"{name} line {row_start}: {len(row)} field(s), the header has {width}",
@@ -160,9 +199,9 @@ def check_table(
                         ErrorType.MALFORMED_CSV,
                         f"{name} line {row_start}: key column {keys[0]!r} is empty",
                     )
-                h1.append(hash(key))
-                h2.append(hash("\x1f" + key))
-                put(key.encode().hex() + "\n")
+                chunk.append(key)
+                if len(chunk) >= 65_536:
+                    flush()
             else:
                 kt = tuple(row[i] for i in idx)
                 empty = [keys[j] for j, v in enumerate(kt) if not v]
@@ -176,6 +215,7 @@ def check_table(
                 put(",".join(v.encode().hex() for v in kt) + "\n")
             rows += 1
             row_start = reader.line_num + 1
+        flush()
     except csv.Error as exc:
         keyfile.close()
         if "unexpected end of data" in str(exc):

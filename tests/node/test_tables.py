@@ -188,3 +188,21 @@ def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
     empty.write_text("k0\n")
     assert write_output(source, empty, ["uid"], target, every_row=False) == 0
     assert target.read_text() == "v,uid\n"
+
+
+@pytest.mark.parametrize("block", [16, 1 << 20])
+def test_blocks_count_lines_bom_and_crlf_as_lines_do(tmp_path, monkeypatch, block):
+    """The table is decoded in blocks of lines: the line named, the BOM, CRLF and the key copy
+    do not depend on where a block ends."""
+    import node.tables as tables
+
+    monkeypatch.setattr(tables, "LINES_BLOCK_BYTES", block)
+    body = "".join(f"{i},k{i}\r\n" + ("\r\n" if i % 7 == 0 else "") for i in range(60))
+    c = _check(tmp_path, ("\ufeffn,uid\r\n" + body).encode(), mode=DuplicateMode.REFUSE)
+    assert c.rows == 60 and _keys(c) == [f"k{i}" for i in range(60)] and c.plain
+    bad = ("n,uid\n" + "".join(f"{i},k{i}\n" for i in range(40))).encode() + b"40,k\xff\n1,z\n"
+    err = _refusal(tmp_path, bad)
+    assert err.type == ErrorType.MALFORMED_CSV
+    assert "line 42: not UTF-8 (byte 0xff at column 5)" in err.message, err.message
+    last = _check(tmp_path, b"uid\na\nb")  # no newline at the end
+    assert _keys(last) == ["a", "b"]
