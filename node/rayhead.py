@@ -51,10 +51,8 @@ def start_command(settings: NodeSettings) -> list[str]:
         ray,
         "start",
         "--head",
-        "--block",
         f"--node-ip-address={settings.ray_node_ip}",
         f"--port={port}",
-        f"--ray-client-server-port={settings.ray_client_server_port}",
         f"--dashboard-agent-listen-port={settings.ray_dashboard_agent_listen_port}",
         f"--min-worker-port={settings.ray_min_worker_port}",
         f"--max-worker-port={settings.ray_max_worker_port}",
@@ -78,20 +76,29 @@ def start_command(settings: NodeSettings) -> list[str]:
     return cmd
 
 
+def supervised_command(settings: NodeSettings) -> list[str]:
+    """The head as one long-lived process: node/rayhead_supervisor.py running `ray start`."""
+    return [sys.executable, "-m", "node.rayhead_supervisor", *start_command(settings)]
+
+
 def head_environment(settings: NodeSettings) -> dict[str, str]:
     from node.datapaths import scratch_dir
+    from node.rayhead_hook import HOOK
 
     # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root
     return dict(
-        os.environ, RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(scratch_dir(settings.data_root))
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_START_HOOK=HOOK,
+        TMPDIR=str(scratch_dir(settings.data_root)),
     )
 
 
 def run_foreground(settings: NodeSettings) -> None:
-    """Become the head (`ray start --block` in this process): for a service manager such as
-    systemd, which stops it and every process it started through its own cgroup."""
+    """Become the head's supervisor in this process: for a service manager such as systemd,
+    which stops it and every process it started through its own cgroup."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    cmd = start_command(settings)
+    cmd = supervised_command(settings)
     os.execve(cmd[0], cmd, head_environment(settings))
 
 
@@ -121,7 +128,8 @@ def is_up(settings: NodeSettings) -> bool:
 
 
 def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
-    """Start the head in its own session; return its PID once the GCS port answers."""
+    """Start the head (its supervisor) in its own session; return the supervisor's PID once
+    `ray start` has ended with GCS, raylet and the agents up."""
     if (pid := running_pid(settings)) is not None and is_up(settings):
         return pid
     if is_up(settings):
@@ -130,9 +138,10 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     logf = open(log_file(settings), "ab")
+    offset = logf.tell()  # this start's lines only: the log keeps earlier heads' lines
     env = head_environment(settings)
     proc = subprocess.Popen(
-        start_command(settings),
+        supervised_command(settings),
         stdout=logf,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -147,7 +156,7 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
             raise RuntimeError(
                 f"ray head exited with code {proc.returncode}; see {log_file(settings)}"
             )
-        if is_up(settings) and _raylet_ready(settings):
+        if is_up(settings) and _raylet_ready(settings, offset):
             return proc.pid
         if on_wait:
             on_wait(f"waiting for Ray head on {settings.ray_address}")
@@ -156,10 +165,14 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
     raise TimeoutError(f"ray head did not come up on {settings.ray_address} within {timeout:.0f}s")
 
 
-def _raylet_ready(settings: NodeSettings) -> bool:
-    # `ray start --block` prints this once GCS, raylet and the agents are up.
+def _raylet_ready(settings: NodeSettings, offset: int) -> bool:
+    # the supervisor says so once `ray start` has ended, with GCS, raylet and the agents up
+    from node.rayhead_supervisor import READY
+
     try:
-        return "Ray runtime started" in log_file(settings).read_text(errors="replace")[-20000:]
+        with open(log_file(settings), "rb") as f:
+            f.seek(offset)
+            return f"supervisor: {READY} ".encode() in f.read()
     except OSError:
         return False
 

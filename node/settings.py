@@ -83,7 +83,6 @@ class NodeSettings(BaseSettings):
     ray_num_cpus: int | None = None
     ray_node_manager_port: int = 0
     ray_object_manager_port: int = 0
-    ray_client_server_port: int = 10001
     ray_dashboard_agent_listen_port: int = 52365
     ray_dashboard_agent_grpc_port: int = 0
     ray_metrics_export_port: int = 0
