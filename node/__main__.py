@@ -69,14 +69,15 @@ def cmd_worker(args) -> int:
 
     os.environ[ROLE_ENV] = args.role
     if args.role == "sf":
-        queues, conc = SECRETFLOW_QUEUE, args.slots
+        queues, conc, pool = SECRETFLOW_QUEUE, args.slots, "prefork"
     else:
-        queues, conc = f"{WEB_QUEUE},{DEFAULT_QUEUE}", 2
+        # short reads (hello, health, datasets): two threads, not two more processes (≈75 MB each)
+        queues, conc, pool = f"{WEB_QUEUE},{DEFAULT_QUEUE}", 2, "threads"
     argv = [
         "worker",
         f"--queues={queues}",
         f"--concurrency={conc}",
-        "--pool=prefork",
+        f"--pool={pool}",
         f"--hostname={args.role}.{settings.party}@{settings.worker_name}",
         f"--loglevel={args.loglevel}",
         "-O",
