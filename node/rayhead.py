@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from node.rayhead_supervisor import STOP_GRACE_S
 from node.settings import NodeSettings
 
 
@@ -123,7 +124,7 @@ def running_pid(settings: NodeSettings) -> int | None:
         os.kill(pid, 0)
     except (ValueError, ProcessLookupError):
         return None
-    return pid
+    return None if _zombie(pid) else pid
 
 
 def is_up(settings: NodeSettings) -> bool:
@@ -180,13 +181,34 @@ def _raylet_ready(settings: NodeSettings, offset: int) -> bool:
         return False
 
 
+def _zombie(pid: int) -> bool:
+    """Exited, not yet reaped by its parent (the supervisor is a child of whoever called
+    `start`: in that process it stays a zombie after it exits until it is reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+def _ours(pid: int) -> bool:
+    """The pid file's process is a head supervisor, or gone (its session may still run Ray):
+    not another program that got the pid of a supervisor long gone."""
+    try:
+        return b"node.rayhead_supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 def _session_pids(sid: int) -> list[int]:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(sid, os.WNOHANG)  # the supervisor, when this process started it
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) == sid:
+            if os.getsid(int(entry.name)) == sid and not _zombie(int(entry.name)):
                 pids.append(int(entry.name))
         except (ProcessLookupError, PermissionError):
             continue
@@ -194,20 +216,27 @@ def _session_pids(sid: int) -> list[int]:
 
 
 def stop(settings: NodeSettings, timeout: float = 30.0) -> bool:
-    """Stop this party's head and every process of its session. True if something was stopped."""
-    pid = running_pid(settings)
-    if pid is None:
+    """Stop this party's head and every process of its session. True if something was stopped.
+    (The session, not only the supervisor: a supervisor killed by SIGKILL leaves Ray running.)"""
+    try:
+        pid = int(pid_file(settings).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    sid = pid  # started with start_new_session: the supervisor's pid is the session id
+    if not _session_pids(sid) or not _ours(pid):
         pid_file(settings).unlink(missing_ok=True)
         return False
-    sid = pid  # started with start_new_session: the head's pid is the session id
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and _session_pids(sid):
+    # the supervisor sends SIGKILL after its grace; without it (killed), GCS ignores SIGTERM
+    start = time.monotonic()
+    grace = min(timeout, STOP_GRACE_S + 3.0)
+    while _session_pids(sid) and time.monotonic() - start < timeout:
+        if time.monotonic() - start > grace:
+            for p in _session_pids(sid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
         time.sleep(0.3)
-    for p in _session_pids(sid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     pid_file(settings).unlink(missing_ok=True)

@@ -123,6 +123,18 @@ def test_a_dead_raylet_takes_the_head_down_and_the_log_names_it(head_settings):
     assert again != pid and rayhead.is_up(head_settings)
 
 
+def test_stop_ends_rays_processes_even_when_the_supervisor_was_killed(head_settings):
+    pid = rayhead.start(head_settings)
+    procs = head_processes(pid)
+    os.kill(pid, signal.SIGKILL)  # Ray's processes are left without their watcher
+    wait_gone(pid)
+    assert [p for p in procs if p != pid and _alive(p)]
+    assert rayhead.stop(head_settings) is True
+    assert not [p for p in procs if _alive(p)]
+    assert not rayhead.is_up(head_settings)
+    assert rayhead.stop(head_settings) is False  # nothing left: says so
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
