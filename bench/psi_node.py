@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import shlex
 import shutil
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         for proc in list(live):
             kill_proc(proc)
         if fed is not None:
+            # Celery's results unsubscribe from their party's Redis when collected: collect them
+            # while it still runs (later, at exit, each prints "Retry limit exceeded")
+            gc.collect()
             with console.status("stopping the federation"):
                 t = time.perf_counter()
                 try:
