@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from node.rayhead_supervisor import STOP_GRACE_S
+from node.rayhead_supervisor import READY, STOP_GRACE_S, proc_stat
 from node.settings import NodeSettings
 
 
@@ -121,8 +121,7 @@ def running_pid(settings: NodeSettings) -> int | None:
         return None
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except ValueError:
         return None
     return None if _zombie(pid) else pid
 
@@ -160,7 +159,7 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
             raise RuntimeError(
                 f"ray head exited with code {proc.returncode}; see {log_file(settings)}"
             )
-        if is_up(settings) and _raylet_ready(settings, offset):
+        if is_up(settings) and _supervisor_ready(settings, offset):
             return proc.pid
         if on_wait:
             on_wait(f"waiting for Ray head on {settings.ray_address}")
@@ -169,10 +168,8 @@ def start(settings: NodeSettings, timeout: float = 120.0, on_wait=None) -> int:
     raise TimeoutError(f"ray head did not come up on {settings.ray_address} within {timeout:.0f}s")
 
 
-def _raylet_ready(settings: NodeSettings, offset: int) -> bool:
+def _supervisor_ready(settings: NodeSettings, offset: int) -> bool:
     # the supervisor says so once `ray start` has ended, with GCS, raylet and the agents up
-    from node.rayhead_supervisor import READY
-
     try:
         with open(log_file(settings), "rb") as f:
             f.seek(offset)
@@ -182,13 +179,10 @@ def _raylet_ready(settings: NodeSettings, offset: int) -> bool:
 
 
 def _zombie(pid: int) -> bool:
-    """Exited, not yet reaped by its parent (the supervisor is a child of whoever called
-    `start`: in that process it stays a zombie after it exits until it is reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2 :].startswith("Z")
+    """Gone, or exited and not yet reaped by its parent (the supervisor is a child of whoever
+    called `start`: in that process it stays a zombie after it exits until it is reaped)."""
+    fields = proc_stat(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def _ours(pid: int) -> bool:
@@ -231,9 +225,9 @@ def stop(settings: NodeSettings, timeout: float = 30.0) -> bool:
     # the supervisor sends SIGKILL after its grace; without it (killed), GCS ignores SIGTERM
     start = time.monotonic()
     grace = min(timeout, STOP_GRACE_S + 3.0)
-    while _session_pids(sid) and time.monotonic() - start < timeout:
+    while (left := _session_pids(sid)) and time.monotonic() - start < timeout:
         if time.monotonic() - start > grace:
-            for p in _session_pids(sid):
+            for p in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p, signal.SIGKILL)
         time.sleep(0.3)

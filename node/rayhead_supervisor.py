@@ -36,18 +36,23 @@ def say(message: str) -> None:
     print(f"{stamp} partyline ray-head supervisor: {message}", flush=True)
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, …);
+    None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _parents() -> dict[int, int]:
     """pid → parent pid of every process."""
     out = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-            out[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
+        if entry.isdigit() and (fields := proc_stat(int(entry))):
+            out[int(entry)] = int(fields[1])
     return out
 
 
