@@ -20,7 +20,7 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
     the session id of a warm session)."""
     import secretflow as sf
 
-    from node import fedlink
+    from node import fedlink, rayworker
 
     fedlink.install()  # this party's guarded receiver for the cross-silo link
     sf.init(
@@ -37,6 +37,7 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
         enable_waiting_for_other_parties_ready=True,
         logging_level=settings.log_level,
         log_to_driver=True,
+        runtime_env=rayworker.runtime_env(),  # no jax in the job's workers
     )
 
 

@@ -1,7 +1,6 @@
 """Warm federation sessions (docs/architecture.md, "Warm sessions").
 
 - `driver`: the session's driver process (sf.init and the SPU device once, then job after job);
-- `runtime`: the SPU runtime with the per-job check that both parties run the same job;
 - `host`: the process that owns the drivers and hands them jobs (`python -m node.sessions.host`);
 - `client`: what a Celery task uses to run its job in a session;
 - `paths`: where the host listens.

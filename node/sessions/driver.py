@@ -7,7 +7,7 @@ The same protocol as node.executor, for many jobs instead of one:
 The first job connects the session — sf.init against this party's Ray head with the session id
 as RayFed's job name, then the SPU device (its runtime actor and brpc link) — and every later
 job of the session runs on them. Every job's PSI first checks, over the SPU link, that the peer
-runs the same job (node.sessions.runtime). Any error ends the process, and with it the session's
+runs the same job (node.spu_runtime). Any error ends the process, and with it the session's
 Ray job, actors and ports: a session that failed is never used again. EOF on stdin (the host
 closed the session, or died) ends it too.
 """
@@ -59,14 +59,12 @@ class Session:
         from node import cluster, devices
         from node.dispatcher import get_job
         from node.executor import success_result
-        from node.sessions import runtime
 
         assert params.session is not None
         job = get_job(params.task_type)
         started_at = utcnow()
         t0 = time.perf_counter()
         if self.devices is None:
-            runtime.install()
             cluster.init_cluster(params, settings, job_name=params.session.id)
             t1 = time.perf_counter()
             report(Stage.CLUSTER_INITIALIZED, 0.3)
