@@ -32,7 +32,7 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
         cross_silo_comm_options={
             "exit_on_sending_failure": True,
             "timeout_in_ms": 120_000,
-            **fedlink.comm_options(params.sf_init_config.parties),
+            **fedlink.comm_options(params.sf_init_config.parties, job_name or params.execution_id),
         },
         enable_waiting_for_other_parties_ready=True,
         logging_level=settings.log_level,

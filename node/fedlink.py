@@ -24,9 +24,12 @@ error report — hence a short allow-list.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import logging
 import pickle
+import threading
 from typing import Any
 
 security_log = logging.getLogger("partyline.security")
@@ -42,7 +45,9 @@ ALLOWED_GLOBALS: dict[str, list[str]] = {
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_PENDING_MESSAGES = 256
 MAX_PENDING_BYTES = 64 * 1024 * 1024
-PEERS_KEY = "partyline_peers"  # our key in cross_silo_comm_options (RayFed ignores it)
+PEERS_KEY = "partyline_peers"  # our keys in cross_silo_comm_options (RayFed ignores them)
+JOB_KEY = "partyline_job_name"
+PROXY_MAX_CONCURRENCY = 32  # calls the one proxy actor serves at once (waiting get_data + send)
 
 
 class _AllowListUnpickler(pickle.Unpickler):
@@ -63,20 +68,36 @@ def payload_problem(data: bytes) -> str | None:
     return None
 
 
-def comm_options(peers: list[str]) -> dict[str, Any]:
+def comm_options(peers: list[str], job_name: str = "") -> dict[str, Any]:
     """What the job passes to sf.init as cross_silo_comm_options (besides its own timeouts)."""
     return {
         "serializing_allowed_list": {m: list(n) for m, n in ALLOWED_GLOBALS.items()},
         "messages_max_size_in_bytes": MAX_MESSAGE_BYTES,
+        "max_concurrency": PROXY_MAX_CONCURRENCY,
         PEERS_KEY: sorted(peers),
+        JOB_KEY: job_name,
     }
 
 
 def install() -> None:
-    """Make RayFed start this node's guarded receiver (call before sf.init, in the job)."""
-    import fed.proxy.grpc.grpc_proxy as grpc_proxy
+    """Make RayFed start this node's link — one actor holding RayFed's gRPC sender and the
+    guarded receiver — when SecretFlow calls fed.init (call before sf.init, in the job).
 
-    grpc_proxy.GrpcReceiverProxy = GuardedGrpcReceiverProxy  # read by fed.init at call time
+    SecretFlow's production mode starts RayFed's two proxy actors for the gRPC backend (each a
+    Ray worker of ≈160 MB); RayFed can run one `SenderReceiverProxy` instead, which SecretFlow
+    asks for only for its brpc backend. The wrapper passes ours when none is given.
+    """
+    import fed
+
+    original = getattr(fed.init, "__wrapped__", fed.init)
+
+    @functools.wraps(original)
+    def init(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("receiver_sender_proxy_cls") is None:
+            kwargs["receiver_sender_proxy_cls"] = GuardedGrpcSenderReceiverProxy
+        return original(*args, **kwargs)
+
+    fed.init = init  # read by SecretFlow's RayProdStrategy at call time
 
 
 def _peer_cn(context: Any) -> str | None:
@@ -88,6 +109,7 @@ def _peer_cn(context: Any) -> str | None:
 
 
 def _make_classes():
+    from fed.proxy.base_proxy import SenderReceiverProxy
     from fed.proxy.grpc import grpc_proxy
     from fed.proxy.grpc.grpc_proxy import fed_pb2, fed_pb2_grpc
 
@@ -156,16 +178,79 @@ def _make_classes():
             )
             if not server.add_secure_port(address, creds):  # 0: could not bind
                 raise RuntimeError(f"Failed to bind to address {address}")
+            self.server = server
             await server.start()
             self._server_ready_future.set_result((True, f"listening on {address} (mTLS)"))
             await server.wait_for_termination()
 
-    return GuardedSendDataService, GuardedGrpcReceiverProxy
+    class GuardedGrpcSenderReceiverProxy(SenderReceiverProxy):
+        """RayFed's gRPC sender and the guarded receiver in one proxy actor.
+
+        RayFed's `SenderReceiverProxyActor` calls these methods synchronously (from up to
+        `max_concurrency` threads); the gRPC server and channels are asyncio, so they run on an
+        event loop of their own in a thread of the actor, and each call waits for its coroutine.
+        """
+
+        def __init__(self, addresses, self_party, tls_config, proxy_config=None):
+            super().__init__(addresses, self_party, tls_config, proxy_config)
+            config = dict(proxy_config or {})
+            job_name = config.get(JOB_KEY) or ""
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="fedlink-loop", daemon=True
+            )
+            self._thread.start()
+
+            async def make():  # the receiver's futures and events belong to the loop
+                receiver = GuardedGrpcReceiverProxy(
+                    addresses[self_party], self_party, job_name, tls_config, config
+                )
+                sender = grpc_proxy.GrpcSenderProxy(
+                    addresses, self_party, job_name, tls_config, config
+                )
+                return receiver, sender
+
+            self._receiver, self._sender = self._wait(make())
+            self._serving = None
+
+        def _wait(self, coro):
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+        def start(self):
+            self._serving = asyncio.run_coroutine_threadsafe(self._receiver.start(), self._loop)
+
+        def is_ready(self):
+            return self._wait(self._receiver.is_ready())
+
+        def get_data(self, src_party, upstream_seq_id, curr_seq_id):
+            return self._wait(self._receiver.get_data(src_party, upstream_seq_id, curr_seq_id))
+
+        def send(self, dest_party, data, upstream_seq_id, downstream_seq_id):
+            return self._wait(
+                self._sender.send(dest_party, data, upstream_seq_id, downstream_seq_id)
+            )
+
+        def get_proxy_config(self, dest_party=None):
+            return self._wait(self._sender.get_proxy_config(dest_party))
+
+        def stop(self):
+            server = getattr(self._receiver, "server", None)
+            if server is not None:
+                self._wait(server.stop(None))
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    return GuardedSendDataService, GuardedGrpcReceiverProxy, GuardedGrpcSenderReceiverProxy
 
 
 try:
-    GuardedSendDataService, GuardedGrpcReceiverProxy = _make_classes()
-    for _cls in (GuardedSendDataService, GuardedGrpcReceiverProxy):  # pickled by reference
+    GuardedSendDataService, GuardedGrpcReceiverProxy, GuardedGrpcSenderReceiverProxy = (
+        _make_classes()
+    )
+    for _cls in (  # pickled by reference
+        GuardedSendDataService,
+        GuardedGrpcReceiverProxy,
+        GuardedGrpcSenderReceiverProxy,
+    ):
         _cls.__qualname__ = _cls.__name__
         _cls.__module__ = __name__
 except ImportError:  # RayFed not installed (coordinator-only environments): nothing to guard

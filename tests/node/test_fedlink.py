@@ -110,3 +110,69 @@ def test_the_receiver_bounds_what_a_peer_can_make_it_hold(monkeypatch):
     svc = _service()
     codes = [_send(svc, pickle.dumps(i), seq=(str(i), "x")).code for i in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+# --- the one proxy actor's object, over a real mTLS link between two of them (no Ray) ---------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def link(tmp_path, monkeypatch):
+    import fed._private.constants as fed_constants
+    import fed.config
+
+    from certs.authority import init_federation
+    from node.fedlink import GuardedGrpcSenderReceiverProxy, comm_options
+
+    # what RayFed's proxy actor reads from Ray's KV store at start (the job's comm options)
+    job = {fed_constants.KEY_OF_CROSS_SILO_COMM_CONFIG_DICT: comm_options(["alice", "bob"])}
+    monkeypatch.setattr(fed.config, "_job_config", fed.config.JobConfig(cloudpickle.dumps(job)))
+    init_federation(tmp_path, ["alice", "bob", "carol"])
+    addresses = {p: f"127.0.0.1:{_free_port()}" for p in ("alice", "bob", "carol")}
+
+    def tls(party):
+        return {
+            "cert": str(tmp_path / f"{party}.crt"),
+            "key": str(tmp_path / f"{party}.key"),
+            "ca_cert": str(tmp_path / "ca.crt"),
+        }
+
+    def proxy(party, parties):
+        opts = {**comm_options(parties, "exe-1"), "timeout_in_ms": 5000}
+        p = GuardedGrpcSenderReceiverProxy(
+            {q: addresses[q] for q in addresses}, party, tls(party), opts
+        )
+        p.start()
+        return p
+
+    made = []
+
+    def make(party, parties):
+        made.append(proxy(party, parties))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+def test_one_proxy_sends_and_receives_over_mtls_and_refuses_a_stranger(link):
+    import concurrent.futures
+
+    alice = link("alice", ["alice", "bob"])
+    bob = link("bob", ["alice", "bob"])
+    carol = link("carol", ["carol", "alice"])  # a party of another job, with a valid certificate
+    assert alice.is_ready()[0] and bob.is_ready()[0] and carol.is_ready()[0]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(bob.get_data, "alice", "1", "2")  # waits before the data arrives
+        assert alice.send("bob", {"rows": [1, 2]}, "1", "2") == "OK"
+        assert waiting.result(timeout=10) == {"rows": [1, 2]}
+    assert bob.send("alice", RuntimeError("boom"), "3", "4") == "OK"
+    assert str(alice.get_data("bob", "3", "4")) == "boom"
+    with pytest.raises(RuntimeError, match="the sender is not a party of this job"):
+        carol.send("alice", b"x", "5", "6")
