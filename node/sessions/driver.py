@@ -102,7 +102,9 @@ class Session:
 def main() -> int:
     fd = int(os.environ[MSG_FD_ENV])
     t_import = time.perf_counter()
-    import secretflow  # noqa: F401  (warm: the ~12 s import happens before the session starts)
+    from node import sflite
+
+    sflite.load()  # SecretFlow's device layer, imported before the session starts (warm)
 
     send_message(fd, {"type": "ready", "import_s": round(time.perf_counter() - t_import, 3)})
     session = Session()
