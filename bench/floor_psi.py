@@ -25,6 +25,8 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from node.spu_runtime import RR22_BUCKET_SIZE  # noqa: E402  (stdlib only: the node's setting)
+
 # What the node's job sends: connect_retry_* from task_params.spu_config.link_desc; SecretFlow's
 # _fill_link_desc_attrs adds recv_timeout_ms and http_timeout_ms = 120 s when absent.
 LINK_DESC = {
@@ -139,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-tls", action="store_true", help="plain brpc link (diagnosis only; ignores --certs)"
     )
+    ap.add_argument(
+        "--rr22-bucket-size",
+        type=int,
+        default=RR22_BUCKET_SIZE,
+        help=f"keys per RR22 bucket, as the node (default {RR22_BUCKET_SIZE}; 0: SPU's own)",
+    )
     args = ap.parse_args(argv)
 
     parties = args.parties.split(",")
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         output_path=str(args.output),
     )
     config.input_attr.keys_unique = not args.keys_duplicated
+    if protocol == "PROTOCOL_RR22" and args.rr22_bucket_size:
+        config.protocol_config.rr22_config.bucket_size = args.rr22_bucket_size
     if protocol == "PROTOCOL_ECDH":
         # as node/jobs/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
         legacy = spu.psi.BucketPsiConfig(
