@@ -128,6 +128,8 @@ def _label(proc: psutil.Process) -> str:
         i = cmd.index("-m")
         roles = [a.removeprefix("--") for a in cmd[i + 2 :] if a.startswith("--role")]
         return " ".join([cmd[i + 1], *roles])
+    if not Path(cmd[0]).name.startswith("python"):  # raylet, gcs_server (their flags name scripts)
+        return Path(cmd[0]).name
     script = next((a for a in cmd[1:] if a.endswith(".py")), None)
     return "/".join(Path(script).parts[-2:]) if script else Path(cmd[0]).name
 

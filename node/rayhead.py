@@ -54,7 +54,6 @@ def start_command(settings: NodeSettings) -> list[str]:
         "--head",
         f"--node-ip-address={settings.ray_node_ip}",
         f"--port={port}",
-        f"--dashboard-agent-listen-port={settings.ray_dashboard_agent_listen_port}",
         f"--min-worker-port={settings.ray_min_worker_port}",
         f"--max-worker-port={settings.ray_max_worker_port}",
         "--include-dashboard=false",
@@ -66,8 +65,6 @@ def start_command(settings: NodeSettings) -> list[str]:
     for flag, value in (
         ("node-manager-port", settings.ray_node_manager_port),
         ("object-manager-port", settings.ray_object_manager_port),
-        ("dashboard-agent-grpc-port", settings.ray_dashboard_agent_grpc_port),
-        ("metrics-export-port", settings.ray_metrics_export_port),
         ("runtime-env-agent-port", settings.ray_runtime_env_agent_port),
     ):
         if value:
@@ -94,6 +91,9 @@ def head_environment(settings: NodeSettings) -> dict[str, str]:
         # Ray starts one idle worker per CPU when the first driver connects: the actors of this
         # node's jobs and sessions did not use them, they stayed idle (≈80 MB each)
         RAY_prestart_worker_first_driver="0",
+        # no metrics agent (node/rayhead_agent.py stands in for the dashboard agent): nothing
+        # of the head exports metrics to it
+        RAY_enable_metrics_collection="0",
         TMPDIR=str(scratch_dir(settings.data_root)),
     )
 

@@ -63,9 +63,12 @@ def _command(pid: int) -> str:
     except OSError:
         return "?"
     args = [a.decode(errors="replace") for a in argv if a]
-    # a Python process by its script (log_monitor.py), anything else by its program (raylet)
-    named = next((a for a in args[1:] if a.endswith(".py")), args[0] if args else "?")
-    return named.rsplit("/", 1)[-1]
+    # a Python process by its script (log_monitor.py), anything else by its program (raylet,
+    # whose flags name the agents' scripts)
+    program = args[0].rsplit("/", 1)[-1] if args else "?"
+    if not program.startswith("python"):
+        return program
+    return next((a for a in args[1:] if a.endswith(".py")), program).rsplit("/", 1)[-1]
 
 
 def _children() -> dict[int, str]:

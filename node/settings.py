@@ -83,9 +83,6 @@ class NodeSettings(BaseSettings):
     ray_num_cpus: int | None = None
     ray_node_manager_port: int = 0
     ray_object_manager_port: int = 0
-    ray_dashboard_agent_listen_port: int = 52365
-    ray_dashboard_agent_grpc_port: int = 0
-    ray_metrics_export_port: int = 0
     ray_runtime_env_agent_port: int = 0
     ray_min_worker_port: int = 10002
     ray_max_worker_port: int = 19999

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node import heap
+
 # SecretFlow's names (secretflow/device/device/spu.py _LINK_DESC_NAMES)
 LINK_DESC_NAMES = (
     "connect_retry_times",
@@ -43,16 +45,6 @@ SESSION_METHODS = ("psi", "psi_csv")
 # 10M rows 948 → 455 MB, the same time (4.0–4.4 s, 19.5–21.6 s); 2^16 is worse at 10M (1.2 GB).
 # Both parties must use the same size: SPU refuses a PSI between different ones.
 RR22_BUCKET_SIZE = 1 << 17
-
-
-def release_memory() -> None:
-    """Hand the heap the PSI freed back to the system (glibc keeps it otherwise: a warm runtime
-    would hold its largest job's peak between jobs)."""
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class SessionMismatch(RuntimeError):
@@ -183,7 +175,7 @@ class PartylineSPURuntime:
         try:
             report = spu_psi.psi(config, self.link)
         finally:
-            release_memory()
+            heap.release()  # a warm runtime would keep this PSI's peak
         return {
             "party": self.party,
             "original_count": report.original_count,
@@ -226,7 +218,7 @@ class PartylineSPURuntime:
         try:
             report = spu_psi.bucket_psi(self.link, config)
         finally:
-            release_memory()
+            heap.release()  # a warm runtime would keep this PSI's peak
         return {
             "party": self.party,
             "original_count": report.original_count,

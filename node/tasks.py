@@ -15,7 +15,7 @@ import redis
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
-from node import replay
+from node import heap, replay
 from node.celery_app import app
 from node.contract import (
     MAX_DEADLINE_AHEAD_S,
@@ -153,6 +153,8 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         prepared = preflight(task_request_id, params, settings)
     except JobRefused as exc:
         refuse(exc.type, str(exc))
+    finally:
+        heap.release()  # the table check's blocks and hashes: not kept while the job runs
 
     from node import runner
 

@@ -91,9 +91,6 @@ class PartyNode:
             "NODE_RAY_TEMP_DIR": f"/tmp/ray-{self.name}-{self.ports['ray']}",
             "NODE_RAY_NODE_MANAGER_PORT": str(self.ports["node_manager"]),
             "NODE_RAY_OBJECT_MANAGER_PORT": str(self.ports["object_manager"]),
-            "NODE_RAY_DASHBOARD_AGENT_LISTEN_PORT": str(self.ports["dashboard_agent_listen"]),
-            "NODE_RAY_DASHBOARD_AGENT_GRPC_PORT": str(self.ports["dashboard_agent_grpc"]),
-            "NODE_RAY_METRICS_EXPORT_PORT": str(self.ports["metrics_export"]),
             "NODE_RAY_RUNTIME_ENV_AGENT_PORT": str(self.ports["runtime_env_agent"]),
             "NODE_RAY_MIN_WORKER_PORT": str(self.worker_ports.start),
             "NODE_RAY_MAX_WORKER_PORT": str(self.worker_ports.stop - 1),
@@ -213,9 +210,6 @@ class LocalFederation:
                     "ray",
                     "node_manager",
                     "object_manager",
-                    "dashboard_agent_listen",
-                    "dashboard_agent_grpc",
-                    "metrics_export",
                     "runtime_env_agent",
                 )
             }

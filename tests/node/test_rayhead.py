@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from node import rayhead
+from node import rayhead, rayhead_hook
 from node.settings import NodeSettings
 
 
@@ -35,7 +35,6 @@ def head_settings(tmp_path, ports):
         ray_address=f"127.0.0.1:{ports.one()}",
         ray_temp_dir=ray_tmp,
         ray_num_cpus=1,
-        ray_dashboard_agent_listen_port=ports.one(),
         ray_node_manager_port=ports.one(),
         ray_object_manager_port=ports.one(),
         ray_min_worker_port=workers.start,
@@ -79,11 +78,14 @@ def test_the_head_runs_only_what_a_party_uses_and_a_driver_runs_tasks_on_it(head
     cmds = " | ".join(procs.values())
     assert "node.rayhead_supervisor" in procs[pid]
     assert "gcs_server" in cmds and "raylet" in cmds and "log_monitor.py" in cmds
+    # the dashboard agent's stand-in (its script, not the raylet's flag naming it)
+    assert any(cmd.split()[1:2] == [rayhead_hook.AGENT_SCRIPT] for cmd in procs.values()), cmds
     # what the hook leaves out, and `ray start` itself: it has ended
     absent_ones = (
         "ray.util.client.server",
         "_private/monitor.py",
         "dashboard/dashboard.py",
+        "dashboard/agent.py",
         "start --head",
     )
     for absent in absent_ones:

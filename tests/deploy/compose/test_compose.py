@@ -64,7 +64,7 @@ def test_from_bobs_node_alices_redis_and_ray_do_not_answer_but_her_link_ports_do
     assert reach(stack, "bob-node", "alice-redis", 6379).startswith("no answer")
     assert reach(stack, "bob-node", "alice-node", 6379).startswith("no answer")  # Ray GCS
     # through bob's gateway only the link ports lead to alice: not her Redis or Ray ports
-    for port in (alice.broker_port, 6379, 52365):  # Redis, Ray GCS, Ray dashboard agent
+    for port in (alice.broker_port, 6379):  # Redis, Ray GCS
         assert reach(stack, "bob-node", alice.link_host, port).startswith("no answer"), port
     # a fed port (open only during a job: this stands in for one) and the probe do answer
     fed = alice.fed_ports[0] + 7
