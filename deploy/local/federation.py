@@ -359,7 +359,9 @@ class LocalFederation:
             self.stop_worker(node)
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
-                rayhead.stop(node.settings())
+                settings = node.settings()
+                rayhead.stop(settings)
+                shutil.rmtree(rayhead.temp_dir(settings), ignore_errors=True)  # in /tmp
         for node in self.nodes.values():
             proc = node.procs.pop("redis", None)
             if proc is not None:
