@@ -42,6 +42,13 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
 
 
 def shutdown_cluster() -> None:
+    """End the job's RayFed links and Ray connection.
+
+    Without SecretFlow's shutdown barrier: it runs a PYU task at every party and swaps the
+    results, i.e. a Ray worker that imports all of SecretFlow (jax, which the job's workers do
+    not have: node/rayworker.py) only to learn that the peer's driver is still there. A PSI
+    sends nothing over the fed link after its start, and each party's result is its own.
+    """
     import secretflow as sf
 
-    sf.shutdown()
+    sf.shutdown(barrier_on_shutdown=False)

@@ -402,7 +402,9 @@ def _reap_in_background(proc: JobProcess, job_dir: Path) -> None:
         if proc.alive():
             info["killed_after_s"] = TEARDOWN_GRACE_S
         proc.kill()
-        with contextlib.suppress(OSError):
-            (job_dir / "teardown.json").write_text(json.dumps(info))
+        with contextlib.suppress(OSError):  # whole or not at all: readers poll for it
+            tmp = job_dir / "teardown.json.tmp"
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, job_dir / "teardown.json")
 
     threading.Thread(target=reap, name="job-reaper", daemon=True).start()

@@ -140,6 +140,20 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
         _assert_success_stream(events)
         if party == "bob":
             assert events[-1].data.result["intersection_count"] is None
+        # after the result, the job process shut its links down cleanly (no Ray worker failed
+        # to import what the teardown ran: node/rayworker.py's workers have no jax)
+        teardown = _teardown(federation, party, trid)
+        assert "teardown_s" in teardown and "error" not in teardown, teardown
+
+
+def _teardown(federation, party: str, trid: str, wait_s: float = 90.0) -> dict:
+    """The job process's teardown.json (written by the node once the process has ended)."""
+    path = federation.nodes[party].state_dir / "jobs" / trid / "teardown.json"
+    end = time.monotonic() + wait_s
+    while not path.exists():
+        assert time.monotonic() < end, f"{party}: no teardown.json after {wait_s:.0f} s"
+        time.sleep(0.2)
+    return json.loads(path.read_text())
 
 
 def test_broadcast_result_gives_both_parties_the_rows(federation, datasets):
