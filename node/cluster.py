@@ -23,16 +23,17 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
     from node import fedlink, rayworker
 
     fedlink.install()  # this party's guarded receiver for the cross-silo link
+    job_name = job_name or params.execution_id
     sf.init(
         address=settings.ray_address,
         cluster_config=cluster_config(params, settings),
         tls_config=settings.tls_config(),
-        job_name=job_name or params.execution_id,
+        job_name=job_name,
         cross_silo_comm_backend="grpc",
         cross_silo_comm_options={
             "exit_on_sending_failure": True,
             "timeout_in_ms": 120_000,
-            **fedlink.comm_options(params.sf_init_config.parties, job_name or params.execution_id),
+            **fedlink.comm_options(params.sf_init_config.parties, job_name),
         },
         enable_waiting_for_other_parties_ready=True,
         logging_level=settings.log_level,

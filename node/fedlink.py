@@ -211,13 +211,12 @@ def _make_classes():
                 return receiver, sender
 
             self._receiver, self._sender = self._wait(make())
-            self._serving = None
 
         def _wait(self, coro):
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
         def start(self):
-            self._serving = asyncio.run_coroutine_threadsafe(self._receiver.start(), self._loop)
+            asyncio.run_coroutine_threadsafe(self._receiver.start(), self._loop)  # serves on
 
         def is_ready(self):
             return self._wait(self._receiver.is_ready())

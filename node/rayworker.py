@@ -17,9 +17,9 @@ classes). The driver, which SecretFlow needs jax in, is not a worker and keeps b
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
+
+from node import packages
 
 HOOK = "node.rayworker.setup"
 
@@ -29,21 +29,7 @@ def runtime_env() -> dict[str, str]:
     return {"worker_process_setup_hook": HOOK}
 
 
-def spu_package() -> None:
-    """Make `import spu.libspu…` work without running `spu/__init__.py` (and importing jax)."""
-    if "spu" in sys.modules:
-        return
-    spec = importlib.util.find_spec("spu")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the spu package is not installed")
-    package = types.ModuleType("spu")
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__file__ = spec.origin
-    sys.modules["spu"] = package
-
-
 def setup() -> None:
     if "jax" not in sys.modules:  # a worker that already holds it keeps it
         sys.modules["jax"] = None  # type: ignore[assignment]  # `import jax` → ImportError
-    spu_package()
+    packages.bare("spu")  # `import spu.libspu…` without spu/__init__ (jax)

@@ -16,9 +16,9 @@ real `secretflow/__init__` ran, it changes nothing.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 import types
+
+from node import packages
 
 # what secretflow/__init__.py imports from .device (secretflow 1.x)
 DEVICE_NAMES = (
@@ -27,32 +27,17 @@ DEVICE_NAMES = (
 )  # fmt: skip
 
 
-def _bare_package(name: str) -> tuple[types.ModuleType, bool]:
-    """`name` registered without running its __init__ (or as imported already); True if new."""
-    if name in sys.modules:
-        return sys.modules[name], False
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{name} is not installed")
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    package.__file__ = spec.origin
-    sys.modules[name] = package
-    return package, True
-
-
 def load() -> types.ModuleType:
     """The `secretflow` package with its device layer and the Ray production mode strategy
     (imported once per process)."""
-    package, _ = _bare_package("secretflow")
+    package, _ = packages.bare("secretflow")
     device = importlib.import_module("secretflow.device")
     for name in DEVICE_NAMES:
         if not hasattr(package, name):
             setattr(package, name, getattr(device, name))
     # sf.init's RAY_PRODUCTION mode lives in secretflow_fl, whose __init__ imports all of it
     # too (components, ML, tuning) and sets one thing the strategy reads at import time
-    _, bare = _bare_package("secretflow_fl")
+    _, bare = packages.bare("secretflow_fl")
     if bare:
         from typing import Union
 

@@ -23,6 +23,7 @@ module in the worker by name (`node.spu_runtime`): it must import nothing heavy 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from node import heap
@@ -172,15 +173,7 @@ class PartylineSPURuntime:
             config.protocol_config.ecdh_config.curve = psi_pb2.CurveType.Value(ecdh_curve)
         if protocol == "PROTOCOL_RR22":
             config.protocol_config.rr22_config.bucket_size = RR22_BUCKET_SIZE
-        try:
-            report = spu_psi.psi(config, self.link)
-        finally:
-            heap.release()  # a warm runtime would keep this PSI's peak
-        return {
-            "party": self.party,
-            "original_count": report.original_count,
-            "intersection_count": report.intersection_count,
-        }
+        return self._report(lambda: spu_psi.psi(config, self.link))
 
     def psi_csv(
         self,
@@ -215,8 +208,12 @@ class PartylineSPURuntime:
             curve_type=curve_type,
             bucket_size=bucket_size,
         )
+        return self._report(lambda: spu_psi.bucket_psi(self.link, config))
+
+    def _report(self, run: Callable[[], Any]) -> dict[str, Any]:
+        """Run one PSI call; its counts as SecretFlow's runtime reports them."""
         try:
-            report = spu_psi.bucket_psi(self.link, config)
+            report = run()
         finally:
             heap.release()  # a warm runtime would keep this PSI's peak
         return {
