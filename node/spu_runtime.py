@@ -23,6 +23,7 @@ module in the worker by name (`node.spu_runtime`): it must import nothing heavy 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -168,6 +169,11 @@ class PartylineSPURuntime:
             skip_duplicates_check=skip_duplicates_check,
             disable_alignment=disable_alignment,
             check_hash_digest=check_hash_digest,
+            # SPU writes a perfetto trace of every PSI, to /tmp/psi_<random>.trace unless told
+            # where: next to the output, in the job's work folder, removed with it
+            debug_options=psi_v2_pb2.DebugOptions(
+                trace_path=os.path.join(os.path.dirname(output_path), "psi.trace")
+            ),
         )
         if protocol == "PROTOCOL_ECDH":
             config.protocol_config.ecdh_config.curve = psi_pb2.CurveType.Value(ecdh_curve)

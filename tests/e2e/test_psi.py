@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from celery.exceptions import TaskRevokedError
@@ -108,6 +109,7 @@ def _assert_success_stream(events: list[StatusEvent]) -> None:
 def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     out_name = f"out/psi-{protocol.lower()}.csv"
     per_party = _params(federation, out_name, protocol=protocol)
+    traces = set(Path("/tmp").glob("psi_*.trace"))  # SPU's default place for its PSI traces
     outcomes = _outcomes(send(federation, per_party))
     for party, (status, result) in outcomes.items():
         assert status == "success", (
@@ -133,6 +135,8 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     assert outcomes["bob"][1]["result"]["intersection_count"] is None
     for party in PARTIES:
         assert outcomes[party][1]["result"]["report_sent_to"] == [], party
+    # nothing of the job is left outside the data root (SPU's trace went to the work folder)
+    assert set(Path("/tmp").glob("psi_*.trace")) <= traces
 
     for party in PARTIES:
         trid = f"{per_party[party]['execution_id']}.{party}"
