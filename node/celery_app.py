@@ -58,8 +58,10 @@ app = create_app(get_settings())
 def _start_spare(**_kw) -> None:
     if os.environ.get(ROLE_ENV, "sf") == "sf":
         from node.runner import ensure_spare
+        from node.table_arrow import preload
 
         ensure_spare(get_settings())
+        preload()  # the first job's table check does not wait for numpy and Arrow to import
 
 
 @worker_process_shutdown.connect

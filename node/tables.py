@@ -142,6 +142,12 @@ def check_table(
 ) -> TableCheck:
     """Check `path` (dataset `name`) for a PSI on `keys`; raise TableError or return what the
     PSI should read (`psi_input`) with the counts."""
+    if len(keys) == 1:  # a plain table goes through Arrow (it imports this module)
+        from node.table_arrow import check_plain
+
+        fast = check_plain(path, name, keys[0], duplicates=duplicates, work_dir=work_dir)
+        if fast is not None:
+            return fast
     t0 = time.perf_counter()
     lines = _Lines(path, name)
     reader = csv.reader(iter(lines), strict=True)
@@ -242,7 +248,9 @@ def check_table(
     if len(dup_rows) and duplicates == DuplicateMode.REFUSE:
         raise TableError(
             ErrorType.DUPLICATE_KEYS,
-            _duplicate_message(path, name, columns, keys, h1, h2, dup_rows),
+            _duplicate_message(
+                path, name, columns, keys, _pair(h1, h2, dup_rows[0]), dup_rows[0], len(dup_rows)
+            ),
         )
     if len(dup_rows):  # the PSI sees each key once (its first row)
         check.psi_input = _drop_rows(all_keys, dup_rows, work_dir / f"keys-{path.stem}.csv")
@@ -285,12 +293,22 @@ def _key_hashes(row: list[str], idx: list[int]) -> tuple[int, int]:
     return hash(kt), hash(("\x1f", *kt))
 
 
+def _pair(h1: array, h2: array, row) -> tuple[int, int]:
+    return h1[int(row)], h2[int(row)]
+
+
 def _duplicate_message(
-    path: Path, name: str, columns: list[str], keys: list[str], h1: array, h2: array, dup_rows
+    path: Path,
+    name: str,
+    columns: list[str],
+    keys: list[str],
+    target: tuple[int, int],
+    first: int,
+    repeats: int,
 ) -> str:
-    """Name the first row that repeats a key: its key and the lines holding that key."""
-    first = int(dup_rows[0])
-    target = (h1[first], h2[first])
+    """Name the first row that repeats a key (data row `first`, whose key hashes to `target`,
+    as `_key_hashes` does): its key and the lines holding that key."""
+    first = int(first)
     idx = [columns.index(k) for k in keys]
     lines, value = [], None
     for i, (line, row) in enumerate(_rows(path)):
@@ -302,7 +320,7 @@ def _duplicate_message(
     shown = ", ".join(str(n) for n in lines[:SHOW_LINES])
     key = ", ".join(_show(v) for v in value or [])
     return (
-        f"{name} repeats key {key} on lines {shown}; {len(dup_rows)} row(s) repeat an earlier "
+        f"{name} repeats key {key} on lines {shown}; {repeats} row(s) repeat an earlier "
         "key — deduplicate the table, or ask for duplicates 'distinct' (one row per key) or "
         "'join' (every row)"
     )
