@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from node.contract import DuplicateMode, ErrorType
-from node.tables import BOM, TableCheck, TableError, _duplicate_message, _key_hashes
+from node.tables import (
+    BOM,
+    TableCheck,
+    TableError,
+    _duplicate_message,
+    _key_hashes,
+    sentinel_line,
+)
 
 BLOCK_BYTES = 16 << 20  # read and parsed at once (then on to the end of the line)
 HEX_KEYS = 1 << 20  # keys hex-encoded and written at once
@@ -171,7 +178,8 @@ _HEX = None  # byte → its two hex digits, as one uint16 (built on first use)
 
 
 def _write_hex(keys: Any, target: Path) -> Path:
-    """`keys` (binary) as the csv path writes its key-only copy: header k0, one hex key a line."""
+    """`keys` (binary) as the csv path writes its key-only copy: header k0, one hex key a line,
+    the sentinel last."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -193,4 +201,5 @@ def _write_hex(keys: Any, target: Path) -> Path:
                 n, pa.py_buffer(2 * (offsets - offsets[0])), pa.py_buffer(_HEX[data])
             )
             pacsv.write_csv(pa.table({"k0": hexed}), out, plain)
+        out.write(sentinel_line(1).encode())
     return target

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from node.tables import _key_hashes, _Lines
+from node.tables import SENTINEL, _key_hashes, _Lines
 
 CHUNK_ROWS = 65_536  # rows looked up at once
+SENTINEL_B = SENTINEL.encode()
 
 Hashes = Callable[[list[Any], list[int]], tuple[int, int]]
 
@@ -45,7 +46,7 @@ class _Common:
             ha, hb = array("q"), array("q")
             cols = list(range(width))
             for row in reader:
-                if not row:
+                if not row or row[0] == SENTINEL:
                     continue
                 x, y = hashes([decode(v) for v in row[:width]], cols)
                 ha.append(x)
@@ -198,7 +199,10 @@ def _write_plain_blocks(
 
     with open(psi_output, "rb") as fh:
         fh.readline()  # "k0"
-        common = pa.array([bytes.fromhex(v.decode()) for v in fh if v.strip()], pa.binary())
+        values = (v.strip().strip(b'"') for v in fh)
+        common = pa.array(
+            [bytes.fromhex(v.decode()) for v in values if v and v != SENTINEL_B], pa.binary()
+        )
     done = np.zeros(len(common), dtype=bool)  # "distinct": the key's first row is out
     written = 0
     with open(source, "rb") as fh, open(tmp, "wb") as out:

@@ -7,7 +7,7 @@ two 64-bit hashes (16 bytes a row), so a 10M-row table needs ~160 MB whatever it
 
 The PSI never reads the table itself: the check writes, in the same pass, a **key-only copy**
 into the job's work folder inside the data root — one column per key (`k0`, `k1`, …), each
-value hex-encoded UTF-8, each key once. Hex keeps every key intact through the PSI library's CSV
+value hex-encoded UTF-8, each key once, and last the `SENTINEL` line. Hex keeps every key intact through the PSI library's CSV
 readers (the legacy ECDH reader splits on every comma, quoted or not; SPU copies data rows raw,
 CRLF included) and preserves byte order. SPU's own handling of repeated keys
 (keys_unique=false + inner join) would write a×b rows per key, telling the receiver how often
@@ -28,6 +28,11 @@ from pathlib import Path
 from node.contract import DuplicateMode, ErrorType
 
 BOM = "\ufeff"
+# The last line of every key-only copy, one value per key column: a key both parties have, so
+# the intersection is never empty — SPU 0.9.3b0 with keys_unique=true aborts the receiver on an
+# empty one while the sender waits out its timeout — and never a real key (not hex). The
+# output (node.table_output) and the counts (node.jobs.psi) leave it out.
+SENTINEL = "partyline-sentinel"
 SHOW_LINES = 5  # line numbers named in a duplicate-key refusal
 LINES_BLOCK_BYTES = 4 << 20  # a table is read and decoded this much at a time
 
@@ -222,6 +227,7 @@ def check_table(
             rows += 1
             row_start = reader.line_num + 1
         flush()
+        put(sentinel_line(len(idx)))
     except csv.Error as exc:
         keyfile.close()
         if "unexpected end of data" in str(exc):
@@ -259,6 +265,10 @@ def check_table(
         check.psi_input = all_keys.replace(work_dir / f"keys-{path.stem}.csv")
     check.seconds = time.perf_counter() - t0
     return check
+
+
+def sentinel_line(width: int) -> str:
+    return ",".join([SENTINEL] * width) + "\n"
 
 
 def _repeats(h1: array, h2: array):

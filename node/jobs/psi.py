@@ -164,11 +164,11 @@ def run(
                     inputs[p],
                     outputs[p],
                     prepared["receiver"],
-                    # keys_unique=false although the node hands each key once: with
-                    # keys_unique=true an empty intersection aborts the receiver ("read csv file
-                    # second line: … join_sorted_input.inter.csv failed") while the sender waits
-                    # out its timeout
-                    True,  # table_keys_duplicated
+                    # keys_unique=true: the node hands each key once. (An empty intersection
+                    # would abort the receiver — "join_sorted_input.inter.csv failed" — while
+                    # the sender waits out its timeout; the key-only copies' common sentinel
+                    # line, node.tables.SENTINEL, makes it never empty.)
+                    False,  # table_keys_duplicated
                     "NULL",  # output_csv_na_rep
                     prepared["broadcast_result"],
                     prepared["protocol"],
@@ -198,9 +198,10 @@ def run(
     own = ray.get(refs[party].get_ray_object_ref())
     count = int(own["intersection_count"])
     result: dict[str, Any] = {
-        # the sender learns no count unless the result is broadcast (SPU reports -1)
-        "intersection_count": count if count >= 0 and writes_output else None,
-        "original_count": int(own["original_count"]),
+        # the sender learns no count unless the result is broadcast (SPU reports -1); SPU's
+        # counts include the sentinel line both key-only copies end with
+        "intersection_count": max(count - 1, 0) if count >= 0 and writes_output else None,
+        "original_count": int(own["original_count"]) - 1,
         "output_path": prepared["output_name"] if writes_output else None,
         "output_rows": None,
         "duplicates": prepared["duplicates"],

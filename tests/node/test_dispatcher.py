@@ -150,7 +150,7 @@ def test_prepare_good_csv(settings):
     assert prepared["source_path"] == str(root / "customers.csv")
     # the PSI reads the key-only copy in the job's work folder inside the data root
     assert inp == root / ".partyline/work/exe-91c2.alice/keys-customers.csv"
-    assert inp.read_text() == "k0\n31\n32\n"
+    assert inp.read_text() == "k0\n31\n32\npartyline-sentinel\n"  # the sentinel last
     assert out == root / "out" / "job-7f3a.csv"
     assert root in inp.parents and root in out.parents
     assert out.parent.is_dir()  # output directory made ready inside the root

@@ -74,7 +74,8 @@ def test_property_arrow_and_csv_paths_agree_on_plain_tables(
     assert arrow == reference  # the Arrow path took the table (plain, one key column)
     keys = [k for k, _ in rows]
     if isinstance(reference[0], bytes):
-        expected = "k0\n" + "".join(k.encode().hex() + "\n" for k in dict.fromkeys(keys))
+        hexed = "".join(k.encode().hex() + "\n" for k in dict.fromkeys(keys))
+        expected = "k0\n" + hexed + "partyline-sentinel\n"
         assert reference[0].decode() == expected
         assert reference[1] == (len(keys), len(set(keys)), len(keys) - len(set(keys)))
     else:

@@ -13,17 +13,19 @@ from hypothesis import strategies as st
 
 from node.contract import DuplicateMode
 from node.table_output import write_output
-from node.tables import check_table
+from node.tables import SENTINEL, check_table
 
 # no quote, comma, CR or LF: what a plain table's fields are made of (spaces and non-ASCII too)
 FIELD = st.text(alphabet=st.sampled_from(list("ab zé中1-_.;\t")), min_size=1, max_size=4)
 
 
 def _psi_output(path, keys: list[tuple[str, ...]]) -> None:
-    """What the PSI writes: a quoted header, one hex column per key part."""
+    """What the PSI writes: a quoted header, one hex column per key part, and among the keys
+    the sentinel line both parties' key-only copies end with."""
     width = len(keys[0]) if keys else 1
     lines = [",".join(f'"k{i}"' for i in range(width))]
     lines += [",".join(v.encode().hex() for v in k) for k in keys]
+    lines.insert(1 + len(keys) // 2, ",".join([SENTINEL] * width))
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.contract import DuplicateMode, ErrorType
-from node.tables import TableError, check_table
+from node.tables import SENTINEL, TableError, check_table
 
 
 def _check(tmp_path, content: bytes | str, keys=("uid",), mode=DuplicateMode.REFUSE):
@@ -27,16 +27,19 @@ def _refusal(tmp_path, content, **kw) -> TableError:
 
 
 def _keys(c) -> list[str]:
-    """The PSI's key-only input, decoded."""
+    """The PSI's key-only input, decoded (its last line is the sentinel, every column)."""
     lines = c.psi_input.read_text(encoding="ascii").splitlines()
     assert lines[0].startswith("k0")
-    return [",".join(bytes.fromhex(v).decode() for v in ln.split(",")) for ln in lines[1:]]
+    assert set(lines[-1].split(",")) == {SENTINEL} and len(lines[-1].split(",")) == len(
+        lines[0].split(",")
+    )
+    return [",".join(bytes.fromhex(v).decode() for v in ln.split(",")) for ln in lines[1:-1]]
 
 
 def test_the_psi_reads_a_key_only_hex_copy_inside_the_work_folder(tmp_path):
     c = _check(tmp_path, "uid,x\na,1\nb,2\n")
     assert c.psi_input.parent == tmp_path / "w"
-    assert c.psi_input.read_text() == "k0\n61\n62\n"
+    assert c.psi_input.read_text() == "k0\n61\n62\npartyline-sentinel\n"
     assert c.source == tmp_path / "t.csv"
     assert (c.rows, c.distinct_keys, c.duplicate_rows) == (2, 2, 0)
     assert c.metrics()["rows"] == 2 and c.metrics()["check_s"] >= 0
@@ -120,7 +123,12 @@ def test_bom_crlf_blank_lines_quotes_and_commas_never_reach_the_psi(tmp_path):
 
 def test_composite_keys_keep_one_column_each(tmp_path):
     c = _check(tmp_path, "k1,k2,x\na,1,0\nb,2,0\n", keys=("k2", "k1"))
-    assert c.psi_input.read_text().splitlines() == ["k0,k1", "31,61", "32,62"]
+    assert c.psi_input.read_text().splitlines() == [
+        "k0,k1",
+        "31,61",
+        "32,62",
+        "partyline-sentinel,partyline-sentinel",
+    ]
 
 
 def test_keys_are_strings_not_numbers(tmp_path):
@@ -178,7 +186,7 @@ def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
     source.write_bytes(b'\xef\xbb\xbfv,uid\r\n1,b\r\n2,a\r\n3,b\r\n4,"c,d"\r\n5,b\r\n')
     psi_out = tmp_path / "psi.csv"
     hexes = [b"b".hex(), b"c,d".hex()]
-    psi_out.write_text('"k0"\n' + "\n".join(hexes) + "\n")  # as SPU writes it
+    psi_out.write_text('"k0"\n' + "\n".join([hexes[0], SENTINEL, hexes[1]]) + "\n")  # as SPU
     target = tmp_path / "out.csv"
     assert write_output(source, psi_out, ["uid"], target, every_row=True) == 4
     assert target.read_text() == 'v,uid\n1,b\n3,b\n4,"c,d"\n5,b\n'
