@@ -52,9 +52,11 @@ def check_plain(
         return None
     columns, keys, size = read
     rows = len(keys)
-    if rows == 0 or pc.min(pc.binary_length(keys)).as_py() == 0:
-        return None  # no rows, or an empty key: the csv path names the line
     pool = pa.system_memory_pool()  # freed through malloc: heap.release hands it back
+    lengths = pc.binary_length(keys, memory_pool=pool)
+    if rows == 0 or pc.min(lengths, memory_pool=pool).as_py() == 0:
+        return None  # no rows, or an empty key: the csv path names the line
+    del lengths
     try:
         encoded = pc.dictionary_encode(keys, memory_pool=pool)
     except pa.ArrowException:  # e.g. more than 2 GB of distinct key bytes
