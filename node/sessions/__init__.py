@@ -2,6 +2,8 @@
 
 - `driver`: the session's driver process (sf.init and the SPU device once, then job after job);
 - `host`: the process that owns the drivers and hands them jobs (`python -m node.sessions.host`);
+- `registry`: the host's record of each session, and the ids of those it started;
+- `wire`: the host's side of its socket's line protocol;
 - `client`: what a Celery task uses to run its job in a session;
 - `paths`: where the host listens.
 """

@@ -26,76 +26,26 @@ import json
 import logging
 import os
 import queue
-import select
 import signal
 import socket
 import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from node import rayhead
 from node.contract import ErrorInfo, ErrorType, TaskParams
 from node.runner import READY_TIMEOUT_S, JobProcess, busy_port
+from node.sessions import wire
 from node.sessions.driver import identity
 from node.sessions.paths import socket_path
+from node.sessions.registry import ENDED_KEPT, SEEN_FILE, WarmSession, read_seen, remember
 from node.settings import NodeSettings, get_settings
 
 log = logging.getLogger("partyline.sessions")
 
 DRIVER_MODULE = "node.sessions.driver"
-ENDED_KEPT = 1000  # ids of ended sessions remembered (a late job for one gets SessionLost)
-SEEN_FILE = "sessions.seen"
-
-
-def _read_seen(path: Path) -> list[str]:
-    try:
-        return path.read_text().split()
-    except OSError:
-        return []
-
-
-def _remember(path: Path, session_id: str) -> None:
-    """Append a started session's id (the file is cut back to the last ENDED_KEPT ids)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(session_id + "\n")
-    seen = _read_seen(path)
-    if len(seen) > 2 * ENDED_KEPT:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(seen[-ENDED_KEPT:]) + "\n")
-        tmp.replace(path)
-
-
-@dataclass
-class WarmSession:
-    id: str
-    parties: frozenset[str]
-    key: str
-    idle_timeout_s: float
-    proc: JobProcess | None = None
-    ray_session: str | None = None  # the Ray head's session the driver connected to
-    busy: str | None = None  # execution id of the job in flight
-    last_used: float = field(default_factory=time.monotonic)
-    jobs: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parties": sorted(self.parties),
-            "pid": self.proc.pid if self.proc else None,
-            "busy": self.busy,
-            "jobs": self.jobs,
-            "idle_s": round(time.monotonic() - self.last_used, 1),
-            "idle_timeout_s": self.idle_timeout_s,
-        }
-
-
-def _error(kind: ErrorType, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": kind.value, "message": message, "refusal": True}}
 
 
 class Host:
@@ -110,7 +60,7 @@ class Host:
         # every session id this party ever started (kept across host restarts): a job naming
         # one that is not running any more gets SessionLost, never a new session under that id
         self._seen_file = settings.state_dir / "run" / SEEN_FILE
-        for sid in _read_seen(self._seen_file)[-ENDED_KEPT:]:
+        for sid in read_seen(self._seen_file)[-ENDED_KEPT:]:
             self._ended[sid] = "the session host restarted"
 
     # --- driver processes: all made by the main thread (PR_SET_PDEATHSIG follows the thread) --
@@ -238,7 +188,7 @@ class Host:
                     return (
                         None,
                         False,
-                        _error(
+                        wire.refusal(
                             ErrorType.INTERNAL,
                             f"its warm session {ref.id} is already running job {sess.busy}",
                         ),
@@ -247,7 +197,7 @@ class Host:
                     return (
                         None,
                         False,
-                        _error(
+                        wire.refusal(
                             ErrorType.INVALID_PARAMS,
                             f"job {params.execution_id} names session {ref.id} with other parties "
                             "or ports than the session was started with",
@@ -259,7 +209,7 @@ class Host:
                 return (
                     None,
                     False,
-                    _error(
+                    wire.refusal(
                         ErrorType.SESSION_LOST,
                         f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
                         "the next attempt starts a new one",
@@ -278,7 +228,7 @@ class Host:
                 ref.id, parties, key, ref.idle_timeout_s, ray_session=head, busy=params.execution_id
             )
             self._sessions[ref.id] = sess
-            _remember(self._seen_file, ref.id)
+            remember(self._seen_file, ref.id)
         for old, why in retire:
             self._end(old, why)
         return sess, True, None
@@ -291,22 +241,24 @@ class Host:
                 return
             req = json.loads(line)
             if req.get("op") == "list":
-                _send(conn, {"type": "sessions", "sessions": self.listing()})
+                wire.send(conn, {"type": "sessions", "sessions": self.listing()})
                 return
             if req.get("op") == "close":  # by an operator (or a test): ids, or every session
                 closed = self.close(req.get("ids"))
-                _send(conn, {"type": "closed", "ids": closed})
+                wire.send(conn, {"type": "closed", "ids": closed})
                 return
             self._run(conn, req["spec"])
 
     def _run(self, conn: socket.socket, spec: dict[str, Any]) -> None:
         params = TaskParams.model_validate(spec["params"])
         if params.session is None:
-            _send(conn, _error(ErrorType.INVALID_PARAMS, "a job without a session was sent"))
+            wire.send(
+                conn, wire.refusal(ErrorType.INVALID_PARAMS, "a job without a session was sent")
+            )
             return
         sess, new, err = self._claim(params)
         if err is not None or sess is None:
-            _send(conn, err or {})
+            wire.send(conn, err or {})
             return
         if new:
             busy = busy_port(params, self.settings)
@@ -315,36 +267,39 @@ class Host:
                 from node import failures
 
                 info: ErrorInfo = failures.port_in_use(*busy)
-                _send(conn, _error(info.type, info.message))
+                wire.send(conn, wire.refusal(info.type, info.message))
                 return
             try:
                 sess.proc = self._take_driver()
             except Exception as exc:
                 self._end(sess, "no driver could be started", owner=True)
-                _send(
+                wire.send(
                     conn,
-                    _error(ErrorType.RUNNER_START_ERROR, f"no session driver could start: {exc}"),
+                    wire.refusal(
+                        ErrorType.RUNNER_START_ERROR, f"no session driver could start: {exc}"
+                    ),
                 )
                 return
             with self._lock:
                 replaced = self._sessions.get(sess.id) is not sess
             if replaced:  # closed while its driver was being made
                 self._end(sess, self._ended.get(sess.id, "closed"), owner=True)
-                _send(
-                    conn, _error(ErrorType.SESSION_LOST, f"its warm session {sess.id} was closed")
+                wire.send(
+                    conn,
+                    wire.refusal(ErrorType.SESSION_LOST, f"its warm session {sess.id} was closed"),
                 )
                 return
         proc = sess.proc
         assert proc is not None
-        _send(
+        wire.send(
             conn,
             {"type": "session", "id": sess.id, "new": new, "pid": proc.pid, "job": sess.jobs + 1},
         )
         if not proc.wait_ready(READY_TIMEOUT_S):
             self._end(sess, "its driver did not start", owner=True)
-            _send(
+            wire.send(
                 conn,
-                _error(
+                wire.refusal(
                     ErrorType.RUNNER_START_ERROR,
                     f"the driver of session {sess.id} did not start (exit code "
                     f"{proc.proc.poll()}); see {self.settings.state_dir / 'runner'}",
@@ -364,9 +319,9 @@ class Host:
                     self._end(
                         sess, f"its driver exited (code {msg['rc']}) during a job", owner=True
                     )
-                    _send(conn, msg)
+                    wire.send(conn, msg)
                     return
-                delivered = _send(conn, msg)
+                delivered = wire.send(conn, msg)
                 if msg["type"] == "result":
                     if not delivered:
                         self._end(sess, "its job's task was gone when the result came", owner=True)
@@ -377,28 +332,9 @@ class Host:
                 if msg["type"] == "error":
                     self._end(sess, "its job failed", owner=True)
                     return
-            if _gone(conn):
+            if wire.gone(conn):
                 self._end(sess, "its job was stopped (cancel, deadline or time limit)", owner=True)
                 return
-
-
-def _send(conn: socket.socket, msg: dict[str, Any]) -> bool:
-    try:
-        conn.sendall((json.dumps(msg, default=str) + "\n").encode())
-        return True
-    except OSError:
-        return False
-
-
-def _gone(conn: socket.socket) -> bool:
-    """The task's side closed (it sends nothing after its request)."""
-    readable, _, _ = select.select([conn], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return conn.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
 
 
 def serve(settings: NodeSettings) -> int:
