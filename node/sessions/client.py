@@ -22,7 +22,7 @@ class HostUnavailable(RuntimeError):
 
 
 class SessionJob:
-    """One job handed to the session host; quacks like node.runner.JobProcess."""
+    """One job handed to the session host; quacks like node.jobprocess.JobProcess."""
 
     ready = True  # the host waits for its driver itself
 

@@ -36,7 +36,8 @@ from typing import Any
 
 from node import rayhead
 from node.contract import ErrorInfo, ErrorType, TaskParams
-from node.runner import READY_TIMEOUT_S, JobProcess, busy_port
+from node.jobprocess import JobProcess
+from node.runner import READY_TIMEOUT_S, busy_port
 from node.sessions import wire
 from node.sessions.driver import identity
 from node.sessions.paths import socket_path

@@ -25,7 +25,7 @@ _stop = threading.Event()
 
 
 def _spawn(settings: NodeSettings) -> subprocess.Popen[bytes]:
-    from node.runner import _die_with_parent
+    from node.jobprocess import die_with_parent
 
     logs = settings.state_dir / "runner"
     logs.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ def _spawn(settings: NodeSettings) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             close_fds=True,
         )
 
