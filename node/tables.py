@@ -7,9 +7,9 @@ two 64-bit hashes (16 bytes a row), so a 10M-row table needs ~160 MB whatever it
 
 The PSI never reads the table itself: the check writes, in the same pass, a **key-only copy**
 into the job's work folder inside the data root — one column per key (`k0`, `k1`, …), each
-value hex-encoded UTF-8, each key once, and last the `SENTINEL` line. Hex keeps every key intact through the PSI library's CSV
-readers (the legacy ECDH reader splits on every comma, quoted or not; SPU copies data rows raw,
-CRLF included) and preserves byte order. SPU's own handling of repeated keys
+value hex-encoded UTF-8, each key once, and last the `SENTINEL` line. Hex keeps every key
+intact through the PSI library's CSV readers (the legacy ECDH reader splits on every comma,
+quoted or not; SPU copies data rows raw, CRLF included) and preserves byte order. SPU's own handling of repeated keys
 (keys_unique=false + inner join) would write a×b rows per key, telling the receiver how often
 each of its keys repeats at the peer; here the PSI sees each key once, and the output — the
 first row of each common key ("distinct") or all of them ("join") — is made afterwards from the
@@ -147,13 +147,13 @@ def check_table(
 ) -> TableCheck:
     """Check `path` (dataset `name`) for a PSI on `keys`; raise TableError or return what the
     PSI should read (`psi_input`) with the counts."""
+    t0 = time.perf_counter()  # check_s includes an Arrow attempt that stepped aside
     if len(keys) == 1:  # a plain table goes through Arrow (it imports this module)
         from node.table_arrow import check_plain
 
         fast = check_plain(path, name, keys[0], duplicates=duplicates, work_dir=work_dir)
         if fast is not None:
             return fast
-    t0 = time.perf_counter()
     lines = _Lines(path, name)
     reader = csv.reader(iter(lines), strict=True)
     try:
