@@ -108,19 +108,11 @@ def _problems(settings: NodeSettings, role: str) -> list[str]:
         return []
     from node import rayhead
 
-    # (a session host that exited is restarted within seconds by node.sessions.service; a job
-    # sent meanwhile fails as SessionLost, which is retried — so it is not a reason to hold jobs)
+    # (a session host that exited is restarted within seconds by node.sessions.service, and a
+    # job sent meanwhile waits for it (node.sessions.client) — so it is not a reason to hold jobs)
     if not rayhead.is_up(settings):
         return [f"Ray head: nothing answers on {settings.ray_address}"]
     return []
-
-
-@worker_ready.connect
-def _start_session_host(**_kw) -> None:
-    if os.environ.get(ROLE_ENV, "sf") == "sf":
-        from node.sessions import service
-
-        service.start(get_settings())
 
 
 @worker_shutdown.connect
@@ -132,8 +124,14 @@ def _stop_session_host(**_kw) -> None:
 
 
 @worker_ready.connect
-def _start_heartbeat(sender=None, **_kw) -> None:
+def _announce(sender=None, **_kw) -> None:
+    """The SecretFlow worker's session host first — its start returns once the host listens —
+    then the heartbeat, which tells the coordinator it may send jobs here."""
     role = os.environ.get(ROLE_ENV, "sf")
+    if role == "sf":
+        from node.sessions import service
+
+        service.start(get_settings())
     hostname = getattr(sender, "hostname", "") or ""
     threading.Thread(
         target=_heartbeat_loop,

@@ -4,9 +4,11 @@ process of its own (same messages, same `kill`), through the session host's sock
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import selectors
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,37 @@ from node.settings import NodeSettings
 
 CONNECT_TIMEOUT_S = 5.0
 FIRST_ANSWER_TIMEOUT_S = 90.0  # a new session may wait for the host to make its driver
+# a host that exited is started again by the worker within seconds (node.sessions.service):
+# a job that finds nobody listening waits that long before it fails as SessionLost
+RESTART_WAIT_S = 15.0
+RETRY_PAUSE_S = 0.1
 
 
 class HostUnavailable(RuntimeError):
     """Nothing answers on the session host's socket."""
+
+
+def _connect(path: Path, wait_s: float) -> socket.socket:
+    """Connect to the host, waiting up to `wait_s` while nobody listens (the socket file is
+    missing, or left by a killed host: refused); any other error fails at once."""
+    end = time.monotonic() + wait_s
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            sock.close()
+            restarting = exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
+            if not restarting or time.monotonic() >= end:
+                raise HostUnavailable(
+                    f"its session host does not answer on {path} ({exc.strerror or exc}); "
+                    "is the SecretFlow worker running?"
+                ) from None
+            time.sleep(RETRY_PAUSE_S)
+            continue
+        sock.settimeout(None)
+        return sock
 
 
 class SessionJob:
@@ -28,17 +57,7 @@ class SessionJob:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.path = socket_path(settings)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(CONNECT_TIMEOUT_S)
-        try:
-            self.sock.connect(str(self.path))
-        except OSError as exc:
-            self.sock.close()
-            raise HostUnavailable(
-                f"its session host does not answer on {self.path} ({exc.strerror or exc}); "
-                "is the SecretFlow worker running?"
-            ) from None
-        self.sock.settimeout(None)
+        self.sock = _connect(self.path, RESTART_WAIT_S)
         self._buf = b""
         self._pending: list[dict[str, Any]] = []
         self.session: dict[str, Any] = {}

@@ -343,6 +343,10 @@ def serve(settings: NodeSettings) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     host = Host(settings)
+    # before it listens: a worker that sees it listen may stop it at once (and the socket file
+    # must go with it)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: host.stop.set())
     path = socket_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileNotFoundError):
@@ -354,8 +358,6 @@ def serve(settings: NodeSettings) -> int:
     finally:
         os.umask(old_umask)
     listener.listen(64)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: host.stop.set())
 
     def accept() -> None:
         while not host.stop.is_set():

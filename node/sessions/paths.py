@@ -21,3 +21,19 @@ def socket_path(settings: NodeSettings) -> Path:
         return path
     digest = hashlib.sha256(os.fsencode(settings.state_dir.resolve())).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"partyline-{os.getuid()}-{digest}" / SOCKET_NAME
+
+
+def answers(path: Path, timeout: float = 1.0) -> bool:
+    """Whether a session host accepts a connection on `path` now (it reads the empty request
+    as nothing asked). A socket file left by a host that was killed refuses: False."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
