@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -97,10 +98,18 @@ def run_floor(
                 f"--receiver={RECEIVER}",
                 f"--report={reports[p]}",
             ]
+            # SPU's bucket store goes to TMPDIR (a folder per run, like the node's scratch dir
+            # in its data root), not /tmp, where nothing would remove it
+            tmp = rundir / f"{p}.tmp"
+            tmp.mkdir(exist_ok=True)
             with open(logs[p], "wb") as logf:
                 starts[p] = time.perf_counter()
                 procs[p] = subprocess.Popen(
-                    cmd, cwd=REPO_ROOT, stdout=logf, stderr=subprocess.STDOUT
+                    cmd,
+                    cwd=REPO_ROOT,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "TMPDIR": str(tmp)},
                 )
             live.append(procs[p])
         while len(ends) < len(procs):
