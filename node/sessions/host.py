@@ -40,6 +40,7 @@ from node.jobprocess import JobProcess
 from node.runner import READY_TIMEOUT_S, busy_port
 from node.sessions import wire
 from node.sessions.driver import identity
+from node.sessions.paths import remove as remove_socket
 from node.sessions.paths import socket_path
 from node.sessions.registry import ENDED_KEPT, SEEN_FILE, WarmSession, read_seen, remember
 from node.settings import NodeSettings, get_settings
@@ -375,8 +376,7 @@ def serve(settings: NodeSettings) -> int:
         host.run_main_loop()
     finally:
         listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        remove_socket(path)
         host.shutdown()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -11,6 +12,7 @@ from node.settings import NodeSettings
 
 SOCKET_NAME = "sessions.sock"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+FALLBACK_PREFIX = "partyline-"
 
 
 def socket_path(settings: NodeSettings) -> Path:
@@ -20,7 +22,18 @@ def socket_path(settings: NodeSettings) -> Path:
     if len(os.fsencode(path)) < MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(os.fsencode(settings.state_dir.resolve())).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"partyline-{os.getuid()}-{digest}" / SOCKET_NAME
+    return Path(tempfile.gettempdir()) / f"{FALLBACK_PREFIX}{os.getuid()}-{digest}" / SOCKET_NAME
+
+
+def remove(path: Path) -> None:
+    """Remove the socket file and, when it lives in a private folder of the temp dir (the
+    fallback above), that folder too: a stopped host leaves nothing in /tmp."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    folder = path.parent
+    if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(FALLBACK_PREFIX):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
 
 
 def answers(path: Path, timeout: float = 1.0) -> bool:

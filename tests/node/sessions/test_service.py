@@ -9,6 +9,7 @@ listens, and a job that meets nobody listening waits for the host instead of fai
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -96,3 +97,17 @@ def test_a_job_names_the_missing_host_when_it_does_not_come_back(tmp_path, monke
     stale_socket(socket_path(s))
     with pytest.raises(HostUnavailable, match=r"session host does not answer on .*refused"):
         SessionJob(s)
+
+
+def test_a_host_stopped_by_the_worker_leaves_nothing_in_the_temp_dir(node_env, monkeypatch):
+    # a state dir too long for a Unix socket: the host listens in a private folder of the temp dir
+    long_state = node_env.state_dir / ("deep-" * 20)
+    monkeypatch.setenv("NODE_STATE_DIR", str(long_state))
+    s = node_env.model_copy(update={"state_dir": long_state})
+    path = socket_path(s)
+    assert path.parent.parent == Path(tempfile.gettempdir())
+    assert service.start(s) is True
+    assert answers(path)
+    service.stop()
+    assert service._proc is not None and service._proc.returncode == 0
+    assert not path.parent.exists()
