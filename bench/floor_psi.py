@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         "main_s": round(t4 - T_MAIN, 3),
         # Linux: kilobytes
         "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # user + system, all threads: what bench/psi_cpu.py measures for the stack's processes
+        "cpu_s": round(
+            (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF)), 2
+        ),
         "pid": os.getpid(),
     }
     args.report.write_text(json.dumps(out))

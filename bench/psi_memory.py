@@ -135,6 +135,7 @@ def _label(proc: psutil.Process) -> str:
 
 
 TOP_MIN_RSS = 20 * MB  # processes shown in a peak's "top" list
+SNAPSHOT_EVERY_S = 1.0  # how often the sampler finds each party's processes again
 
 
 def _rss(proc: psutil.Process) -> int:
@@ -173,6 +174,8 @@ class MemorySampler(threading.Thread):
         # the largest RSS total so far per party: PSS (costly to read) is taken at each new one,
         # so the peak of any window that starts with the sampler has its PSS
         self._max_rss: dict[str, int] = {}
+        self._snap: dict[str, dict[str, Procs]] | None = None
+        self._snap_at = 0.0
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -182,8 +185,16 @@ class MemorySampler(threading.Thread):
             self._halt.wait(max(0.0, self.interval - (time.perf_counter() - t)))
         self.cpu_s = time.thread_time()
 
+    def _sets(self, t: float) -> dict[str, dict[str, Procs]]:
+        """Which processes are each party's, found again every SNAPSHOT_EVERY_S (walking every
+        process of the machine is most of the sampler's cost; a process born meanwhile is
+        picked up within that time, one that ended reads 0)."""
+        if self._snap is None or t - self._snap_at >= SNAPSHOT_EVERY_S:
+            self._snap, self._snap_at = self.view.snapshot(), t
+        return self._snap
+
     def _sample(self, t: float) -> None:
-        for party, sets in self.view.snapshot().items():
+        for party, sets in self._sets(t).items():
             execs = sets["executors"]
             if not self.fixed and self.driver_pid[party] is None and execs:
                 # the job process is the oldest one: a new spare is started only after it

@@ -48,6 +48,7 @@ from bench.psi_common import (
     machine_info,
     short,
 )
+from bench.psi_cpu import cpu_line, floor_cpu_line
 from bench.psi_floor_pair import FloorError, run_floor
 from bench.psi_memory import ProcessView, wait_settled
 from bench.psi_report import MODE_KEY, RATIO_KEY, config_table, memory_lines, summary_table
@@ -176,6 +177,13 @@ def stack_phase(mode: str, args, fed, view, configs, runs, data, warm_ds: Datase
             console.print(config_table(run, args.stack_modes))
             console.print("[dim]processes ≥ 20 MB at each party's peak, MB:[/]")
             for line in memory_lines(run, args.stack_modes):
+                console.print(line, soft_wrap=True, markup=False)
+            console.print("[dim]CPU while the job ran (core-seconds; all cores of the machine):[/]")
+            lines = [floor_cpu_line(run.get("floor"))]
+            lines += [
+                cpu_line(m, (run.get(MODE_KEY[m]) or {}).get("cpu")) for m in args.stack_modes
+            ]
+            for line in filter(None, lines):
                 console.print(line, soft_wrap=True, markup=False)
 
 

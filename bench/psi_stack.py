@@ -22,6 +22,7 @@ from bench.psi_common import (
     loadavg,
     short,
 )
+from bench.psi_cpu import CpuWindow
 from bench.psi_memory import MemorySampler, ProcessView, wait_settled
 
 
@@ -91,8 +92,11 @@ def run_stack(
     exe = per_party[RECEIVER]["execution_id"]
     sampler = MemorySampler(view, interval, drivers)
     sampler.start()
+    cpu = CpuWindow(view)
+    cpu_used: dict[str, Any] | None = None
     try:
         t_wall = time.time()
+        cpu.start()
         t0 = time.perf_counter()
         results = send(fed, per_party)
         ready_at: dict[str, float] = {}
@@ -106,6 +110,7 @@ def run_stack(
                         res.revoke(terminate=True)
                 raise StackError(f"stack job {exe} not done within {timeout:.0f}s")
             time.sleep(0.05)
+        cpu_used = cpu.stop(time.perf_counter() - t0)
         outcomes: dict[str, dict] = {}
         for p, res in results.items():
             try:
@@ -141,6 +146,7 @@ def run_stack(
         "execution_id": exe,
         "wall_s": round(t_results - t0, 3),
         "sampler_cpu_s": round(sampler.cpu_s, 3),
+        "cpu": cpu_used,
         "failed": len(succeeded) < len(PARTIES),
         "ports": ports,
         "parties": {},
