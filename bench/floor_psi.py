@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     t3 = time.perf_counter()
     link.stop_link()
     t4 = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {
         "party": party,
         "rank": args.rank,
@@ -206,12 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "psi_s": round(t3 - t2, 3),
         "stop_link_s": round(t4 - t3, 3),
         "main_s": round(t4 - T_MAIN, 3),
-        # Linux: kilobytes
-        "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "maxrss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes
         # user + system, all threads: what bench/psi_cpu.py measures for the stack's processes
-        "cpu_s": round(
-            (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF)), 2
-        ),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "pid": os.getpid(),
     }
     args.report.write_text(json.dumps(out))

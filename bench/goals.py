@@ -18,18 +18,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def latest(prefix: str, pred=lambda d: True) -> tuple[Path, dict] | None:
-    """The newest bench/results/<prefix>-*.json whose content satisfies `pred`."""
-    for path in sorted(RESULTS.glob(f"{prefix}-*.json"), reverse=True):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if pred(data):
-            return path, data
-    return None
-
-
 def newest(prefix: str, pred, k: int) -> list[tuple[Path, dict]]:
     """Up to `k` newest bench/results/<prefix>-*.json whose content satisfies `pred`."""
     out: list[tuple[Path, dict]] = []
@@ -43,6 +31,12 @@ def newest(prefix: str, pred, k: int) -> list[tuple[Path, dict]]:
         if pred(data):
             out.append((path, data))
     return out
+
+
+def latest(prefix: str, pred=lambda d: True) -> tuple[Path, dict] | None:
+    """The newest bench/results/<prefix>-*.json whose content satisfies `pred`."""
+    found = newest(prefix, pred, 1)
+    return found[0] if found else None
 
 
 def _ratio(proto: str, k: int, node: Path | None) -> tuple[str, str]:

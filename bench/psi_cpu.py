@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from bench.psi_memory import ProcessView, _label
+from bench.psi_memory import ProcessView, process_label
 
 TOP = 10  # processes listed per job
 
@@ -70,7 +70,9 @@ class CpuWindow:
             if used < 0.005:
                 continue
             owner = party_of.get(pid) or ("bench" if pid == me else "other")
-            rows.append({"pid": pid, "party": owner, "name": _label(proc), "cpu_s": round(used, 2)})
+            rows.append(
+                {"pid": pid, "party": owner, "name": process_label(proc), "cpu_s": round(used, 2)}
+            )
         rows.sort(key=lambda r: r["cpu_s"], reverse=True)
         by_party: dict[str, float] = {}
         for r in rows:

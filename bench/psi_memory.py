@@ -114,7 +114,7 @@ class ProcessView:
         return total
 
 
-def _label(proc: psutil.Process) -> str:
+def process_label(proc: psutil.Process) -> str:
     """A short name: the Ray worker's title (ray::SPURuntime), `-m` module, script or binary."""
     try:
         cmd = proc.cmdline()
@@ -224,7 +224,7 @@ class MemorySampler(threading.Thread):
                         "session": sum(rss[pid] for pid in session),
                         "processes": len(union),
                         "top": [  # (a Ray worker's title changes: named when seen)
-                            (pid, rss[pid], _label(union[pid]))
+                            (pid, rss[pid], process_label(union[pid]))
                             for pid in sorted(rss, key=rss.__getitem__, reverse=True)[:14]
                             if rss[pid] >= TOP_MIN_RSS
                         ],
