@@ -66,3 +66,14 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database (or its connection) failed, rather than the data: an
+    outage is retried with the same data; anything else is the data's fault."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(
+        exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout | OSError
+    )

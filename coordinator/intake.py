@@ -4,7 +4,9 @@ Each party writes status events into its own Redis, which the coordinator reads.
 separate organisation: anything in its stream is a claim *by that party*. So an event is taken
 only when
 
-  - it parses and is at most `MAX_STATUS_EVENT_BYTES` long            (else Malformed / Oversize);
+  - it is UTF-8, parses, and is at most `MAX_STATUS_EVENT_BYTES` long (else Malformed / Oversize);
+    parsing bounds every field to what the database stores (`node.contract.status`), and a
+    party's seq stays below the coordinator's own (`NODE_SEQ_MAX`);
   - it describes the party whose stream it came from                  (else OtherParty);
   - it is for a task the coordinator gave that party, in that attempt (else NotItsTask — checked
     against the database when the batch is applied, `services.status.apply_events`).
@@ -23,7 +25,7 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-from node.contract import MAX_STATUS_EVENT_BYTES, StatusEvent
+from node.contract import MAX_STATUS_EVENT_BYTES, NODE_SEQ_MAX, StatusEvent
 
 security_log = logging.getLogger("partyline.security")
 
@@ -34,6 +36,7 @@ class Refusal(StrEnum):
     OTHER_PARTY = "OtherParty"  # claims to be another party's event
     NOT_ITS_TASK = "NotItsTask"  # for a task (or attempt) the coordinator never gave this party
     RESULT_OVERSIZE = "ResultOversize"  # a Celery result longer than MAX_RESULT_BYTES
+    UNSTORABLE = "Unstorable"  # passed the contract, yet the database refused it alone
 
 
 class IntakeCounters:
@@ -69,9 +72,30 @@ class IntakeCounters:
             return out
 
 
-def _field(fields: dict, name: str):
-    raw = fields.get(name) if name in fields else fields.get(name.encode())
-    return raw.decode() if isinstance(raw, bytes) else raw
+def _field(fields: dict, name: str) -> object:
+    return fields.get(name) if name in fields else fields.get(name.encode())
+
+
+def _parse(party: str, eid: str, fields: dict, counters: IntakeCounters) -> StatusEvent | None:
+    """The entry's event, or None when it is refused (counted and logged)."""
+    raw = _field(fields, "event")
+    size = len(raw) if isinstance(raw, bytes) else len(str(raw).encode("utf-8", "replace"))
+    if size > MAX_STATUS_EVENT_BYTES:
+        counters.refuse(
+            party, Refusal.OVERSIZE, f"entry {eid}", f"{size} bytes > {MAX_STATUS_EVENT_BYTES}"
+        )
+        return None
+    try:
+        if not isinstance(raw, str | bytes):
+            raise ValueError("a status stream entry without an 'event' field")
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        event = StatusEvent.model_validate_json(text)
+        if event.seq > NODE_SEQ_MAX:
+            raise ValueError(f"seq {event.seq} > {NODE_SEQ_MAX}: the coordinator's range")
+    except (ValidationError, ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+        counters.refuse(party, Refusal.MALFORMED, f"entry {eid}", str(exc).splitlines()[0])
+        return None
+    return event
 
 
 def screen_entries(
@@ -83,23 +107,12 @@ def screen_entries(
     ids: list[str] = []
     events: list[StatusEvent] = []
     for entry_id, fields in entries:
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        eid = entry_id.decode("ascii", "replace") if isinstance(entry_id, bytes) else entry_id
         ids.append(eid)
         if not fields:  # a deleted entry (XAUTOCLAIM may return these)
             continue
-        raw = _field(fields, "event")
-        if isinstance(raw, str) and len(raw.encode()) > MAX_STATUS_EVENT_BYTES:
-            counters.refuse(
-                party,
-                Refusal.OVERSIZE,
-                f"entry {eid}",
-                f"{len(raw.encode())} bytes > {MAX_STATUS_EVENT_BYTES}",
-            )
-            continue
-        try:
-            event = StatusEvent.from_stream_fields(fields)
-        except (ValidationError, ValueError, TypeError) as exc:
-            counters.refuse(party, Refusal.MALFORMED, f"entry {eid}", str(exc).splitlines()[0])
+        event = _parse(party, eid, fields, counters)
+        if event is None:
             continue
         if event.party != party:
             counters.refuse(

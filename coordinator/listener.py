@@ -22,7 +22,8 @@ from typing import Any
 
 import redis
 
-from coordinator.intake import IntakeCounters, screen_entries
+from coordinator.db import is_outage
+from coordinator.intake import IntakeCounters, Refusal, screen_entries
 from coordinator.parties import PartyClients
 from node.contract import STATUS_STREAM, StatusEvent
 
@@ -73,6 +74,25 @@ class Applier(threading.Thread):
         if batch.error is not None:
             raise batch.error
 
+    def _apply_group(self, group: list[_Batch]) -> None:
+        """All batches in one transaction; if that fails, each batch in its own, so that one
+        party's batch the database refuses never fails another party's."""
+        try:
+            self.apply([e for b in group for e in b.events])
+            self.transactions += 1
+            return
+        except Exception as exc:
+            if len(group) == 1 or is_outage(exc):  # an outage fails them all alike
+                for b in group:
+                    b.error = exc
+                return
+        for b in group:
+            try:
+                self.apply(b.events)
+                self.transactions += 1
+            except Exception as exc:  # handed to that batch's party thread only
+                b.error = exc
+
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
@@ -87,12 +107,7 @@ class Applier(threading.Thread):
                     break
                 group.append(more)
                 n += len(more.events)
-            try:
-                self.apply([e for b in group for e in b.events])
-                self.transactions += 1
-            except Exception as exc:  # handed to every waiting party thread
-                for b in group:
-                    b.error = exc
+            self._apply_group(group)
             for b in group:
                 b.done.set()
         # fail whatever is still waiting: its party thread must not acknowledge it
@@ -136,10 +151,39 @@ class PartyListener(threading.Thread):
         # every entry is acknowledged; only what this party may say about itself is applied
         ids, events = screen_entries(self.party, entries, self.counters)
         if events:
-            self.apply(events)  # commits (Applier.submit), or raises: nothing is acknowledged
+            self._apply(events)  # commits (Applier.submit), or raises: nothing is acknowledged
         client.xack(STATUS_STREAM, GROUP, *ids)
         self.applied_batches += 1
         return len(ids)
+
+    def _apply(self, events: list[StatusEvent]) -> None:
+        """Apply the batch; when the database refuses it for its data (not an outage), each
+        event alone: an event refused alone is counted as Unstorable and acknowledged, so it
+        can neither block this party's stream nor fail anyone else's events."""
+        try:
+            self.apply(events)
+            return
+        except Exception as exc:
+            if is_outage(exc) or self.stop_event.is_set():
+                raise
+            log.warning(
+                "listener %s: a batch failed (%s); applying its events one by one", self.party, exc
+            )
+        for e in events:
+            try:
+                self.apply([e])
+            except Exception as exc:
+                if is_outage(exc) or self.stop_event.is_set():
+                    raise
+                log.error(
+                    "listener %s: event %s cannot be stored", self.party, e.event_id, exc_info=exc
+                )
+                self.counters.refuse(
+                    self.party,
+                    Refusal.UNSTORABLE,
+                    f"event {e.event_id}",
+                    f"task {e.task_request_id}: {type(exc).__name__}",
+                )
 
     def _drain_own_pending(self, client: redis.Redis) -> None:
         """Entries this consumer read before a crash but never acknowledged."""

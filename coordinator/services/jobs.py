@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.db import transaction
+from coordinator.db import is_outage, transaction
 from coordinator.intake import IntakeCounters, Refusal
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
 from coordinator.metrics import CoordinatorMetrics
@@ -206,6 +206,28 @@ class JobService:
             self.counters.refuse(party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {trid}")
         return out
 
+    def apply_each_job(self, events: list[StatusEvent]) -> None:
+        """The timers' events: in one transaction, or — when the database refuses that for its
+        data, not an outage — one transaction per job, so that one job's bad row can never
+        stop the timers of every other job."""
+        try:
+            self.apply(events)
+            return
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.error("the timers' events failed together; applying them job by job: %s", exc)
+        by_job: dict[str, list[StatusEvent]] = {}
+        for e in events:
+            by_job.setdefault(e.task_id, []).append(e)
+        for job_id, job_events in by_job.items():
+            try:
+                self.apply(job_events)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                log.exception("the timers' events for job %s cannot be stored", job_id)
+
     def after(self, out: Applied) -> None:
         try:
             for party, trid in out.terminate:
@@ -321,7 +343,7 @@ class JobService:
                 self._stop_tasks(job_id, *stopped)
         rules.lost_final_events(ctx, found)
         if found.synthetic:
-            self.apply(found.synthetic)
+            self.apply_each_job(found.synthetic)
         with transaction(self.sessions) as s:
             for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
                 job.last_reconciled_at = found.now

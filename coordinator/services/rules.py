@@ -35,7 +35,9 @@ from coordinator.services.attempts import ACTIVE, aware, current_tasks, deadline
 from coordinator.services.results import celery_result
 from coordinator.services.status import COORDINATOR_SOURCE
 from node.contract import (
+    COORDINATOR_SEQ_BASE,
     HEARTBEAT_TTL_S,
+    NODE_SEQ_MAX,
     TERMINAL_STATUSES,
     ErrorInfo,
     ErrorType,
@@ -49,7 +51,6 @@ from node.contract import (
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_SEQ = 1_000_000_000  # coordinator-made events outrank every node event of the task
 ORPHAN_AGE_S = 60  # how long a task may stay open under a finished job before it is cancelled
 _OPEN_PARTY_STATUSES = [s for s in PartyStatus if s not in TERMINAL_PARTY_STATUSES]
 
@@ -93,10 +94,10 @@ def synthetic_event(
     t: SecretflowTask, status: TaskStatus, etype: ErrorType, msg: str
 ) -> StatusEvent:
     """A final event the coordinator makes for a task (worker "coordinator", seq above any of
-    the node's own)."""
+    the node's own: a node's seq is at most NODE_SEQ_MAX, so this one never passes SEQ_MAX)."""
     return StatusEvent(
         event_id=f"coord-{uuid.uuid4().hex}",
-        seq=SYNTHETIC_SEQ + t.seq,
+        seq=COORDINATOR_SEQ_BASE + min(t.seq, NODE_SEQ_MAX),
         task_request_id=t.celery_task_id,
         task_id=t.task_id,
         subtask_id=t.subtask_id,

@@ -51,6 +51,9 @@ from node.contract.names import (
     utcnow,
 )
 from node.contract.status import (
+    COORDINATOR_SEQ_BASE,
+    NODE_SEQ_MAX,
+    SEQ_MAX,
     TERMINAL_STATUSES,
     EventData,
     PerformanceMetrics,
@@ -78,6 +81,7 @@ from node.contract.tasks import (
 )
 
 __all__ = [
+    "COORDINATOR_SEQ_BASE",
     "DEFAULT_QUEUE",
     "DETAILS_MAX",
     "HEARTBEAT_INTERVAL_S",
@@ -88,6 +92,7 @@ __all__ = [
     "MAX_RESULT_BYTES",
     "MAX_STATUS_EVENT_BYTES",
     "MESSAGE_MAX",
+    "NODE_SEQ_MAX",
     "PARTY_RE",
     "PEER_CAUSED",
     "PLAINTEXT_REDIS_HINT",
@@ -96,6 +101,7 @@ __all__ = [
     "RETRYABLE",
     "SECRETFLOW_QUEUE",
     "SECRETS_DIR_ENV",
+    "SEQ_MAX",
     "SESSION_IDLE_MARGIN_S",
     "STATUS_CHANNEL",
     "STATUS_STREAM",

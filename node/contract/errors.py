@@ -89,9 +89,14 @@ def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
 
+def storable(text: str) -> str:
+    """`text` as every database stores it: no NUL, no lone surrogates (replaced by '?')."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
 def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
     """A message fit for a headline: no ANSI codes, no line breaks, at most `limit` chars."""
-    flat = " ".join(strip_ansi(str(text)).split())
+    flat = " ".join(storable(strip_ansi(str(text))).split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
@@ -127,7 +132,7 @@ class ErrorInfo(BaseModel):
     def _details(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        v = strip_ansi(v).strip()
+        v = storable(strip_ansi(v)).strip()
         return v[-DETAILS_MAX:] if v else None
 
     @property

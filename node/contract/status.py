@@ -3,15 +3,88 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from node.contract.errors import ErrorInfo
-from node.contract.names import TASK_EXECUTE, utcnow
+from node.contract.names import ID_RE, PARTY_RE, TASK_EXECUTE, utcnow
+
+# --- what a stored status event may hold ----------------------------------------------------
+# The coordinator stores events in columns of fixed size (coordinator/models.py): a number or a
+# string outside them would fail the insert — and with it every other event of the transaction.
+# So the contract itself bounds every field; an entry outside is refused as Malformed.
+SEQ_MAX = 2**31 - 1  # a 32-bit Integer column (PostgreSQL)
+# a node's own seqs stay below this; the coordinator's own events (timers, fallbacks) use
+# COORDINATOR_SEQ_BASE + the task's seq, so they outrank every node event and still fit SEQ_MAX
+COORDINATOR_SEQ_BASE = 1_000_000_000
+NODE_SEQ_MAX = COORDINATOR_SEQ_BASE - 1
+ID_MAX = 64  # task_id, subtask_id, execution_id, event_id columns
+TASK_REQUEST_ID_MAX = 128
+STAGE_MAX = 32
+LABEL_MAX = 256  # worker_container, task_name (logged, not stored in a column)
+JSON_INT_MAX = 2**63 - 1  # integers inside `data`
+_EVENT_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _storable_text(v: str) -> str:
+    """A string every database stores: UTF-8 encodable (no lone surrogates), no NUL."""
+    if "\x00" in v:
+        raise ValueError("contains a NUL character")
+    v.encode("utf-8")  # UnicodeEncodeError is a ValueError
+    return v
+
+
+def _finite_json(v: Any, depth: int = 0) -> Any:
+    """A JSON value every database's JSON column takes: finite numbers, storable strings,
+    nesting at most 32 deep."""
+    if depth > 32:
+        raise ValueError("nested more than 32 deep")
+    if isinstance(v, dict):
+        for k, item in v.items():
+            _storable_text(k)
+            _finite_json(item, depth + 1)
+    elif isinstance(v, list):
+        for item in v:
+            _finite_json(item, depth + 1)
+    elif isinstance(v, str):
+        _storable_text(v)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise ValueError("a number that is not finite")
+    elif isinstance(v, int) and not -JSON_INT_MAX <= v <= JSON_INT_MAX:
+        raise ValueError("an integer beyond 64 bits")
+    elif v is not None and not isinstance(v, bool | int | float):
+        raise ValueError(f"not a JSON value: {type(v).__name__}")
+    return v
+
+
+def _progress(v: float | None) -> float | None:
+    if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError("progress must be a finite number in [0, 1]")
+    return v
+
+
+def _utc(v: dt.datetime) -> dt.datetime:
+    if v.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone")
+    try:
+        return v.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+Ident = Annotated[str, StringConstraints(pattern=f"^(?:{ID_RE.pattern})$", max_length=ID_MAX)]
+EventId = Annotated[str, StringConstraints(pattern=_EVENT_ID_RE, max_length=ID_MAX)]
+TaskRequestId = Annotated[
+    str, StringConstraints(pattern=f"^(?:{ID_RE.pattern})$", max_length=TASK_REQUEST_ID_MAX)
+]
+PartyName = Annotated[str, StringConstraints(pattern=f"^(?:{PARTY_RE.pattern})$")]
+StoredJson = Annotated[dict[str, Any] | None, AfterValidator(_finite_json)]
 
 
 class PerformanceMetrics(BaseModel):
@@ -77,28 +150,30 @@ class Stage(StrEnum):
 
 
 class EventData(BaseModel):
-    stage: str | None = None
-    progress: float | None = None
-    result: dict[str, Any] | None = None
+    stage: Annotated[Text, Field(max_length=STAGE_MAX)] | None = None
+    progress: Annotated[float | None, AfterValidator(_progress)] = None
+    result: StoredJson = None
     error: ErrorInfo | None = None
     # on SUCCESS: the same timings as TaskResult.performance_metrics, so that a job's result is
     # complete the moment its last event is applied (no wait for the Celery result backend)
-    performance_metrics: dict[str, Any] | None = None
+    performance_metrics: StoredJson = None
 
 
 class StatusEvent(BaseModel):
-    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    seq: int
-    task_request_id: str
-    task_id: str
-    subtask_id: str
-    execution_id: str
-    party: str
+    """One event of a task. Every field is bounded to what the coordinator stores (above)."""
+
+    event_id: EventId = Field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int = Field(ge=1, le=SEQ_MAX)
+    task_request_id: TaskRequestId
+    task_id: Ident
+    subtask_id: Ident
+    execution_id: Ident
+    party: PartyName
     status: TaskStatus
-    timestamp: dt.datetime = Field(default_factory=utcnow)
+    timestamp: Annotated[dt.datetime, AfterValidator(_utc)] = Field(default_factory=utcnow)
     data: EventData = Field(default_factory=EventData)
-    worker_container: str = ""
-    task_name: str = TASK_EXECUTE
+    worker_container: Annotated[Text, Field(max_length=LABEL_MAX)] = ""
+    task_name: Annotated[Text, Field(max_length=LABEL_MAX)] = TASK_EXECUTE
 
     def to_stream_fields(self) -> dict[str, str]:
         """Flat str→str mapping for XADD: one field holding the JSON event."""

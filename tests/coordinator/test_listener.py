@@ -1,15 +1,19 @@
 """The listener's applier: batches from several party threads merged into one apply (one
 transaction), and a failed apply reported to every party thread that handed a batch in (so none
 of them acknowledges its entries). Pure threading logic: the apply is a function recording its
-calls; the real pipeline (redis-servers, database) is exercised in test_api and tests/e2e."""
+calls; the real pipeline (redis-servers, database) is exercised in test_api, test_hostile_stream
+and tests/e2e."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+from sqlalchemy.exc import DataError, OperationalError
 
-from coordinator.listener import Applier
+from coordinator.intake import IntakeCounters
+from coordinator.listener import Applier, PartyListener
+from node.contract import StatusEvent, TaskStatus
 
 
 def _run(applier: Applier, events: list, errors: list) -> threading.Thread:
@@ -84,3 +88,130 @@ def test_submit_fails_instead_of_waiting_forever_once_stopped(stop):
     stop.set()
     with pytest.raises(RuntimeError, match="stopped"):
         applier.submit(["a1"])
+
+
+def _data_error() -> DataError:
+    return DataError("INSERT …", {}, Exception("integer out of range"))
+
+
+def _outage() -> OperationalError:
+    return OperationalError("INSERT …", {}, Exception("connection refused"))
+
+
+def _grouped(applier: Applier, batches: list[list], errors: dict) -> None:
+    """Hand in `batches` while the applier is busy, so that they are applied as one group."""
+    threads = []
+    for batch in batches:
+
+        def go(batch=batch):
+            try:
+                applier.submit(batch)
+            except Exception as exc:
+                errors[batch[0]] = exc
+
+        threads.append(threading.Thread(target=go))
+        threads[-1].start()
+    for t in threads:
+        t.join(10)
+
+
+def test_a_batch_the_database_refuses_fails_only_its_own_partys_thread(stop):
+    """bob's batch holds an event the database refuses for its data: alice's and carol's
+    batches of the same group are still committed, each in its own transaction."""
+    committed: list[list] = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def apply(events):
+        if events == ["warm-up"]:
+            entered.set()
+            gate.wait(10)
+        if "bad" in events:
+            raise _data_error()
+        committed.append(list(events))
+
+    applier = Applier(apply, stop)
+    applier.start()
+    errors: dict = {}
+    first = _run(applier, ["warm-up"], [])
+    assert entered.wait(10)
+    group = threading.Thread(
+        target=_grouped, args=(applier, [["a1"], ["b1", "bad"], ["c1"]], errors)
+    )
+    group.start()
+    while applier._queue.qsize() < 3:
+        threading.Event().wait(0.01)
+    gate.set()
+    group.join(10)
+    first.join(10)
+    assert set(errors) == {"b1"} and isinstance(errors["b1"], DataError)
+    assert sorted(map(tuple, committed)) == [("a1",), ("c1",), ("warm-up",)]
+
+
+def test_an_outage_fails_the_whole_group_without_splitting_it(stop):
+    calls: list[list] = []
+
+    def apply(events):
+        calls.append(list(events))
+        raise _outage()
+
+    applier = Applier(apply, stop)
+    applier.start()
+    errors: list = []
+    for t in [_run(applier, ["a1"], errors)]:
+        t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], OperationalError)
+    assert calls == [["a1"]]  # retried later with the same data, not event by event
+
+
+def _event(eid: str) -> StatusEvent:
+    return StatusEvent(
+        event_id=eid,
+        seq=1,
+        task_request_id="exe-1.bob",
+        task_id="job-1",
+        subtask_id="psi",
+        execution_id="exe-1",
+        party="bob",
+        status=TaskStatus.RUNNING,
+    )
+
+
+def test_an_event_the_database_refuses_alone_is_counted_and_the_rest_applied(stop):
+    """Defence in depth behind the contract's bounds: whatever event the database still
+    refuses is found by applying the batch event by event, refused as Unstorable (and then
+    acknowledged), and the party's other events are applied."""
+    applied: list[str] = []
+
+    def apply(events):
+        if any(e.event_id == "bad" for e in events):
+            raise _data_error()
+        applied.extend(e.event_id for e in events)
+
+    counters = IntakeCounters()
+    listener = PartyListener(
+        "bob",
+        None,
+        apply,
+        consumer="c",
+        stop=stop,
+        counters=counters,  # type: ignore[arg-type]
+    )
+    listener._apply([_event("e1"), _event("bad"), _event("e2")])
+    assert applied == ["e1", "e2"]
+    assert counters.snapshot() == {"bob": {"Unstorable": 1}}
+
+
+def test_an_outage_while_isolating_is_raised_so_nothing_is_acknowledged(stop):
+    def apply(events):
+        raise _outage()
+
+    listener = PartyListener(
+        "bob",
+        None,
+        apply,
+        consumer="c",
+        stop=stop,
+        counters=IntakeCounters(),  # type: ignore[arg-type]
+    )
+    with pytest.raises(OperationalError):
+        listener._apply([_event("e1"), _event("e2")])

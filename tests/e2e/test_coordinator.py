@@ -153,8 +153,10 @@ def test_a_party_cannot_forge_another_partys_status_during_a_real_job(
     coordinator, federation, data
 ):
     """While a real PSI runs, bob XADDs into its own Redis a FAILURE that claims to be alice's
-    (and one for alice's task under bob's name): both are refused and counted, alice's task is
-    not revoked, and the job succeeds with the real intersection at alice."""
+    (and one for alice's task under bob's name), and events for its own task with fields beyond
+    what the coordinator stores (a seq its timers would overflow, a stage too long, bytes that
+    are not UTF-8): all are refused and counted, alice's task is not revoked, and the job
+    succeeds with the real intersection at alice."""
     _only_postgres(coordinator)
     bob_redis = federation.nodes["bob"].redis()
     with coordinator.client() as http:
@@ -178,12 +180,31 @@ def test_a_party_cannot_forge_another_partys_status_during_a_real_job(
                 data=EventData(error=ErrorInfo(type="PSIError", message="forged by bob")),
             )
             bob_redis.xadd(STATUS_STREAM, forged.to_stream_fields())
+        own = json.loads(forged.model_dump_json())
+        own.update(task_request_id=f"{job['execution_id']}.bob", party="bob", status="RUNNING")
+        hostile = [
+            json.dumps({**own, "event_id": "h1", "seq": 1_200_000_000}).encode(),
+            json.dumps({**own, "event_id": "h2", "data": {"stage": "s" * 33}}).encode(),
+            b'{"party": "\xff\xfe"}',
+        ]
+        for raw in hostile:
+            bob_redis.xadd(STATUS_STREAM, {"event": raw})
         d = final(http, job["id"])
         assert d["status"] == "SUCCEEDED", d["error"]
         assert "forged by bob" not in json.dumps(d)  # no trace of the forged events
-        after = http.get("/healthz").json()["refused"]["bob"]
+        after = wait_for(
+            lambda: (
+                (r := http.get("/healthz").json()["refused"]["bob"]).get("Malformed", 0)
+                - before.get("Malformed", 0)
+                >= len(hostile)
+                and r
+            ),
+            30,
+            "bob's hostile entries to be refused",
+        )
     assert after.get("OtherParty", 0) - before.get("OtherParty", 0) == 1
     assert after.get("NotItsTask", 0) - before.get("NotItsTask", 0) == 1
+    assert after.get("Malformed", 0) - before.get("Malformed", 0) == len(hostile)
     got = read_keys(federation.nodes["alice"].data_root / "out/coord-forged.csv", "uid")
     assert sorted(got) == sorted(data)
 

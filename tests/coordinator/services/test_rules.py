@@ -14,7 +14,14 @@ from coordinator.models import Job, SecretflowTask
 from coordinator.parties import PartyUnreachable
 from coordinator.services import rules
 from coordinator.services.status import COORDINATOR_SOURCE
-from node.contract import HEARTBEAT_TTL_S, ErrorType, NodeTaskError, Stage, TaskStatus
+from node.contract import (
+    COORDINATOR_SEQ_BASE,
+    HEARTBEAT_TTL_S,
+    ErrorType,
+    NodeTaskError,
+    Stage,
+    TaskStatus,
+)
 
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 ALIVE = object()  # any heartbeat will do: the rules only ask whether there is one
@@ -127,7 +134,7 @@ def test_a_dead_worker_fails_its_task_once_the_attempt_is_older_than_the_heartbe
     assert ev.status == TaskStatus.FAILURE and ev.party == "alice"
     assert ev.data.error.type == ErrorType.WORKER_LOST
     assert "SecretFlow worker is gone" in ev.data.error.message
-    assert ev.seq == rules.SYNTHETIC_SEQ + 7
+    assert ev.seq == COORDINATOR_SEQ_BASE + 7
     assert ev.data.stage == Stage.TASK_FINISHED and ev.worker_container == COORDINATOR_SOURCE
 
 
