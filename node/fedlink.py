@@ -7,10 +7,15 @@ node runs (`GuardedGrpcReceiverProxy`, installed into RayFed by `install()` in t
 before `sf.init`) takes a message only when
 
   - the sender's certificate names a party of this job (not this party, not a stranger);
-  - it is at most `MAX_MESSAGE_BYTES`, and the messages held for the job stay within
-    `MAX_PENDING_MESSAGES` / `MAX_PENDING_BYTES`;
-  - it unpickles with the allow-list `ALLOWED_GLOBALS` alone (checked at once, so a payload
-    naming `builtins.exec` or `os.system` is refused on arrival, not when the job reads it);
+  - it is at most `MAX_MESSAGE_BYTES`, and the messages held from its sender stay within
+    `MAX_PENDING_MESSAGES` / `MAX_PENDING_BYTES` (a budget per peer: messages one peer sends for
+    ids the job never reads cannot crowd out another peer's);
+  - its opcodes pass `node.pickle_check` with the allow-list `ALLOWED_GLOBALS` (exception
+    classes only): no global outside it, no set, no dict key but a string, at most
+    `pickle_check.MAX_OPCODES` opcodes — so unpickling it costs in proportion to its size, and a
+    payload naming `builtins.exec`, or a 30-byte `bytearray(2**31)`, is refused on arrival. The
+    check reads the opcodes without running them, in a thread of its own (`CHECK_THREADS`), not
+    on the receiver's event loop;
   - it does not overwrite a message already held.
 
 Anything else is answered with an error code and logged on `partyline.security`. The same
@@ -25,47 +30,45 @@ error report — hence a short allow-list.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
-import io
 import logging
-import pickle
 import threading
 from typing import Any
 
+from node import pickle_check
+
 security_log = logging.getLogger("partyline.security")
 
+# classes only, and only classes whose construction costs what its arguments cost: no set,
+# frozenset, bytearray, range … (a tiny argument would build gigabytes)
 ALLOWED_GLOBALS: dict[str, list[str]] = {
     "builtins": [
-        "set", "frozenset", "bytearray", "complex", "slice", "range",
         "Exception", "RuntimeError", "ValueError", "TypeError", "KeyError", "IndexError",
         "AssertionError", "TimeoutError", "ConnectionError", "OSError", "NotImplementedError",
     ],
     "fed.exceptions": ["FedRemoteError"],
 }  # fmt: skip
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-MAX_PENDING_MESSAGES = 256
-MAX_PENDING_BYTES = 64 * 1024 * 1024
+MAX_PENDING_MESSAGES = 256  # held from one peer
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # held from one peer
+MAX_CONCURRENT_RPCS = 8  # messages being received or checked at once (≤ 8 × 16 MiB)
+CHECK_THREADS = 1
 PEERS_KEY = "partyline_peers"  # our keys in cross_silo_comm_options (RayFed ignores them)
 JOB_KEY = "partyline_job_name"
 PROXY_MAX_CONCURRENCY = 32  # calls the one proxy actor serves at once (waiting get_data + send)
 
 
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if name in ALLOWED_GLOBALS.get(module, ()):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
-
-
 def payload_problem(data: bytes) -> str | None:
     """Why a peer's message may not be taken (None: it is acceptable)."""
     try:
-        _AllowListUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+        pickle_check.check(data, ALLOWED_GLOBALS)
+    except pickle_check.Refused as exc:
         return str(exc)
-    except Exception as exc:  # truncated, not a pickle at all …
-        return f"not a valid message ({type(exc).__name__})"
     return None
+
+
+_checks = concurrent.futures.ThreadPoolExecutor(CHECK_THREADS, "fedlink-check")
 
 
 def comm_options(peers: list[str], job_name: str = "") -> dict[str, Any]:
@@ -117,6 +120,16 @@ def _make_classes():
         def __init__(self, events, all_data, party, lock, job_name, peers):
             super().__init__(events, all_data, party, lock, job_name)
             self._peers = frozenset(peers)
+            self._senders: dict[tuple[str, str], tuple[str, int]] = {}  # key → (peer, bytes)
+            self._checking: dict[tuple[str, str], tuple[str, int]] = {}  # being checked
+
+        def _held_from(self, peer: str) -> tuple[int, int]:
+            """(messages, bytes) held from `peer` and not yet read by the job (under the lock)."""
+            for key in [k for k in self._senders if k[1] not in self._all_data.get(k[0], {})]:
+                del self._senders[key]  # read by the job since
+            held = [*self._senders.values(), *self._checking.values()]
+            sizes = [n for p, n in held if p == peer]
+            return len(sizes), sum(sizes)
 
         def _refuse(self, code: int, peer: str | None, why: str):
             security_log.warning(
@@ -129,23 +142,40 @@ def _make_classes():
 
         async def SendData(self, request, context):
             peer = _peer_cn(context)
-            if peer not in self._peers:
+            if peer is None or peer not in self._peers:
                 return self._refuse(403, peer, "the sender is not a party of this job")
             size = len(request.data)
             if size > MAX_MESSAGE_BYTES:
                 return self._refuse(413, peer, f"{size} bytes > {MAX_MESSAGE_BYTES}")
             key = (request.upstream_seq_id, request.downstream_seq_id)
-            with self._lock:
-                held = [d for inner in self._all_data.values() for d in inner.values()]
-                known = key[1] in self._all_data.get(key[0], {})
-            if known and key != ("ping", "ping"):
-                return self._refuse(409, peer, f"message {key} is already held")
-            if len(held) >= MAX_PENDING_MESSAGES or sum(map(len, held)) + size > MAX_PENDING_BYTES:
-                return self._refuse(429, peer, "too many messages held for this job")
-            problem = payload_problem(request.data)
+            with self._lock:  # the key is claimed before the check: no two copies race
+                why = self._claim(key, peer, size)
+            if why:
+                return self._refuse(*why)
+            problem: str | None = "the check did not finish"
+            try:
+                loop = asyncio.get_running_loop()
+                problem = await loop.run_in_executor(_checks, payload_problem, request.data)
+            finally:
+                with self._lock:
+                    claimed = self._checking.pop(key, None)
+                    if claimed is not None and not problem:
+                        self._senders[key] = claimed
             if problem:
                 return self._refuse(403, peer, problem)
             return await super().SendData(request, context)
+
+        def _claim(self, key: tuple[str, str], peer: str, size: int) -> tuple | None:
+            """(code, peer, why) to refuse the message with; else it is claimed (held lock)."""
+            if key != ("ping", "ping") and (
+                key[1] in self._all_data.get(key[0], {}) or key in self._checking
+            ):
+                return 409, peer, f"message {key} is already held"
+            count, held = self._held_from(peer)
+            if count >= MAX_PENDING_MESSAGES or held + size > MAX_PENDING_BYTES:
+                return 429, peer, "too many messages held from this party"
+            self._checking[key] = (peer, size)
+            return None
 
     class GuardedGrpcReceiverProxy(grpc_proxy.GrpcReceiverProxy):
         def __init__(self, listen_addr, party, job_name, tls_config, proxy_config):
@@ -163,7 +193,10 @@ def _make_classes():
             import grpc
             from fed import utils as fed_utils
 
-            server = grpc.aio.server(options=fed_utils.dict2tuple(self._grpc_options))
+            server = grpc.aio.server(
+                options=fed_utils.dict2tuple(self._grpc_options),
+                maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            )
             fed_pb2_grpc.add_GrpcServiceServicer_to_server(
                 GuardedSendDataService(
                     self._events, self._all_data, self._party, self._lock, self._job_name,

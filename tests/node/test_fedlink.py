@@ -1,4 +1,5 @@
-"""The cross-silo receiver's allow-list (pure: pickled payloads, nothing executed)."""
+"""The cross-silo receiver: what it takes from a peer (pickled payloads read as opcodes, never
+run), its per-peer budget, and a real mTLS link between two proxies fed hostile payloads."""
 
 from __future__ import annotations
 
@@ -34,20 +35,78 @@ def test_a_payload_naming_anything_outside_the_allow_list_is_refused(payload, ne
     assert needle in (payload_problem(cloudpickle.dumps(payload)) or "")
 
 
+def _fed_error():
+    from fed.exceptions import FedRemoteError
+
+    return FedRemoteError("bob", RuntimeError("SPU: link lost"))
+
+
 @pytest.mark.parametrize(
     "payload",
-    [b"data", {"a": [1, 2.5, (3, "x")], "b": None}, {1, 2}, RuntimeError("boom")],
-    ids=["rayfed-ping", "plain-data", "set", "error"],
+    [b"data", {"a": [1, 2.5, (3, "x")], "b": None}, RuntimeError("boom"), _fed_error()],
+    ids=["rayfed-ping", "plain-data", "error", "rayfed-error-report"],
 )
 def test_what_the_link_really_carries_is_accepted(payload):
     assert payload_problem(pickle.dumps(payload)) is None
+    assert payload_problem(cloudpickle.dumps(payload)) is None
+
+
+class _Call:
+    """A pickle that calls `fn(*args)` when loaded."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _tuple_hash_bomb(levels: int = 100) -> bytes:
+    """{t: None} where t = (t', t'), t' = (t'', t''), … — 2^levels steps to hash, 6 bytes a level."""
+    ops = [b"\x80\x04", b")", b"\x94"]  # PROTO 4, EMPTY_TUPLE, MEMOIZE
+    for k in range(levels):
+        ops += [b"h" + bytes([k]), b"h" + bytes([k]), b"\x86", b"\x94"]  # BINGET×2, TUPLE2
+    ops += [b"}", b"h" + bytes([levels]), b"N", b"s", b"."]  # EMPTY_DICT, key, None, SETITEM
+    return b"".join(ops)
+
+
+def _colliding_int_keys(n: int) -> bytes:
+    """{i * (2**61 - 1): None for i < n}: every key has hash 0, so inserting them is quadratic
+    (written opcode by opcode: building the dict here would itself take half a minute)."""
+    keys = b"".join(
+        b"\x8a" + bytes([len(k)]) + k + b"N"  # LONG1 key, NONE
+        for k in (pickle.encode_long(i * (2**61 - 1)) for i in range(1, n + 1))
+    )
+    return b"\x80\x04}(" + keys + b"u."  # EMPTY_DICT, MARK, …, SETITEMS, STOP
+
+
+# each a few bytes to a few hundred KB, each would take gigabytes or hours to unpickle
+HOSTILE = {
+    "bytearray(2**31)": pickle.dumps(_Call(bytearray, 2**31)),
+    "frozenset(range(10**8))": pickle.dumps(_Call(frozenset, range(10**8))),
+    "a set": pickle.dumps(set(range(10))),
+    "a dict keyed by a 2^100-step tuple": _tuple_hash_bomb(),
+    "50,000 int keys of one hash": _colliding_int_keys(50_000),
+    "more opcodes than the bound": pickle.dumps(list(range(200_000))),
+    "trailing bytes": pickle.dumps(b"data") + b"xx",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_a_payload_that_would_cost_more_than_its_size_is_refused_unrun(name):
+    import time
+
+    t0 = time.process_time()
+    assert payload_problem(HOSTILE[name]) is not None
+    assert time.process_time() - t0 < 5  # read, never run: nothing close to its real cost
 
 
 def test_rayfed_gets_the_same_allow_list_and_the_job_parties():
     opts = comm_options(["bob", "alice"])
     assert opts["serializing_allowed_list"] == ALLOWED_GLOBALS
     assert opts["partyline_peers"] == ["alice", "bob"]
-    assert "exec" not in ALLOWED_GLOBALS["builtins"] and "eval" not in ALLOWED_GLOBALS["builtins"]
+    allowed = set(ALLOWED_GLOBALS["builtins"])
+    assert not allowed & {"exec", "eval", "set", "frozenset", "bytearray", "range", "slice"}
 
 
 # --- the guarded receiver's rules, one message at a time (no network: a request object) ------
@@ -65,12 +124,12 @@ class _Ctx:
         return {"x509_common_name": [self.cn.encode()]} if self.cn else {}
 
 
-def _service():
+def _service(peers=("bob",)):
     import threading
 
     from node.fedlink import GuardedSendDataService
 
-    return GuardedSendDataService({}, {}, "alice", threading.Lock(), "exe-1", ["bob"])
+    return GuardedSendDataService({}, {}, "alice", threading.Lock(), "exe-1", list(peers))
 
 
 def _send(svc, data, cn="bob", seq=("1", "2")):
@@ -110,6 +169,49 @@ def test_the_receiver_bounds_what_a_peer_can_make_it_hold(monkeypatch):
     svc = _service()
     codes = [_send(svc, pickle.dumps(i), seq=(str(i), "x")).code for i in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+def test_one_peers_unread_messages_never_crowd_out_anothers(monkeypatch):
+    """bob fills its budget with messages for ids the job never reads: carol's real message is
+    still taken; once the job reads one of bob's, bob may send again."""
+    from node import fedlink
+
+    monkeypatch.setattr(fedlink, "MAX_PENDING_MESSAGES", 3)
+    svc = _service(peers=("bob", "carol"))
+    flood = [_send(svc, pickle.dumps(i), cn="bob", seq=(f"junk{i}", "x")).code for i in range(5)]
+    assert flood == [200, 200, 200, 429, 429]
+    assert _send(svc, pickle.dumps(b"real"), cn="carol", seq=("1", "2")).code == 200
+    svc._all_data["junk0"].pop("x")  # the job read one of bob's messages
+    assert _send(svc, pickle.dumps(7), cn="bob", seq=("3", "4")).code == 200
+
+
+def test_the_check_runs_off_the_event_loop(monkeypatch):
+    """While one message's check is still running, the receiver's loop serves on."""
+    import asyncio
+    import threading
+
+    from node import fedlink
+
+    release = threading.Event()
+
+    def slow(data):
+        release.wait(10)
+        return None
+
+    monkeypatch.setattr(fedlink, "payload_problem", slow)
+    svc = _service()
+
+    async def main():
+        sending = asyncio.create_task(svc.SendData(_Req(pickle.dumps(1)), _Ctx("bob")))
+        ticks = 0
+        for _ in range(5):  # the loop keeps turning while the check waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not sending.done()
+        release.set()
+        return ticks, (await sending).code
+
+    assert asyncio.run(main()) == (5, 200)
 
 
 # --- the one proxy actor's object, over a real mTLS link between two of them (no Ray) ---------
@@ -176,3 +278,46 @@ def test_one_proxy_sends_and_receives_over_mtls_and_refuses_a_stranger(link):
     assert str(alice.get_data("bob", "3", "4")) == "boom"
     with pytest.raises(RuntimeError, match="the sender is not a party of this job"):
         carol.send("alice", b"x", "5", "6")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def test_hostile_payloads_over_a_real_link_are_refused_and_cost_the_receiver_nothing(link):
+    """Each payload of HOSTILE, sent over real mTLS to alice's receiver, is refused (the sender
+    sees why) and alice's memory stays within 64 MB of where it was (before: bytearray(2**31)
+    alone took 2 GB, the tuple bomb never returned); then a real message still arrives."""
+    import gc
+
+    alice = link("alice", ["alice", "bob"])
+    bob = link("bob", ["alice", "bob"])
+    assert alice.is_ready()[0] and bob.is_ready()[0]
+    gc.collect()
+    before = _rss_mb()
+    for i, name in enumerate(sorted(HOSTILE)):
+        with pytest.raises(RuntimeError, match="refused by alice"):
+            bob._wait(_send_raw(bob, "alice", HOSTILE[name], f"h{i}"))
+    gc.collect()
+    assert _rss_mb() - before < 64
+    assert bob.send("alice", {"rows": [1]}, "1", "2") == "OK"
+    assert alice.get_data("bob", "1", "2") == {"rows": [1]}
+
+
+async def _send_raw(proxy, dest: str, data: bytes, seq: str):
+    """Send bytes as they are (RayFed's sender pickles its argument first)."""
+    from fed.proxy.grpc.grpc_proxy import fed_pb2
+
+    sender = proxy._sender
+    stub = sender._stubs.get(dest) if hasattr(sender, "_stubs") else None
+    if stub is None:
+        await sender.send(dest, b"warm-up", f"w{seq}", "w")
+        stub = sender._stubs[dest]
+    request = fed_pb2.SendDataRequest(
+        data=data, upstream_seq_id=seq, downstream_seq_id="x", job_name=sender._job_name
+    )
+    response = await stub.SendData(request, timeout=30)
+    if response.code != 200:
+        raise RuntimeError(response.result)
+    return response
