@@ -93,11 +93,15 @@ class StatusNotifier:
 
 
 def read_events(client: redis.Redis, task_request_id: str | None = None) -> list[StatusEvent]:
-    """Every event in this Redis's stream (optionally of one task), in stream order."""
+    """Every event in this Redis's stream (optionally of one task), in stream order; an entry
+    that is not a valid event (anyone with the party's Redis can write one) is skipped."""
     out = []
     entries: list[tuple[Any, Any]] = client.xrange(STATUS_STREAM)  # type: ignore[assignment]
     for _id, fields in entries:
-        ev = StatusEvent.from_stream_fields(fields)
+        try:
+            ev = StatusEvent.from_stream_fields(fields)
+        except ValueError:  # pydantic's ValidationError and UnicodeDecodeError are ValueErrors
+            continue
         if task_request_id is None or ev.task_request_id == task_request_id:
             out.append(ev)
     return out
