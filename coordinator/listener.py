@@ -26,6 +26,7 @@ from coordinator.db import is_outage
 from coordinator.intake import IntakeCounters, Refusal, screen_entries
 from coordinator.parties import PartyClients
 from node.contract import STATUS_STREAM, StatusEvent
+from node.contract.clients import ReplyTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,46 @@ class PartyListener(threading.Thread):
                     f"task {e.task_request_id}: {type(exc).__name__}",
                 )
 
+    def _read(self, client: redis.Redis, read: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """One read of the stream; a reply over the client's bounds (`ReplyTooLarge`: an entry
+        longer than a result may be, or too many of them) is taken apart entry by entry."""
+        try:
+            return read(*args, **kw)
+        except ReplyTooLarge as exc:
+            log.warning("listener %s: %s; reading its entries one by one", self.party, exc)
+            self._drain_singly(client)
+            return None
+
+    def _drain_singly(self, client: redis.Redis) -> None:
+        """Every entry this consumer holds unacknowledged, read alone: one over the bounds is
+        refused as Oversize (never loaded) and acknowledged; the others are handled."""
+        while not self.stop_event.is_set():
+            pending = client.xpending_range(
+                STATUS_STREAM, GROUP, "-", "+", BATCH, consumername=self.consumer
+            )
+            if not pending:
+                return
+            for p in pending:
+                eid = p["message_id"]
+                try:
+                    entries = client.xrange(STATUS_STREAM, eid, eid)
+                except ReplyTooLarge as exc:
+                    name = eid.decode() if isinstance(eid, bytes) else eid
+                    self.counters.refuse(self.party, Refusal.OVERSIZE, f"entry {name}", str(exc))
+                    entries = []
+                if entries:
+                    self._handle(client, entries)
+                else:  # refused, or deleted meanwhile
+                    client.xack(STATUS_STREAM, GROUP, eid)
+
     def _drain_own_pending(self, client: redis.Redis) -> None:
         """Entries this consumer read before a crash but never acknowledged."""
         while not self.stop_event.is_set():
-            resp: Any = client.xreadgroup(GROUP, self.consumer, {STATUS_STREAM: "0"}, count=BATCH)
+            resp = self._read(
+                client, client.xreadgroup, GROUP, self.consumer, {STATUS_STREAM: "0"}, count=BATCH
+            )
+            if resp is None:  # taken apart entry by entry: look again
+                continue
             entries = resp[0][1] if resp else []
             if not entries:
                 return
@@ -198,9 +235,13 @@ class PartyListener(threading.Thread):
         """Take over entries another (dead) consumer left pending."""
         start = "0-0"
         while not self.stop_event.is_set():
-            resp = client.xautoclaim(
-                STATUS_STREAM, GROUP, self.consumer, CLAIM_MIN_IDLE_MS, start_id=start, count=BATCH
-            )
+            resp = self._read(
+                client, client.xautoclaim, STATUS_STREAM, GROUP, self.consumer, CLAIM_MIN_IDLE_MS,
+                start_id=start, count=BATCH,
+            )  # fmt: skip
+            if resp is None:  # what it claimed was handled one by one: claim from the start
+                start = "0-0"
+                continue
             start, entries = resp[0], resp[1]
             self._handle(client, entries)
             if start in (b"0-0", "0-0"):
@@ -220,9 +261,10 @@ class PartyListener(threading.Thread):
                 backoff = 0.5
                 next_claim = time.monotonic() + CLAIM_EVERY_S
                 while not self.stop_event.is_set():
-                    resp: Any = client.xreadgroup(
-                        GROUP, self.consumer, {STATUS_STREAM: ">"}, count=BATCH, block=BLOCK_MS
-                    )
+                    resp: Any = self._read(
+                        client, client.xreadgroup, GROUP, self.consumer, {STATUS_STREAM: ">"},
+                        count=BATCH, block=BLOCK_MS,
+                    )  # fmt: skip
                     self.last_read = time.monotonic()
                     if resp:
                         self._handle(client, resp[0][1])

@@ -6,30 +6,78 @@ tasks to the party's queues, revokes them, reads the party's status stream and h
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import states as celery_states
 
 from coordinator.topology import PartySpec, Topology
 from node.contract import (
     HEARTBEAT_KEY,
+    MAX_RESULT_BYTES,
     SECRETFLOW_QUEUE,
     TASK_EXECUTE,
     TASK_HEALTH,
     TASK_LIST_DATASETS,
     WEB_QUEUE,
+    NodeTaskError,
     WorkerHeartbeat,
 )
-from node.contract.clients import SigningConfig, client_app, redis_client
+from node.contract.clients import (
+    ReplyBounds,
+    ReplyTooLarge,
+    SigningConfig,
+    client_app,
+    redis_client,
+)
 
 CELERY_RESULT_PREFIX = "celery-task-meta-"  # Celery's Redis result backend key
 log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_S = 3.0
+# the largest reply the coordinator loads from a party's Redis: one value (a result, heartbeat
+# or stream entry), one array (a batch of stream entries), one reply in all
+READ_BOUNDS = ReplyBounds(max_bulk=MAX_RESULT_BYTES, max_items=4096, max_reply=16 * 1024 * 1024)
+CALL_POLL_S = (0.02, 0.2)  # how often a web task's result is looked for: first, at most
+
+
+class RemoteFailure(Exception):
+    """A party's task failed with an exception other than the node's own `NodeTaskError`: kept
+    as its type's name and message, never rebuilt as that class (the party chose both)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.args[0]}"
+
+
+def decode_result(raw: bytes | str) -> tuple[str, Any]:
+    """(state, value) of a Celery result as the node stored it (JSON). A failure becomes the
+    node's `NodeTaskError` when it is one, else a `RemoteFailure` — Celery's own decoding would
+    instantiate whatever exception class the stored value names."""
+    meta = json.loads(raw)
+    if not isinstance(meta, dict) or not isinstance(meta.get("status"), str):
+        raise ValueError("not a Celery result")
+    state, value = meta["status"], meta.get("result")
+    if state in celery_states.EXCEPTION_STATES and isinstance(value, dict):
+        args = value.get("exc_message")
+        args = args if isinstance(args, list) else [args]
+        if (
+            value.get("exc_type") == "NodeTaskError"
+            and len(args) == 2
+            and isinstance(args[1], dict)
+        ):
+            return state, NodeTaskError(str(args[0]), args[1])
+        return state, RemoteFailure(str(value.get("exc_type"))[:64], str(args[0])[:1000])
+    return state, value
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
@@ -102,6 +150,7 @@ class PartyClients:
                     socket_connect_timeout=BROKER_TIMEOUT_S,
                     socket_timeout=30.0,
                     health_check_interval=15,
+                    bounds=READ_BOUNDS,  # the party wrote what this client reads
                 )
             return conn.redis
 
@@ -119,8 +168,16 @@ class PartyClients:
 
     def heartbeat(self, party: str) -> WorkerHeartbeat | None:
         """The party's SecretFlow worker heartbeat, or None when it has expired (worker gone)."""
-        raw = self.redis(party).get(HEARTBEAT_KEY.format(role="sf"))
-        return WorkerHeartbeat.from_json(raw) if raw else None
+        try:
+            raw = self.redis(party).get(HEARTBEAT_KEY.format(role="sf"))
+        except ReplyTooLarge as exc:
+            raise PartyUnreachable(party, f"its heartbeat is refused: {exc}") from None
+        if not raw:
+            return None
+        try:
+            return WorkerHeartbeat.from_json(raw)
+        except ValueError as exc:  # the party wrote it: not a crash of ours
+            raise PartyUnreachable(party, f"its heartbeat is not valid: {exc}") from None
 
     def readiness(self, party: str) -> str | None:
         """None when the party can take a job now; else one line naming the party and what is
@@ -128,6 +185,8 @@ class PartyClients:
         reports about its own stack, e.g. its Ray head down)."""
         try:
             beat = self.heartbeat(party)
+        except PartyUnreachable as exc:
+            return str(exc)
         except redis.RedisError as exc:
             return str(PartyUnreachable(party, exc))
         if beat is None:
@@ -186,27 +245,40 @@ class PartyClients:
                 return int(lag) + int(g.get("pending") or 0)
         return None
 
-    def celery_result(self, party: str, task_request_id: str) -> tuple[str, Any]:
-        """(state, result-or-exception) of a task from the party's result backend."""
-        res = self.app(party).AsyncResult(task_request_id)
-        return res.state, res.result
-
-    def result_bytes(self, party: str, task_request_id: str) -> int:
-        """Size of a task's stored Celery result (0 when there is none), read before the result
-        itself so an oversized one is never loaded."""
-        return int(self.redis(party).strlen(f"{CELERY_RESULT_PREFIX}{task_request_id}"))
+    def task_result(self, party: str, task_request_id: str) -> tuple[str, Any]:
+        """(state, value) of a task from the party's result backend, read with one bounded GET
+        (`ReplyTooLarge` over MAX_RESULT_BYTES: never loaded; no window between a size check and
+        the read for the party to swap the value)."""
+        raw = self.redis(party).get(f"{CELERY_RESULT_PREFIX}{task_request_id}")
+        if raw is None:
+            return celery_states.PENDING, None
+        return decode_result(raw)
 
     def call(self, party: str, task: str, *, timeout: float = 10.0) -> Any:
+        """Run a web task at the party and return its value, read with the bounded client (not
+        through Celery's result consumer, which loads whatever the party publishes)."""
+        app = self.app(party)
         try:
-            res = self.app(party).send_task(
-                task, queue=WEB_QUEUE, routing_key=WEB_QUEUE, retry=False
-            )
+            res = app.send_task(task, queue=WEB_QUEUE, routing_key=WEB_QUEUE, retry=False)
+            app.backend.result_consumer.cancel_for(res.id)  # no pubsub copy of the result
         except Exception as exc:
             raise PartyUnreachable(party, exc) from exc
+        key = f"{CELERY_RESULT_PREFIX}{res.id}"
+        end, wait = time.monotonic() + timeout, CALL_POLL_S[0]
         try:
-            return res.get(timeout=timeout)
+            while (raw := self.redis(party).get(key)) is None:
+                if time.monotonic() > end:
+                    raise TimeoutError(
+                        f"party {party} did not answer {task} within {timeout:.0f} s"
+                    )
+                time.sleep(wait)
+                wait = min(wait * 2, CALL_POLL_S[1])
         finally:
-            res.forget()
+            self.redis(party).delete(key)
+        state, value = decode_result(raw)
+        if state != celery_states.SUCCESS:
+            raise RuntimeError(f"party {party}'s {task} ended {state}: {value}")
+        return value
 
     def health(self, party: str, *, timeout: float = 10.0) -> dict:
         return self.call(party, TASK_HEALTH, timeout=timeout)

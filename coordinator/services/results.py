@@ -12,7 +12,8 @@ from coordinator.db import transaction
 from coordinator.intake import IntakeCounters, Refusal
 from coordinator.parties import PartyClients
 from coordinator.services.status import record_task_result
-from node.contract import MAX_RESULT_BYTES, NodeTaskError
+from node.contract import NodeTaskError
+from node.contract.clients import ReplyTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +22,13 @@ def celery_result(
     clients: PartyClients, counters: IntakeCounters, party: str, trid: str
 ) -> tuple[str, object] | None:
     """A task's Celery (state, value) — unless it is over MAX_RESULT_BYTES (refused and counted,
-    never loaded) or cannot be read (None)."""
+    never loaded: the bounded client stops at the length in the reply's header) or cannot be
+    read (None)."""
     try:
-        size = clients.result_bytes(party, trid)
-        if size > MAX_RESULT_BYTES:
-            counters.refuse(
-                party,
-                Refusal.RESULT_OVERSIZE,
-                f"result of {trid}",
-                f"{size} bytes > {MAX_RESULT_BYTES}",
-            )
-            return None
-        return clients.celery_result(party, trid)
+        return clients.task_result(party, trid)
+    except ReplyTooLarge as exc:
+        counters.refuse(party, Refusal.RESULT_OVERSIZE, f"result of {trid}", str(exc))
+        return None
     except Exception as exc:
         log.debug("no celery result for %s: %s", trid, exc)
         return None

@@ -20,6 +20,18 @@ from celery import Celery
 from kombu import Queue
 
 from node.contract.names import DEFAULT_QUEUE, QUEUES, TASK_QUEUES
+from node.contract.replies import ReplyTooLarge, bounded_parser
+
+__all__ = ["ReplyBounds", "ReplyTooLarge", "celery_config", "client_app", "redis_client"]
+
+
+@dataclass(frozen=True)
+class ReplyBounds:
+    """The largest reply a client loads: one value (bytes), one array (elements), one reply."""
+
+    max_bulk: int
+    max_items: int
+    max_reply: int
 
 
 def redis_client(
@@ -29,14 +41,22 @@ def redis_client(
     socket_timeout: float | None = None,
     socket_connect_timeout: float | None = None,
     health_check_interval: int = 0,
+    bounds: ReplyBounds | None = None,
 ) -> redis.Redis:
     """A client of a party's Redis. A `rediss://` URL verifies the server against `ca_file`
-    (the federation CA); a `redis://` URL ignores it."""
+    (the federation CA); a `redis://` URL ignores it. With `bounds`, a reply over them is
+    refused before it is loaded (`ReplyTooLarge`): for reading what another party wrote."""
     kw: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         "health_check_interval": health_check_interval,
     }
+    if bounds is not None:
+        from redis.maint_notifications import MaintNotificationsConfig
+
+        kw["parser_class"] = bounded_parser(bounds.max_bulk, bounds.max_items, bounds.max_reply)
+        # push notifications need redis-py's RESP3 or hiredis parser; a party's Redis sends none
+        kw["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     if url.startswith("rediss://"):
         kw["ssl_cert_reqs"] = "required"
         if ca_file:

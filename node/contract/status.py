@@ -190,14 +190,16 @@ class StatusEvent(BaseModel):
 class WorkerHeartbeat(BaseModel):
     """What a worker writes at HEARTBEAT_KEY every HEARTBEAT_INTERVAL_S (expires after TTL)."""
 
-    party: str
-    worker: str
-    pid: int
+    party: PartyName
+    worker: Annotated[Text, Field(max_length=LABEL_MAX)]
+    pid: int = Field(ge=0, le=2**31 - 1)
     at: dt.datetime
-    active: list[str] = Field(default_factory=list)
+    active: list[TaskRequestId] = Field(default_factory=list, max_length=256)
     # what this worker finds broken in its own stack, one line each ("Ray head: nothing listens
     # on 10.0.0.5:6379"); empty = ready. The coordinator holds new jobs of a party with problems.
-    problems: list[str] = Field(default_factory=list)
+    problems: list[Annotated[Text, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=32
+    )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> WorkerHeartbeat:

@@ -45,10 +45,7 @@ class FakeClients:
             raise hb
         return hb
 
-    def result_bytes(self, party: str, trid: str) -> int:
-        return 100 if trid in self.results else 0
-
-    def celery_result(self, party: str, trid: str) -> tuple[str, object]:
+    def task_result(self, party: str, trid: str) -> tuple[str, object]:
         return self.results.get(trid, ("PENDING", None))
 
     def stream_backlog(self, party: str, group: str) -> int | None:
