@@ -195,8 +195,19 @@ class JobOut(BaseModel):
 class JobDetail(JobOut):
     request: dict
     tasks: list[PartyTaskOut] = []  # every attempt, newest last
+    # the newest events (at most TIMELINE_PAGE), in time order; all of them: /timeline
     timeline: list[TimelineEntry] = []
+    timeline_total: int = 0
     result: dict | None = None
+
+
+class TimelinePage(BaseModel):
+    """A page of a job's timeline, in time order; `offset` counts from the oldest event."""
+
+    items: list[TimelineEntry]
+    total: int
+    offset: int
+    limit: int
 
 
 class JobsPage(BaseModel):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from coordinator.merge import (
@@ -33,6 +33,9 @@ from node.contract import RETRYABLE, ErrorInfo, StatusEvent, utcnow
 log = logging.getLogger(__name__)
 
 COORDINATOR_SOURCE = "coordinator"  # worker_container of the events the coordinator makes itself
+# events logged per task (a node writes ≈ 8): past it, a party's further events still count for
+# the task's state but are not stored in the timeline — except one that ends the task
+MAX_LOGGED_PER_TASK = 100
 
 
 def retryable(error: ErrorInfo | None) -> bool:
@@ -47,6 +50,7 @@ class Applied:
 
     applied: int = 0
     duplicates: int = 0
+    unlogged: int = 0  # events past their task's MAX_LOGGED_PER_TASK: applied, not logged
     # events for a task (or attempt) the coordinator never gave that party: (party, trid,
     # event id) — refused: not applied, not stored (coordinator.intake.Refusal.NOT_ITS_TASK)
     refused: list[tuple[str, str, str]] = field(default_factory=list)
@@ -117,6 +121,33 @@ def _log_rows(events: Sequence[StatusEvent], job_of: dict[str, str | None]) -> l
     ]
 
 
+def _within_cap(
+    session: Session, events: list[StatusEvent], ended: set[str], out: Applied
+) -> list[StatusEvent]:
+    """The events to log: per task at most MAX_LOGGED_PER_TASK in all, plus the one that ended
+    it (a party that floods its own task cannot grow the timeline without end)."""
+    if not events:
+        return events
+    trids = sorted({e.task_request_id for e in events})
+    held: Counter[str] = Counter(
+        dict(
+            session.execute(
+                select(TaskStatusLog.task_request_id, func.count())
+                .where(TaskStatusLog.task_request_id.in_(trids))
+                .group_by(TaskStatusLog.task_request_id)
+            ).all()
+        )
+    )
+    kept = []
+    for e in events:
+        if held[e.task_request_id] < MAX_LOGGED_PER_TASK or e.event_id in ended:
+            held[e.task_request_id] += 1
+            kept.append(e)
+        else:
+            out.unlogged += 1
+    return kept
+
+
 def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     """Record and apply a batch of events; rebuild the state of every job they touch."""
     out = Applied()
@@ -150,6 +181,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     now = utcnow()
     touched_jobs: set[str] = set()
     moot: set[str] = set()  # coordinator-made events the facts had already overtaken
+    ended: set[str] = set()  # events that ended their task (always logged)
     for e in sorted(fresh, key=lambda ev: (ev.task_request_id, ev.seq)):
         row = rows.get(e.task_request_id)
         if row is None or row.party != e.party or row.execution_id != e.execution_id:
@@ -164,6 +196,8 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             out.applied += 1
             out.count(e, "applied")
             touched_jobs.add(row.job_id)
+            if after.terminal:
+                ended.add(e.event_id)
             if after.terminal and not row.performance_metrics:
                 out.finished_tasks.append((row.party, row.celery_task_id))
         elif e.worker_container == COORDINATOR_SOURCE:
@@ -175,7 +209,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
     # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
     skip = moot | {eid for _p, _t, eid in out.refused}
-    logged = [e for e in fresh if e.event_id not in skip]
+    logged = _within_cap(session, [e for e in fresh if e.event_id not in skip], ended, out)
     if logged:
         session.execute(
             insert(cast(Table, TaskStatusLog.__table__)),

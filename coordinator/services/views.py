@@ -16,6 +16,7 @@ from coordinator.schemas import (
     JobsPage,
     PartyTaskOut,
     TimelineEntry,
+    TimelinePage,
 )
 
 
@@ -71,12 +72,40 @@ def list_jobs(session: Session, *, status: str | None, offset: int, limit: int) 
     )
 
 
-def job_detail(session: Session, job: Job) -> JobDetail:
+TIMELINE_PAGE = 200  # the newest events a job's detail (API, UI, SSE) carries
+
+
+def timeline_page(session: Session, job_id: str, *, offset: int, limit: int) -> TimelinePage:
+    """`limit` events of a job's timeline in time order, from `offset` counted from the oldest."""
     logs = session.scalars(
         select(TaskStatusLog)
-        .where(TaskStatusLog.job_id == job.id)
-        .order_by(TaskStatusLog.timestamp, TaskStatusLog.seq)
+        .where(TaskStatusLog.job_id == job_id)
+        .order_by(TaskStatusLog.timestamp, TaskStatusLog.seq, TaskStatusLog.id)
+        .offset(offset)
+        .limit(limit)
     ).all()
+    return TimelinePage(
+        items=[TimelineEntry.model_validate(e) for e in logs],
+        total=_timeline_total(session, job_id),
+        offset=offset,
+        limit=limit,
+    )
+
+
+def _timeline_total(session: Session, job_id: str) -> int:
+    count = select(func.count()).select_from(TaskStatusLog).where(TaskStatusLog.job_id == job_id)
+    return session.scalar(count) or 0
+
+
+def job_detail(session: Session, job: Job) -> JobDetail:
+    total = _timeline_total(session, job.id)
+    newest = session.scalars(
+        select(TaskStatusLog)
+        .where(TaskStatusLog.job_id == job.id)
+        .order_by(TaskStatusLog.timestamp.desc(), TaskStatusLog.seq.desc(), TaskStatusLog.id.desc())
+        .limit(TIMELINE_PAGE)
+    ).all()
+    logs = list(reversed(newest))
     tasks = session.scalars(
         select(SecretflowTask).where(SecretflowTask.job_id == job.id).order_by(SecretflowTask.id)
     ).all()
@@ -85,6 +114,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
         request=job.request,
         tasks=[PartyTaskOut.model_validate(t) for t in tasks],
         timeline=[TimelineEntry.model_validate(e) for e in logs],
+        timeline_total=total,
         result=job.result,
     )
 

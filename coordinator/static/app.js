@@ -639,31 +639,57 @@ function initJob() {
     );
   }
 
+  function timelineRow(e, order) {
+    const idx = order.indexOf(e.execution_id);
+    const prog = e.data && e.data.progress !== null && e.data.progress !== undefined ? `${Math.round(e.data.progress * 100)}%` : "";
+    const err = e.data && e.data.error ? e.data.error.message || "" : "";
+    return h(
+      "tr",
+      { dataset: { party: e.party, status: e.status } },
+      h("td", { class: "small mono", text: fmtTime(e.timestamp, false) }),
+      h("td", { text: e.party }),
+      h("td", { class: "small", text: idx >= 0 ? String(idx + 1) : "" }),
+      h("td", {}, badge(e.status)),
+      h("td", { class: "small" }, e.stage || "", err ? h("div", { class: "field-error", text: err }) : null),
+      h("td", { class: "small", text: prog }),
+    );
+  }
+
+  /** The detail carries the newest events; older ones are fetched a page at a time on demand
+   * (into their own rows, which the live updates leave alone). */
+  let earlierLoaded = 0;
+
+  function renderTimelineMore(job) {
+    const shown = (job.timeline || []).length + earlierLoaded;
+    const hidden = Math.max(0, (job.timeline_total || 0) - shown);
+    const more = $("#timeline-more");
+    show(more, hidden > 0);
+    $("#timeline-more-text").textContent = `${hidden} earlier event${hidden === 1 ? "" : "s"} not shown.`;
+  }
+
+  async function loadEarlier() {
+    const job = current;
+    if (!job) return;
+    const shown = (job.timeline || []).length + earlierLoaded;
+    const end = Math.max(0, (job.timeline_total || 0) - shown);
+    const offset = Math.max(0, end - 200);
+    const page = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/timeline?offset=${offset}&limit=${end - offset}`);
+    const order = attempts(job);
+    $("#timeline-earlier").prepend(...page.items.map((e) => timelineRow(e, order)));
+    earlierLoaded += page.items.length;
+    renderTimelineMore(job);
+  }
+
   function renderTimeline(job) {
-    const tbody = $("#timeline tbody");
+    const tbody = $("#timeline tbody.newest");
     const order = attempts(job);
     const events = job.timeline || [];
+    renderTimelineMore(job);
     if (!events.length) {
       tbody.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "empty", text: "No events yet." })));
       return;
     }
-    tbody.replaceChildren(
-      ...events.map((e) => {
-        const idx = order.indexOf(e.execution_id);
-        const prog = e.data && e.data.progress !== null && e.data.progress !== undefined ? `${Math.round(e.data.progress * 100)}%` : "";
-        const err = e.data && e.data.error ? e.data.error.message || "" : "";
-        return h(
-          "tr",
-          { dataset: { party: e.party, status: e.status } },
-          h("td", { class: "small mono", text: fmtTime(e.timestamp, false) }),
-          h("td", { text: e.party }),
-          h("td", { class: "small", text: idx >= 0 ? String(idx + 1) : "" }),
-          h("td", {}, badge(e.status)),
-          h("td", { class: "small" }, e.stage || "", err ? h("div", { class: "field-error", text: err }) : null),
-          h("td", { class: "small", text: prog }),
-        );
-      }),
-    );
+    tbody.replaceChildren(...events.map((e) => timelineRow(e, order)));
   }
 
   function renderResult(job) {
@@ -866,6 +892,7 @@ function initJob() {
 
   $("#cancel-btn").addEventListener("click", () => action("cancel"));
   $("#retry-btn").addEventListener("click", () => action("retry"));
+  $("#timeline-more-btn").addEventListener("click", () => loadEarlier().catch((exc) => showError($("#load-error"), exc.message, "Could not load earlier events")));
   startLive();
 }
 

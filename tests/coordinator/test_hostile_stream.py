@@ -1,5 +1,5 @@
 """A party that writes hostile entries into its own status stream, against the real coordinator
-app, real redis-servers and both databases (issue 22, point 1).
+app, real redis-servers and both databases (issue 22, points 1 and 3).
 
 Each entry is for a task bob was really given, with one field beyond what the coordinator's
 columns hold (or its own timer events could hold once added to it). Before the contract bounded
@@ -12,11 +12,15 @@ name a dead worker afterwards.
 from __future__ import annotations
 
 import json
+import resource
+import threading
 
 from fastapi.testclient import TestClient
 
 from coordinator.api.main import create_app
-from node.contract import HEARTBEAT_KEY, STATUS_STREAM, Stage, TaskStatus
+from coordinator.intake import Refusal
+from coordinator.services.results import celery_result
+from node.contract import HEARTBEAT_KEY, STATUS_STREAM, WEB_QUEUE, Stage, TaskStatus
 
 from .helpers import TOKEN, _settings
 from .test_api import _emit_all, _heartbeat, _notifier, psi_body, wait_for
@@ -105,3 +109,110 @@ def test_a_partys_out_of_range_entries_are_refused_and_the_timers_keep_running(e
             timeout=60,
         )
         assert d2["failed_party"] == "bob" and "WorkerLost" in d2["error"]
+
+
+# --- point 3: nothing a party wrote is loaded past its bound ----------------------------------
+def _answer_web_tasks(redis_client, value: bytes, stop: threading.Event) -> threading.Thread:
+    """Stand in for bob's web worker: take each task from web_queue and store `value` as its
+    Celery result (a hostile worker may store anything there)."""
+
+    def run():
+        while not stop.is_set():
+            got = redis_client.blpop(WEB_QUEUE, timeout=0.2)
+            if got:
+                task_id = json.loads(got[1])["headers"]["id"]
+                redis_client.set(f"celery-task-meta-{task_id}", value)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_partys_oversized_entries_results_and_heartbeat_are_refused_unloaded(env):
+    """bob writes stream entries over the bound (4 MB; 10,000 fields; 30 of 200 KB, each
+    within a value's bound but 6 MB together), a 2 MB Celery result for its task, a 5 MB
+    answer to a datasets call and a 2 MB heartbeat: each is refused from its stated length (the
+    coordinator's peak memory stays within 48 MB of where it was), alice and bob's job still
+    succeeds on the honest events, and each refusal names bob."""
+    app = create_app(_settings(env, start_timeout_s=600, max_attempts=1))
+    bob_redis = env["servers"]["bob"].client()
+    stop = threading.Event()
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        api.env = env
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        bob_redis.xadd(STATUS_STREAM, {"event": b"x" * 4 * 1024 * 1024})
+        bob_redis.xadd(STATUS_STREAM, {f"f{i}": b"1" for i in range(10_000)})
+        for _ in range(30):
+            bob_redis.xadd(STATUS_STREAM, {"event": b"y" * 200_000})
+        _emit_all(api, job, TaskStatus.SUCCESS)
+        wait_for(lambda: api.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "SUCCEEDED")
+        refused = wait_for(
+            lambda: (
+                (r := api.get("/healthz").json()["refused"].get("bob", {})).get("Oversize") == 32
+                and r
+            )
+        )
+        assert refused == {"Oversize": 32}
+
+        trid = f"{job['execution_id']}.bob"
+        bob_redis.set(
+            f"celery-task-meta-{trid}", b'{"status": "SUCCESS", "result": "' + b"r" * 2**21 + b'"}'
+        )
+        coord = app.state.coordinator
+        assert celery_result(coord.clients, coord.intake, "bob", trid) is None
+        assert coord.intake.count("bob", Refusal.RESULT_OVERSIZE) == 1
+
+        _answer_web_tasks(bob_redis, b"d" * 5 * 1024 * 1024, stop)
+        r = api.get("/api/v1/parties/bob/datasets")
+        assert r.status_code == 504 and "refused before loading" in r.json()["detail"], r.text
+
+        bob_redis.set(HEARTBEAT_KEY.format(role="sf"), b"h" * 2 * 1024 * 1024, ex=600)
+        parties = {p["name"]: p for p in api.get("/api/v1/parties?health=false").json()}
+        assert "party bob" in parties["bob"]["error"] and "heartbeat" in parties["bob"]["error"]
+        assert parties["alice"]["worker_alive"] and not parties["alice"]["error"]
+        stop.set()
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak < 48
+
+
+def test_a_party_flooding_its_own_task_cannot_grow_the_timeline_and_the_timeline_is_paged(
+    env, monkeypatch
+):
+    """bob writes 40 valid PROGRESS events for its own task (a node writes ≈ 8): past the cap
+    (here 12) they change the task but are not logged — its final event still is. The detail
+    carries the newest page only (here 5) with the total; /timeline pages through them all."""
+    from coordinator.services import status, views
+
+    monkeypatch.setattr(status, "MAX_LOGGED_PER_TASK", 12)
+    monkeypatch.setattr(views, "TIMELINE_PAGE", 5)
+    app = create_app(_settings(env))
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        api.env = env
+        for p in ("alice", "bob"):
+            _heartbeat(env, p)
+        job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
+        bob = _notifier(api, job, "bob")
+        for i in range(40):
+            bob.emit(TaskStatus.PROGRESS, Stage.ALGORITHM_RUNNING, progress=i / 40)
+        _emit_all(api, job, TaskStatus.SUCCESS)
+        d = wait_for(
+            lambda: (
+                (d := api.get(f"/api/v1/jobs/{job['id']}").json())["status"] == "SUCCEEDED" and d
+            )
+        )
+        pages, offset = [], 0
+        while True:
+            page = api.get(f"/api/v1/jobs/{job['id']}/timeline?offset={offset}&limit=4").json()
+            pages += page["items"]
+            offset += len(page["items"])
+            if not page["items"]:
+                break
+        by_party = {p: [e for e in pages if e["party"] == p] for p in ("alice", "bob")}
+        assert len(by_party["alice"]) == 3  # RECEIVED, RUNNING, SUCCESS: nothing near the cap
+        assert len(by_party["bob"]) == 13  # 12, and the event that ended its task
+        assert by_party["bob"][-1]["status"] == "SUCCESS"
+        assert d["timeline_total"] == len(pages) == 16
+        assert [e["event_id"] for e in d["timeline"]] == [e["event_id"] for e in pages[-5:]]
+        assert api.get("/api/v1/jobs/job-nope/timeline").status_code == 404

@@ -12,9 +12,23 @@ from fastapi.responses import StreamingResponse
 from coordinator.api.deps import Authenticated, CoordinatorDep, JobsDep, SessionDep
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
 from coordinator.models import Job
-from coordinator.schemas import JobDetail, JobOut, JobResultOut, JobsPage, PSIJobCreate
+from coordinator.schemas import (
+    JobDetail,
+    JobOut,
+    JobResultOut,
+    JobsPage,
+    PSIJobCreate,
+    TimelinePage,
+)
 from coordinator.services.jobs import JobError
-from coordinator.services.views import job_detail, job_out, job_result, list_jobs
+from coordinator.services.views import (
+    TIMELINE_PAGE,
+    job_detail,
+    job_out,
+    job_result,
+    list_jobs,
+    timeline_page,
+)
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Authenticated])
 
@@ -53,6 +67,18 @@ def _job(session, job_id: str) -> Job:
 @router.get("/{job_id}", response_model=JobDetail)
 def get_job(job_id: str, session: SessionDep) -> JobDetail:
     return job_detail(session, _job(session, job_id))
+
+
+@router.get("/{job_id}/timeline", response_model=TimelinePage)
+def get_timeline(
+    job_id: str,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0, description="events to skip, from the oldest")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = TIMELINE_PAGE,
+) -> TimelinePage:
+    """Every event of the job, a page at a time (the detail carries the newest only)."""
+    _job(session, job_id)
+    return timeline_page(session, job_id, offset=offset, limit=limit)
 
 
 @router.get("/{job_id}/result", response_model=JobResultOut)
