@@ -30,7 +30,7 @@ from coordinator.db import transaction
 from coordinator.intake import IntakeCounters
 from coordinator.merge import TERMINAL_JOB_STATES, TERMINAL_PARTY_STATUSES, JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask
-from coordinator.parties import PartyClients, PartyUnreachable
+from coordinator.parties import PartyClients, PartyUnreachable, RemoteFailure
 from coordinator.services.attempts import ACTIVE, aware, current_tasks, deadline_of, unfinished
 from coordinator.services.results import celery_result
 from coordinator.services.status import COORDINATOR_SOURCE
@@ -107,6 +107,11 @@ def synthetic_event(
         data=EventData(stage=Stage.TASK_FINISHED, error=ErrorInfo(type=etype, message=msg)),
         worker_container=COORDINATOR_SOURCE,
     )
+
+
+def describe(value: object) -> str:
+    """A failed result's value in one line: a RemoteFailure names its type itself."""
+    return str(value) if isinstance(value, RemoteFailure) else f"{type(value).__name__}: {value}"
 
 
 def attempt_age(p: Pass, job: Job) -> float:
@@ -321,5 +326,5 @@ def event_from_result(ctx: RuleContext, party: str, trid: str) -> StatusEvent | 
             t,
             TaskStatus.FAILURE,
             ErrorType.INTERNAL,
-            f"party {t.party}'s task failed: {type(value).__name__}: {value}",
+            f"party {t.party}'s task failed: {describe(value)}",
         )
