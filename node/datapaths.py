@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class PathEscapeError(ValueError):
@@ -14,9 +20,10 @@ class PathEscapeError(ValueError):
 def resolve_in_root(root: Path, name: str, *, for_write: bool = False) -> Path:
     """Return the absolute path of `name` inside `root`.
 
-    Refuses: empty names, NUL bytes, absolute paths outside the root, `..` components and
-    symlinks (at any level) that lead outside the root. For writes, the parent directories are
-    created inside the root and the target must not be an existing symlink or directory.
+    Refuses: empty names, NUL bytes, absolute paths outside the root, `..` components,
+    symlinks (at any level) that lead outside the root, and anything in the node's own
+    `.partyline/` tree. For writes, the parent directories are created inside the root and the
+    target must not be an existing symlink or directory.
     """
     if not isinstance(name, str) or not name.strip():
         raise PathEscapeError("dataset path is empty")
@@ -41,6 +48,8 @@ def resolve_in_root(root: Path, name: str, *, for_write: bool = False) -> Path:
         raise PathEscapeError(
             f"dataset path {name!r} leads outside the data root (through a symlink)"
         )
+    if PRIVATE_DIR in (candidate.parts[:1] + real.relative_to(root).parts[:1]):
+        raise PathEscapeError(f"dataset path {name!r} is in the node's own {PRIVATE_DIR}/ folder")
     if for_write:
         if full.is_symlink():
             raise PathEscapeError(
@@ -114,6 +123,131 @@ def output_owner(data_root: Path, output_name: str) -> str | None:
         return _owner_file(data_root, output_name).read_text().strip() or None
     except OSError:
         return None
+
+
+# --- writing an output: no link, no swapped folder, no second writer -------------------------
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_folder(data_root: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of the folder `parts` below the data root, opened one component at a time
+    without following a link (so it cannot lead out of the root, whatever was swapped in)."""
+    fd = os.open(Path(data_root).resolve(), _DIR_FLAGS)
+    try:
+        for part in parts:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except OSError:
+        os.close(fd)
+        raise PathEscapeError(
+            f"output folder {'/'.join(parts) or '.'} is not a folder inside the data root "
+            "(a link, or it was removed)"
+        ) from None
+    return fd
+
+
+def folder_identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where a job writes its output, fixed at preflight: the real path inside the data root
+    and the identity (device, inode) of its folder then. `writing()` opens that folder again
+    without following links, checks it is the same folder, creates the temporary file
+    exclusively in it (never through a link, never a file another writer made) and renames it
+    into place relative to the open folder."""
+
+    data_root: Path
+    parts: tuple[str, ...]  # the real path's components below the data root
+    folder: tuple[int, int]
+    writer: str  # the execution id: the temporary file's name is the writer's own
+
+    @classmethod
+    def at_preflight(cls, data_root: Path, real: Path, writer: str) -> OutputTarget:
+        parts = real.relative_to(Path(data_root).resolve()).parts
+        fd = open_folder(data_root, parts[:-1])
+        try:
+            return cls(Path(data_root), parts, folder_identity(fd), writer)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[BinaryIO]:
+        fd = open_folder(self.data_root, self.parts[:-1])
+        try:
+            if folder_identity(fd) != self.folder:
+                raise PathEscapeError(
+                    f"output folder {'/'.join(self.parts[:-1])} was replaced since the job was "
+                    "checked; refusing to write"
+                )
+            leaf = self.parts[-1]
+            tmp = f".{leaf}.{self.writer}.partial"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            out = os.fdopen(os.open(tmp, flags, 0o640, dir_fd=fd), "wb")
+            try:
+                with out:
+                    yield out
+                os.replace(tmp, leaf, src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
+                raise
+        finally:
+            os.close(fd)
+
+
+class OutputBusy(ValueError):
+    """Another job is writing (or about to write) this output."""
+
+
+def _reservation(data_root: Path, parts: tuple[str, ...]) -> Path:
+    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
+    return Path(data_root) / PRIVATE_DIR / "outputs" / f"{digest}.writing"
+
+
+def reserve_output(
+    data_root: Path, parts: tuple[str, ...], task_id: str, writer: str, until: float
+) -> None:
+    """Claim the output from preflight until its rename: a second job naming the same output
+    (another slot, a warm and a cold job side by side) is refused with `OutputBusy`. A claim
+    left by a killed worker lapses at `until` (the job's deadline); another attempt of the same
+    job takes its own job's claim over."""
+    path = _reservation(data_root, parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    claim = json.dumps({"task_id": task_id, "writer": writer, "until": until}).encode()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            held = _read_claim(path)
+            if held.get("task_id") != task_id and float(held.get("until", 0)) > time.time():
+                raise OutputBusy(
+                    f"output {'/'.join(parts)!r} is being written by job {held.get('task_id')}"
+                ) from None
+            path.unlink(missing_ok=True)  # lapsed, or our own job's earlier attempt
+            continue
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(claim)
+        return
+    raise OutputBusy(f"output {'/'.join(parts)!r} is being claimed by another job")
+
+
+def _read_claim(path: Path) -> dict:
+    try:
+        held = json.loads(path.read_bytes()[:4096])
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def release_output(data_root: Path, parts: tuple[str, ...], writer: str) -> None:
+    """End this writer's claim (a no-op when it is not this writer's any more)."""
+    path = _reservation(data_root, parts)
+    if _read_claim(path).get("writer") == writer:
+        path.unlink(missing_ok=True)
 
 
 def record_output_owner(data_root: Path, output_name: str, task_id: str) -> None:

@@ -11,11 +11,13 @@ through the csv module."""
 from __future__ import annotations
 
 import csv
+import io
 from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from node.datapaths import OutputTarget
 from node.tables import SENTINEL, _key_hashes, _Lines
 
 CHUNK_ROWS = 65_536  # rows looked up at once
@@ -121,7 +123,7 @@ def write_output(
     source: Path,
     psi_output: Path,
     keys: list[str],
-    target: Path,
+    target: OutputTarget,
     *,
     every_row: bool,
     plain: bool = False,
@@ -129,39 +131,41 @@ def write_output(
     """The PSI's output, as the user's rows: every row of `source` whose key is in
     `psi_output` (the PSI's key-only answer, hex) — all of them (`every_row`, "join") or the
     first of each key ("distinct") — written to `target` in `source` order (header first, plain
-    UTF-8 CSV, LF). `plain`: `source` has no quote character (TableCheck.plain). Returns the
-    number of rows written. Streams both files; memory: 16 bytes per common key."""
-    tmp = target.with_name(target.name + ".partial")
-    if plain and len(keys) == 1:
-        written = _write_plain_blocks(source, psi_output, keys[0], tmp, every_row)
-    elif plain:
-        written = _write_plain(source, psi_output, keys, tmp, every_row)
-    else:
-        written = _write_parsed(source, psi_output, keys, tmp, every_row)
-    tmp.replace(target)
-    return written
+    UTF-8 CSV, LF): into a temporary file of its own, renamed into place once complete
+    (`OutputTarget.writing`). `plain`: `source` has no quote character (TableCheck.plain).
+    Returns the number of rows written. Streams both files; memory: 16 bytes per common key."""
+    with target.writing() as out:
+        if plain and len(keys) == 1:
+            return _write_plain_blocks(source, psi_output, keys[0], out, every_row)
+        if plain:
+            return _write_plain(source, psi_output, keys, out, every_row)
+        return _write_parsed(source, psi_output, keys, out, every_row)
 
 
 def _write_parsed(
-    source: Path, psi_output: Path, keys: list[str], tmp: Path, every_row: bool
+    source: Path, psi_output: Path, keys: list[str], out: BinaryIO, every_row: bool
 ) -> int:
     common = _Common(psi_output, lambda v: bytes.fromhex(v).decode(), _key_hashes)
     reader = csv.reader(iter(_Lines(source, source.name)), strict=True)
     columns = [c.strip() for c in next(reader)]
     idx = [columns.index(k) for k in keys]
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    try:
+        writer = csv.writer(text, lineterminator="\n")
         writer.writerow(columns)
         rows = ((row, row) for row in reader if row)
         return _select(rows, common, idx, every_row, writer.writerow)
+    finally:
+        text.flush()
+        text.detach()  # `out` is closed by its owner
 
 
 def _write_plain(
-    source: Path, psi_output: Path, keys: list[str], tmp: Path, every_row: bool
+    source: Path, psi_output: Path, keys: list[str], out: BinaryIO, every_row: bool
 ) -> int:
     # keys hashed as bytes on both sides (the table is known to be UTF-8)
     common = _Common(psi_output, bytes.fromhex, _byte_key_hashes)
-    with open(source, "rb") as fh, open(tmp, "wb") as out:
+    with open(source, "rb") as fh:
         idx, _ = _header(fh, out, keys)
 
         def rows():
@@ -187,7 +191,7 @@ def _header(fh: Any, out: Any, keys: list[str]) -> tuple[list[int], int]:
 
 
 def _write_plain_blocks(
-    source: Path, psi_output: Path, key: str, tmp: Path, every_row: bool
+    source: Path, psi_output: Path, key: str, out: BinaryIO, every_row: bool
 ) -> int:
     """One key column: each block of lines is parsed by Arrow (no quoting: the table has no
     quote), its keys looked up among the common ones in bulk (pyarrow.compute.index_in), and
@@ -205,7 +209,7 @@ def _write_plain_blocks(
         )
     done = np.zeros(len(common), dtype=bool)  # "distinct": the key's first row is out
     written = 0
-    with open(source, "rb") as fh, open(tmp, "wb") as out:
+    with open(source, "rb") as fh:
         (at,), width = _header(fh, out, [key])
         names = [f"c{i}" for i in range(width)]
         read = pacsv.ReadOptions(column_names=names, use_threads=False)

@@ -38,6 +38,7 @@ from node.contract import clients as contract_clients
 from node.contract import (
     task_request_id as make_trid,
 )
+from node.datapaths import release_output
 from node.dispatcher import JobRefused, get_job
 from node.settings import NodeSettings, get_settings
 from node.status import StatusNotifier
@@ -187,6 +188,8 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             signal.signal(signal.SIGTERM, previous)
         if prepared.get("work_dir"):  # key-only copies, the PSI's answer: never kept
             shutil.rmtree(prepared["work_dir"], ignore_errors=True)
+        if prepared.get("output_claim"):  # renamed into place, or never will be by this job
+            release_output(settings.data_root, tuple(prepared["output_claim"]), ids["execution_id"])
         from node.datapaths import prune_scratch
 
         prune_scratch(settings.data_root, older_than_s=settings.task_time_limit_s + 600)

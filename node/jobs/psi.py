@@ -12,9 +12,13 @@ from pydantic import ValidationError
 
 from node.contract import ErrorType, PSITaskConfig, TaskParams
 from node.datapaths import (
+    OutputBusy,
+    OutputTarget,
     PathEscapeError,
     output_owner,
     record_output_owner,
+    release_output,
+    reserve_output,
     resolve_in_root,
 )
 from node.jobs.base import JobRefused, JobType
@@ -71,13 +75,63 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
         and output_path.exists()
         and output_owner(settings.data_root, cfg.output_paths[party]) != params.task_id
     ):  # another attempt of the same job may replace its own output
-        raise JobRefused(
-            f"output {cfg.output_paths[party]!r} already exists in the data root; choose another "
-            "name, or ask for overwrite: true",
-            ErrorType.OUTPUT_EXISTS,
-        )
-    # the whole table, streamed: encoding, shape, quoting, empty keys, duplicates
+        raise _exists(cfg.output_paths[party], "already exists in the data root")
+    parts = output_path.relative_to(settings.data_root.resolve()).parts
+    if writes_output:  # claimed from here to its rename: a second writer is refused
+        try:
+            reserve_output(
+                settings.data_root, parts, params.task_id, params.execution_id,
+                params.deadline.timestamp(),
+            )  # fmt: skip
+        except OutputBusy as exc:
+            raise _exists(cfg.output_paths[party], str(exc)) from None
     try:
+        table, target = _check_and_place(params, settings, cfg, name, input_path)
+    except BaseException:
+        if writes_output:
+            release_output(settings.data_root, parts, params.execution_id)
+        raise
+    return {
+        "protocol": cfg.protocol,
+        "receiver": cfg.receiver,
+        "keys": cfg.keys,
+        "input_path": str(table.psi_input),
+        "source_path": str(table.source),
+        "work_dir": str(work_dir(settings, params)),
+        "output_path": str(target.data_root.joinpath(*target.parts)),
+        "output_parts": list(target.parts),
+        "output_folder": list(target.folder),
+        "output_claim": list(parts) if writes_output else None,  # released by the task
+        "output_name": cfg.output_paths[party],
+        "data_root": str(settings.data_root),
+        "sort": cfg.sort,
+        "broadcast_result": cfg.broadcast_result,
+        "duplicates": str(cfg.duplicates),
+        "input_check": table.metrics(),
+        "columns": table.columns,
+        "plain": table.plain,
+    }
+
+
+def _exists(name: str, why: str) -> JobRefused:
+    return JobRefused(
+        f"output {name!r} {why}; choose another name, or ask for overwrite: true"
+        if why.startswith("already")
+        else f"{why}; choose another output name, or wait for that job",
+        ErrorType.OUTPUT_EXISTS,
+    )
+
+
+def _check_and_place(
+    params: TaskParams,
+    settings: NodeSettings,
+    cfg: PSITaskConfig,
+    name: str,
+    input_path: Path,
+) -> tuple[Any, OutputTarget]:
+    """The table check, then the output's folder made and fixed (OutputTarget)."""
+    party = params.party
+    try:  # the whole table, streamed: encoding, shape, quoting, empty keys, duplicates
         table = check_table(
             input_path,
             name,
@@ -92,27 +146,12 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
             f"cannot read {name!r}: {exc.strerror}", ErrorType.DATASET_NOT_FOUND
         ) from None
     try:
-        output_path = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
+        real = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
+        target = OutputTarget.at_preflight(settings.data_root, real, params.execution_id)
     except PathEscapeError as exc:
         shutil.rmtree(work_dir(settings, params), ignore_errors=True)
         raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
-    return {
-        "protocol": cfg.protocol,
-        "receiver": cfg.receiver,
-        "keys": cfg.keys,
-        "input_path": str(table.psi_input),
-        "source_path": str(table.source),
-        "work_dir": str(work_dir(settings, params)),
-        "output_path": str(output_path),
-        "output_name": cfg.output_paths[party],
-        "data_root": str(settings.data_root),
-        "sort": cfg.sort,
-        "broadcast_result": cfg.broadcast_result,
-        "duplicates": str(cfg.duplicates),
-        "input_check": table.metrics(),
-        "columns": table.columns,
-        "plain": table.plain,
-    }
+    return table, target
 
 
 def run(
@@ -122,7 +161,12 @@ def run(
     parties = params.sf_init_config.parties
     spu = devices["spu"]
     writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
-    final_output = Path(prepared["output_path"])
+    target = OutputTarget(
+        Path(prepared["data_root"]),
+        tuple(prepared["output_parts"]),
+        (prepared["output_folder"][0], prepared["output_folder"][1]),
+        params.execution_id,
+    )
     # the PSI works on each party's key-only copy (k0, k1, … hex; each key once) and writes its
     # key-only answer into the work folder; the output is then made of the party's own rows
     psi_output = Path(prepared["work_dir"]) / "psi-output.csv"
@@ -218,7 +262,7 @@ def run(
             Path(prepared["source_path"]),
             psi_output,
             prepared["keys"][party],
-            final_output,
+            target,
             every_row=prepared["duplicates"] == "join",
             plain=bool(prepared.get("plain")),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,108 @@ def test_scratch_is_inside_the_data_root_and_pruned_only_when_old(tmp_path):
     os.utime(old, (past, past))
     assert prune_scratch(root, older_than_s=600) == 1
     assert not old.exists() and new.exists()
+
+
+# --- outputs without races (issue 22, point 4) -------------------------------------------------
+def _target(root, name="out/res.csv", writer="exe-1"):
+    from node.datapaths import OutputTarget
+
+    real = resolve_in_root(root, name, for_write=True)
+    return OutputTarget.at_preflight(root, real, writer)
+
+
+def test_an_output_is_written_under_a_temporary_name_and_renamed_into_place(root):
+    target = _target(root)
+    with target.writing() as out:
+        out.write(b"a,b\n")
+        assert [p.name for p in (root / "out").iterdir()] == [".res.csv.exe-1.partial"]
+    assert (root / "out/res.csv").read_bytes() == b"a,b\n"
+    assert [p.name for p in (root / "out").iterdir()] == ["res.csv"]
+
+
+def test_a_planted_partial_link_is_never_written_through(root, outside):
+    """The temporary file is created exclusively, without following a link: a link planted
+    under its name (or under the old `<out>.partial`) makes the write fail, and nothing is
+    written outside the data root."""
+    target = _target(root)
+    victim = outside / "victim.csv"
+    victim.write_text("theirs\n")
+    (root / "out/res.csv.partial").symlink_to(victim)
+    (root / "out/.res.csv.exe-1.partial").symlink_to(victim)
+    with pytest.raises(FileExistsError), target.writing() as out:
+        out.write(b"rows\n")
+    assert victim.read_text() == "theirs\n"
+    assert not (root / "out/res.csv").exists()
+    assert (root / "out/.res.csv.exe-1.partial").is_symlink()  # the planted link, not followed
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_refused(root, outside):
+    target = _target(root)
+    (root / "out").rename(root / "out-moved")
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    before = sorted(outside.iterdir())
+    with (
+        pytest.raises(PathEscapeError, match="not a folder inside the data root"),
+        target.writing(),
+    ):
+        pass
+    assert sorted(outside.iterdir()) == before
+
+
+def test_a_folder_swapped_for_another_folder_after_the_check_is_refused(root):
+    target = _target(root)
+    (root / "out").rename(root / "out-moved")
+    (root / "out").mkdir()
+    with (
+        pytest.raises(PathEscapeError, match="replaced since the job was checked"),
+        target.writing(),
+    ):
+        pass
+    assert list((root / "out").iterdir()) == []
+
+
+def test_a_failed_write_leaves_no_temporary_file(root):
+    target = _target(root)
+    with pytest.raises(RuntimeError), target.writing() as out:
+        out.write(b"half")
+        raise RuntimeError("killed midway")
+    assert list((root / "out").iterdir()) == []
+
+
+def test_an_output_name_is_claimed_by_one_job_until_released(root):
+    from node.datapaths import OutputBusy, release_output, reserve_output
+
+    parts, later = ("out", "res.csv"), time.time() + 3600
+    reserve_output(root, parts, "job-a", "exe-a1", later)
+    with pytest.raises(OutputBusy, match="being written by job job-a"):
+        reserve_output(root, parts, "job-b", "exe-b1", later)
+    reserve_output(root, parts, "job-a", "exe-a2", later)  # the same job's next attempt
+    release_output(root, parts, "exe-a1")  # not its claim any more: a no-op
+    with pytest.raises(OutputBusy):
+        reserve_output(root, parts, "job-b", "exe-b1", later)
+    release_output(root, parts, "exe-a2")
+    reserve_output(root, parts, "job-b", "exe-b1", later)
+
+
+def test_a_claim_left_by_a_killed_job_lapses_at_its_deadline(root):
+    from node.datapaths import reserve_output
+
+    parts = ("out", "res.csv")
+    reserve_output(root, parts, "job-a", "exe-a1", time.time() - 1)  # its deadline passed
+    reserve_output(root, parts, "job-b", "exe-b1", time.time() + 3600)
+
+
+@pytest.mark.parametrize("name", [".partyline/outputs/x", ".partyline/work/exe.alice/keys.csv"])
+def test_names_in_the_nodes_own_folder_are_refused(root, name):
+    with pytest.raises(PathEscapeError, match=r"node's own \.partyline"):
+        resolve_in_root(root, name)
+    with pytest.raises(PathEscapeError, match=r"node's own \.partyline"):
+        resolve_in_root(root, str(root / name), for_write=True)
+
+
+def test_a_link_into_the_nodes_own_folder_is_refused(root):
+    (root / ".partyline").mkdir()
+    (root / ".partyline/secret").write_text("x")
+    (root / "innocent.csv").symlink_to(root / ".partyline/secret")
+    with pytest.raises(PathEscapeError, match=r"node's own \.partyline"):
+        resolve_in_root(root, "innocent.csv")

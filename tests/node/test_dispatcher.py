@@ -350,3 +350,26 @@ def test_spu_tls_opts_both_sides(tmp_path):
         assert side["certificate_path"].endswith("alice.crt")
         assert side["private_key_path"].endswith("alice.key")
         assert side["ca_file_path"].endswith("ca.crt")
+
+
+def test_two_jobs_naming_one_output_the_second_is_refused_until_the_first_ends(settings):
+    """Slots > 1, or a warm and a cold job side by side: both would pass the 'already exists'
+    check (the output is not there yet). The output is claimed from preflight to its rename,
+    so the second is refused with OutputExists naming the first job."""
+    from node.datapaths import release_output
+
+    first = psi.prepare(make_params(), settings)
+    other = make_params().model_copy(update={"task_id": "job-other", "execution_id": "exe-o1"})
+    with pytest.raises(JobRefused, match="being written by job job-7f3a") as exc_info:
+        psi.prepare(other, settings)
+    assert exc_info.value.type == ErrorType.OUTPUT_EXISTS
+    release_output(settings.data_root, tuple(first["output_claim"]), "exe-91c2")
+    assert psi.prepare(other, settings)["output_claim"] == ["out", "job-7f3a.csv"]
+
+
+def test_a_refusal_after_the_claim_releases_it(settings):
+    bad = make_params(keys={"alice": ["nope"], "bob": ["uid"]})
+    with pytest.raises(JobRefused):
+        psi.prepare(bad, settings)
+    other = make_params().model_copy(update={"task_id": "job-other", "execution_id": "exe-o1"})
+    psi.prepare(other, settings)  # not refused as busy

@@ -40,7 +40,7 @@ def _both(tmp_path, content: bytes, keys: list[str], common, every_row: bool):
     got = {}
     for plain in (False, True):
         out = tmp_path / f"out-{plain}.csv"
-        n = write_output(src, psi, keys, out, every_row=every_row, plain=plain)
+        n = write_output(src, psi, keys, _target(out), every_row=every_row, plain=plain)
         got[plain] = (n, out.read_bytes())
     return check, got
 
@@ -121,3 +121,10 @@ def test_blocks_of_a_few_lines_give_the_same_output(tmp_path, monkeypatch):
         assert small[True] == small[False] == want[every_row]
     firsts = list(dict.fromkeys(b for _, b in rows if int(b[1:]) % 2 == 0))
     assert want[False][0] == len(firsts)
+
+
+def _target(path):
+    """Where write_output writes `path` (its folder as the data root, fixed now)."""
+    from node.datapaths import OutputTarget
+
+    return OutputTarget.at_preflight(path.parent, path, "exe-test")

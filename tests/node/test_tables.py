@@ -170,7 +170,7 @@ def test_property_the_psi_sees_each_key_once_and_the_output_their_first_rows(
     from node.table_output import write_output
 
     out = tmp / "out.csv"
-    n = write_output(path, c.psi_input, ["uid"], out, every_row=False)  # all keys "common"
+    n = write_output(path, c.psi_input, ["uid"], _target(out), every_row=False)  # all keys "common"
     first: dict[str, str] = {}
     for k, v in rows:
         first.setdefault(k, v)
@@ -188,13 +188,13 @@ def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
     hexes = [b"b".hex(), b"c,d".hex()]
     psi_out.write_text('"k0"\n' + "\n".join([hexes[0], SENTINEL, hexes[1]]) + "\n")  # as SPU
     target = tmp_path / "out.csv"
-    assert write_output(source, psi_out, ["uid"], target, every_row=True) == 4
+    assert write_output(source, psi_out, ["uid"], _target(target), every_row=True) == 4
     assert target.read_text() == 'v,uid\n1,b\n3,b\n4,"c,d"\n5,b\n'
-    assert write_output(source, psi_out, ["uid"], target, every_row=False) == 2
+    assert write_output(source, psi_out, ["uid"], _target(target), every_row=False) == 2
     assert target.read_text() == 'v,uid\n1,b\n4,"c,d"\n'
     empty = tmp_path / "none.csv"
     empty.write_text("k0\n")
-    assert write_output(source, empty, ["uid"], target, every_row=False) == 0
+    assert write_output(source, empty, ["uid"], _target(target), every_row=False) == 0
     assert target.read_text() == "v,uid\n"
 
 
@@ -214,3 +214,10 @@ def test_blocks_count_lines_bom_and_crlf_as_lines_do(tmp_path, monkeypatch, bloc
     assert "line 42: not UTF-8 (byte 0xff at column 5)" in err.message, err.message
     last = _check(tmp_path, b"uid\na\nb")  # no newline at the end
     assert _keys(last) == ["a", "b"]
+
+
+def _target(path):
+    """Where write_output writes `path` (its folder as the data root, fixed now)."""
+    from node.datapaths import OutputTarget
+
+    return OutputTarget.at_preflight(path.parent, path, "exe-test")
