@@ -172,7 +172,7 @@ def run_job(
             {
                 "params": params.model_dump(mode="json"),
                 "prepared": prepared,
-                "settings": settings.model_dump(mode="json"),
+                "settings": settings.for_job_process(),  # no secret crosses to the job
                 "log_path": str(log_path),
             }
         )

@@ -11,7 +11,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -217,6 +217,16 @@ class NodeSettings(BaseSettings):
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
 
+    def for_job_process(self) -> dict:
+        """These settings as a job's own process gets them (a cold job process, a session
+        driver — through a pipe or the session host's socket): without the Redis passwords,
+        which such a process never needs (it does not talk to Redis)."""
+        data = self.model_dump(mode="json")
+        for name in ("broker_url", "result_backend"):
+            if data.get(name):
+                data[name] = _without_password(data[name])
+        return data
+
     @property
     def ray_port(self) -> int:
         return int(self.ray_address.rpartition(":")[2])
@@ -268,3 +278,15 @@ def split_host_port(address: str) -> tuple[str, int]:
 @lru_cache(maxsize=1)
 def get_settings() -> NodeSettings:
     return NodeSettings()
+
+
+PASSWORD_NOT_SENT = "not-sent-to-job-processes"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{PASSWORD_NOT_SENT}@{host}"))

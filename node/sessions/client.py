@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.sessions.paths import socket_path
+from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
 from node.settings import NodeSettings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -30,6 +30,10 @@ class HostUnavailable(RuntimeError):
 def _connect(path: Path, wait_s: float) -> socket.socket:
     """Connect to the host, waiting up to `wait_s` while nobody listens (the socket file is
     missing, or left by a killed host: refused); any other error fails at once."""
+    try:
+        private_folder(path.parent)
+    except SocketUnsafe as exc:
+        raise HostUnavailable(str(exc)) from None
     end = time.monotonic() + wait_s
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -46,6 +50,11 @@ def _connect(path: Path, wait_s: float) -> socket.socket:
                 ) from None
             time.sleep(RETRY_PAUSE_S)
             continue
+        try:  # the spec goes only to this node's own host
+            check_peer(sock, "process listening on the session socket")
+        except (OSError, SocketUnsafe) as exc:
+            sock.close()
+            raise HostUnavailable(f"refused the session socket {path}: {exc}") from None
         sock.settimeout(None)
         return sock
 
@@ -130,14 +139,8 @@ class SessionJob:
 
 
 def _ask(settings: NodeSettings, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    with _connect(socket_path(settings), 0.0) as sock:
         sock.settimeout(timeout)
-        try:
-            sock.connect(str(socket_path(settings)))
-        except OSError as exc:
-            raise HostUnavailable(
-                f"no session host answers on {socket_path(settings)} ({exc.strerror or exc})"
-            ) from None
         sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):

@@ -10,7 +10,9 @@ session. The rules:
 - a session whose job did not succeed (error, crash, cancel) is closed, and its id remembered:
   a later job naming it gets SessionLost, never a new session under the old id (the peer may
   still hold the old one, and the two would not be in step);
-- one session per party set: a job of a new session closes an older one of the same parties;
+- one session per party set: a job of a new session closes an older one of the same parties
+  (at once when it is idle; when its job ends when it is busy: a busy session is never killed
+  to make room);
 - at most NODE_MAX_SESSIONS sessions: beyond that the least recently used idle one is closed;
 - a session without a job for its `idle_timeout_s` is closed;
 - one driver is kept pre-started (secretflow imported) for the next new session.
@@ -40,12 +42,13 @@ from node.jobprocess import JobProcess
 from node.runner import READY_TIMEOUT_S, busy_port
 from node.sessions import wire
 from node.sessions.driver import identity
+from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
 from node.sessions.paths import remove as remove_socket
-from node.sessions.paths import socket_path
 from node.sessions.registry import ENDED_KEPT, SEEN_FILE, WarmSession, read_seen, remember
 from node.settings import NodeSettings, get_settings
 
 log = logging.getLogger("partyline.sessions")
+security_log = logging.getLogger("partyline.security")
 
 DRIVER_MODULE = "node.sessions.driver"
 
@@ -219,7 +222,11 @@ class Host:
                 )
             for other in self._sessions.values():
                 if other.parties == parties:
-                    retire.append((other, f"session {ref.id} of the same parties replaced it"))
+                    why = f"session {ref.id} of the same parties replaced it"
+                    if other.busy is None:
+                        retire.append((other, why))
+                    else:  # never killed mid-job: it ends when its job does
+                        other.retire_after_job = why
             idle = sorted(
                 (s for s in self._sessions.values() if s.busy is None and s.parties != parties),
                 key=lambda s: s.last_used,
@@ -262,6 +269,16 @@ class Host:
         if err is not None or sess is None:
             wire.send(conn, err or {})
             return
+        try:
+            self._start_job(conn, spec, params, sess, new)
+        except BaseException as exc:  # never left busy: the session ends with its job
+            self._end(sess, f"the host failed while running its job: {exc!r}", owner=True)
+            raise
+
+    def _start_job(
+        self, conn: socket.socket, spec: dict[str, Any], params: TaskParams,
+        sess: WarmSession, new: bool,
+    ) -> None:  # fmt: skip
         if new:
             busy = busy_port(params, self.settings)
             if busy is not None:
@@ -293,10 +310,12 @@ class Host:
                 return
         proc = sess.proc
         assert proc is not None
-        wire.send(
+        if not wire.send(
             conn,
             {"type": "session", "id": sess.id, "new": new, "pid": proc.pid, "job": sess.jobs + 1},
-        )
+        ):
+            self._end(sess, "its job's task was gone before the job started", owner=True)
+            return
         if not proc.wait_ready(READY_TIMEOUT_S):
             self._end(sess, "its driver did not start", owner=True)
             wire.send(
@@ -330,6 +349,8 @@ class Host:
                         return
                     with self._lock:
                         sess.busy, sess.last_used, sess.jobs = None, time.monotonic(), sess.jobs + 1
+                    if sess.retire_after_job:
+                        self._end(sess, sess.retire_after_job, owner=True)
                     return
                 if msg["type"] == "error":
                     self._end(sess, "its job failed", owner=True)
@@ -349,7 +370,7 @@ def serve(settings: NodeSettings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: host.stop.set())
     path = socket_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)  # ours, 0700, not a link: or the host does not start
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -366,6 +387,12 @@ def serve(settings: NodeSettings) -> int:
                 conn, _ = listener.accept()
             except OSError:
                 return
+            try:
+                check_peer(conn, "process connecting to the session host")
+            except (OSError, SocketUnsafe) as exc:
+                security_log.warning("session host of party %s refused: %s", settings.party, exc)
+                conn.close()
+                continue
             threading.Thread(
                 target=_guarded, args=(host, conn), name="session-job", daemon=True
             ).start()

@@ -43,6 +43,9 @@ class WarmSession:
     proc: JobProcess | None = None
     ray_session: str | None = None  # the Ray head's session the driver connected to
     busy: str | None = None  # execution id of the job in flight
+    # set when a newer session of the same parties began while this one was busy: it ends once
+    # its job does (a busy session is never killed to make room)
+    retire_after_job: str | None = None
     last_used: float = field(default_factory=time.monotonic)
     jobs: int = 0
 

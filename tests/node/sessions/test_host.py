@@ -180,3 +180,66 @@ def test_a_session_from_before_a_ray_head_restart_is_not_used(tmp_path, monkeypa
     sess, _, err = host._claim(params(execution="exe-2"))
     assert sess is None and err["error"]["type"] == ErrorType.SESSION_LOST
     assert "Ray head restarted" in err["error"]["message"]
+
+
+def test_a_busy_session_is_never_killed_to_make_room_for_a_new_one(tmp_path):
+    """A newer session of the same parties (the coordinator restarted mid-job) starts beside
+    the busy one, which is only marked: it ends once its job does."""
+    host = Host(settings(tmp_path))
+    host._claim(params("ses-1"))  # busy with exe-1
+    _, new, err = host._claim(params("ses-2", execution="exe-2", fed_port=21001))
+    assert new and err is None
+    assert set(host._sessions) == {"ses-1", "ses-2"}
+    assert host._sessions["ses-1"].busy == "exe-1"
+    assert "replaced" in (host._sessions["ses-1"].retire_after_job or "")
+
+
+class _GoneConn:
+    """The task's end of the socket, already closed (its Celery task was killed)."""
+
+    def sendall(self, data):
+        raise BrokenPipeError
+
+
+class _Driver:
+    pid, killed = 4242, False
+
+    def kill(self):
+        self.killed = True
+
+
+def test_a_session_whose_task_is_gone_before_its_job_starts_is_ended_not_left_busy(tmp_path):
+    host = Host(settings(tmp_path))
+    host._claim(params("ses-1"))
+    done(host, "ses-1")
+    sess, new, _ = host._claim(params("ses-1", execution="exe-2"))
+    assert sess is not None and not new
+    sess.proc = _Driver()  # type: ignore[assignment]
+    host._start_job(_GoneConn(), {}, params("ses-1", execution="exe-2"), sess, new)  # type: ignore[arg-type]
+    assert "ses-1" not in host._sessions and sess.proc.killed
+    assert "gone before the job started" in host._ended["ses-1"]
+
+
+def test_any_failure_after_the_claim_ends_the_session(tmp_path, monkeypatch):
+    host = Host(settings(tmp_path))
+    host._claim(params("ses-1"))
+    done(host, "ses-1")
+
+    def broken(*_a, **_kw):
+        raise OSError("the driver's pipe broke")
+
+    monkeypatch.setattr(host, "_start_job", broken)
+    with pytest.raises(OSError):
+        host._run(
+            _GoneConn(), {"params": params("ses-1", execution="exe-2").model_dump(mode="json")}
+        )  # type: ignore[arg-type]
+    assert "ses-1" not in host._sessions
+    assert "failed while running its job" in host._ended["ses-1"]
+
+
+def test_the_settings_a_job_process_gets_carry_no_redis_password(tmp_path):
+    s = settings(tmp_path, result_backend="rediss://node:0ther-Secret@alice.example:6380/1")
+    sent = s.for_job_process()
+    assert "s3cret-Zq81" not in str(sent) and "0ther-Secret" not in str(sent)
+    again = NodeSettings.model_validate(sent)  # what the job process rebuilds
+    assert again.data_root == s.data_root and again.party == "alice"
