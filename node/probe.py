@@ -13,11 +13,14 @@ peer's chains to the federation CA and that it names the expected party (CN and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -30,8 +33,9 @@ from node.settings import NodeSettings, split_host_port
 log = logging.getLogger("partyline.probe")
 
 GREETING = "partyline-probe"
-HANDSHAKE_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 5.0  # per read, and for the whole handshake and greeting together
 MAX_CONNECTIONS = 32  # handled at once; more are closed at once (the probe is not a service)
+MAX_PER_SOURCE = 4  # of them from one address: one host cannot take every slot
 EXPIRY_WARN_DAYS = 30
 _REFUSALS = {
     "PEER_DID_NOT_RETURN_A_CERTIFICATE": "it presented no certificate",
@@ -112,6 +116,25 @@ class ProbeServer:
         self.sock.settimeout(0.5)  # how often the accept loop looks at `stop`
         self.address: tuple[str, int] = self.sock.getsockname()[:2]
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._sources: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _admit(self, source: str) -> bool:
+        """A slot for a connection from `source`, within MAX_CONNECTIONS and MAX_PER_SOURCE."""
+        with self._lock:
+            if self._sources[source] >= MAX_PER_SOURCE:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._sources[source] += 1
+            return True
+
+    def _leave(self, source: str) -> None:
+        with self._lock:
+            self._sources[source] -= 1
+            if self._sources[source] <= 0:
+                del self._sources[source]
+            self._slots.release()
 
     def serve_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
@@ -125,7 +148,7 @@ class ProbeServer:
                     log.warning("probe accept failed: %s", exc)
                     time.sleep(0.5)
                     continue
-                if not self._slots.acquire(blocking=False):
+                if not self._admit(peer[0]):
                     log.warning("probe busy: closed a connection from %s", _where(peer))
                     conn.close()
                     continue
@@ -136,6 +159,7 @@ class ProbeServer:
             self.sock.close()
 
     def _answer(self, conn: socket.socket, peer: tuple) -> None:
+        cancel = _cut_after(conn, HANDSHAKE_TIMEOUT_S)
         try:
             conn.settimeout(HANDSHAKE_TIMEOUT_S)
             with self.ctx.wrap_socket(conn, server_side=True) as tls:
@@ -152,8 +176,30 @@ class ProbeServer:
         except (OSError, ValueError) as exc:
             log.info("probe client at %s failed: %s", _where(peer), exc or type(exc).__name__)
         finally:
+            cancel()
             conn.close()
-            self._slots.release()
+            self._leave(peer[0])
+
+
+def _cut_after(conn: socket.socket, seconds: float) -> Callable[[], None]:
+    """Shut the connection down after `seconds` in all (a timeout per read alone would let a
+    client that sends a byte every few seconds hold a slot for ever); returns the cancel."""
+    guard = socket.socket(fileno=os.dup(conn.fileno()))  # shutdown acts on the connection
+
+    def cut() -> None:
+        with contextlib.suppress(OSError):
+            guard.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+
+    def cancel() -> None:
+        timer.cancel()
+        timer.join()
+        guard.close()
+
+    return cancel
 
 
 def serve(

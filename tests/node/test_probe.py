@@ -443,3 +443,55 @@ def test_up_runs_workers_and_probe_and_sigterm_stops_them_all(certs, tmp_path, p
             proc.wait()
         head.close()
         redis.stop()
+
+
+def test_slow_handshakes_cannot_hold_the_probe(certs, tmp_path, ports, monkeypatch):
+    """40 clients that send a byte every second never finish a handshake: each is cut after
+    the handshake time in all (not per read), one address holds at most MAX_PER_SOURCE slots
+    (before: all 32, and every peer was turned away), and a peer from another address is
+    answered meanwhile."""
+    from node import probe
+
+    monkeypatch.setattr(probe, "HANDSHAKE_TIMEOUT_S", 2.0)
+    alice = node_settings("alice", certs, tmp_path, probe_port=ports.one())
+    bob = node_settings("bob", certs, tmp_path)
+    with probing(alice) as at_alice:
+        host, port = split_host_port(at_alice)
+        slow = [socket.create_connection((host, port), timeout=10) for _ in range(40)]
+        for s in slow:  # a TLS record of 512 bytes is announced …
+            with contextlib.suppress(OSError):
+                s.send(b"\x16\x03\x01\x02\x00\x01")
+        stop = threading.Event()
+
+        def trickle() -> None:  # … and its bytes come one a second
+            while not stop.wait(1.0):
+                for s in slow:
+                    with contextlib.suppress(OSError):
+                        s.send(b"\x16")
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        try:
+            time.sleep(0.5)
+            # another address (127.0.0.2 is this machine too): answered while the slow ones wait
+            ctx = probe.client_context(bob)
+            raw = socket.create_connection((host, port), timeout=5, source_address=("127.0.0.2", 0))
+            with ctx.wrap_socket(raw) as tls:
+                assert tls.recv(100).startswith(b"partyline-probe alice")
+            ends = []
+            for s in slow:
+                s.settimeout(10)
+                t0 = time.monotonic()
+                try:
+                    while s.recv(100):
+                        pass
+                except OSError:
+                    pass
+                ends.append(time.monotonic() - t0)
+            # those beyond the cap are closed at once; the 4 admitted within ≈ 2 s in all,
+            # though a byte arrives every second (a timeout per read would never fire)
+            assert max(ends) < 6, ends
+        finally:
+            stop.set()
+            for s in slow:
+                s.close()
