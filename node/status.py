@@ -25,7 +25,7 @@ from node.contract import (
 log = logging.getLogger(__name__)
 SEQ_KEY = "task_status_seq:{}"
 SEQ_TTL_S = 7 * 24 * 3600
-STREAM_MAXLEN = 1_000_000
+STREAM_MAXLEN = 100_000  # ≈ 12,000 tasks of events; with Redis's maxmemory, bounded by bytes
 
 
 class StatusNotifier:

@@ -9,6 +9,10 @@ from pathlib import Path
 
 ACL_FILE = Path(__file__).with_name("coordinator.acl")
 CONF_TEMPLATE = Path(__file__).with_name("redis.conf.j2")
+# a party's Redis holds queues, results (7 days), the status stream (≤ 100,000 entries) and
+# heartbeats: 1 GB is ample; full means a clear OOM error on write, never an eviction
+DEFAULT_MAXMEMORY = "1gb"
+_MEMORY_RE = re.compile(r"[1-9][0-9]{0,5}(mb|gb)")
 # a password goes into an ACL line (`>password`): no spaces, no characters Redis's config
 # parser would split or quote, and long enough not to be guessed
 _PASSWORD_RE = re.compile(r"[A-Za-z0-9_.~+=/-]{16,128}")
@@ -39,6 +43,7 @@ def render_redis_conf(
     coordinator_password: str,
     tls: RedisTls | None,
     bind: str = "127.0.0.1",
+    maxmemory: str = DEFAULT_MAXMEMORY,
 ) -> str:
     """One party's redis.conf from the shared template; refuses a value that would make a
     broken or unsafe file (a password Redis would split, a port out of range)."""
@@ -55,6 +60,8 @@ def render_redis_conf(
             )
     if node_password == coordinator_password:
         raise ValueError("Redis: the node and the coordinator users need different passwords")
+    if not _MEMORY_RE.fullmatch(maxmemory):
+        raise ValueError(f"Redis maxmemory {maxmemory!r}: a size such as 512mb or 2gb")
     if not 0 < port < 65536:
         raise ValueError(f"Redis port {port} is out of range")
     env = jinja2.Environment(
@@ -72,4 +79,5 @@ def render_redis_conf(
         redis_node_password=node_password,
         redis_coordinator_password=coordinator_password,
         redis_coordinator_acl=coordinator_acl_rules(),
+        redis_maxmemory=maxmemory,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -176,3 +177,24 @@ def test_rotating_bobs_certificate_leaves_alice_running_and_the_next_psi_succeed
         assert bob_after[f"{unit}.service"] != bob_before[f"{unit}.service"], unit
     _job, got, want = psi(fed, 600, "out/after-rotation.csv")
     assert got == want and len(want) == 300
+
+
+def test_the_ray_head_runs_only_while_the_firewall_table_is_loaded(federation):
+    """Ray listens on every interface: when alice's firewall unit stops (its table deleted),
+    her Ray head stops with it; started again, the firewall comes first."""
+    fed = federation
+
+    def active(unit: str) -> str:
+        return fed.sandbox.exec("alice", "systemctl", "is-active", unit, check=False).stdout.strip()
+
+    try:
+        fed.sandbox.exec("alice", "systemctl", "stop", "partyline-firewall.service")
+        end = time.monotonic() + 60
+        while active("partyline-ray-head.service") not in ("inactive", "failed"):
+            assert time.monotonic() < end, "alice's Ray head runs on without her firewall"
+            time.sleep(0.5)
+        assert "partyline" not in fed.sandbox.exec("alice", "nft", "list", "tables").stdout
+    finally:
+        fed.sandbox.exec("alice", "systemctl", "start", "partyline-ray-head.service")
+    assert active("partyline-firewall.service") == "active"  # pulled in first (BindsTo)
+    assert active("partyline-ray-head.service") == "active"

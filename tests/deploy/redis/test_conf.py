@@ -68,10 +68,12 @@ def test_the_rendered_server_keeps_every_task_and_lets_each_user_do_its_part(par
     coord = redis.Redis(port=party_redis, username="coordinator", password=COORD_PW)
     coord.lpush("secretflow_queue", "task")
     coord.xadd("task_status_stream", {"event": "{}"})
+    assert node.config_get("maxmemory") == {"maxmemory": str(1024**3)}  # 1gb, the default
     for attempt in (
         lambda: coord.get("node_executed:exe-1.alice"),
         lambda: coord.eval("return 1", 0),
         lambda: coord.keys("*"),
+        lambda: coord.info(),  # describes the node's whole keyspace and clients
     ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             attempt()
@@ -117,3 +119,60 @@ def test_the_template_is_the_only_redis_configuration_of_the_deployments():
         if "user coordinator on" in p.read_text() or "maxmemory-policy" in p.read_text()
     ]
     assert writers == []
+
+
+def test_a_full_redis_refuses_writes_with_a_clear_error_and_evicts_nothing(tmp_path, ports):
+    port = ports.one()
+    (tmp_path / "data").mkdir()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(
+        render_redis_conf(
+            port=port,
+            data_dir=tmp_path / "data",
+            node_password=NODE_PW,
+            coordinator_password=COORD_PW,
+            tls=None,
+            maxmemory="2mb",
+        )
+    )
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        node = redis.Redis(port=port, username="node", password=NODE_PW)
+        end = time.monotonic() + 20
+        while True:
+            try:
+                node.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < end, "redis-server did not start"
+                time.sleep(0.1)
+        node.set("first", "kept")
+        written = 0
+        with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
+            while written < 10_000:
+                node.xadd("task_status_stream", {"event": "x" * 1024})
+                written += 1
+        assert node.get("first") == b"kept"  # nothing was evicted to make room
+        assert 0 < node.xlen("task_status_stream") == written
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("size", ["0mb", "12", "1tb", "-1gb", "1gb\nuser x on"])
+def test_a_maxmemory_that_is_not_a_size_is_refused(tmp_path, size):
+    with pytest.raises(ValueError, match="maxmemory"):
+        render_redis_conf(
+            port=6380,
+            data_dir=tmp_path,
+            node_password=NODE_PW,
+            coordinator_password=COORD_PW,
+            tls=None,
+            maxmemory=size,
+        )
