@@ -65,15 +65,30 @@ def resolve_in_root(root: Path, name: str, *, for_write: bool = False) -> Path:
     return real
 
 
+HEADER_MAX_BYTES = 64 * 1024  # a header line longer than this is not read
+MAX_COLUMNS = 1000
+COLUMN_NAME_MAX = 256
+
+
 def read_csv_header(path: Path) -> list[str]:
-    """Column names of a CSV file's first line (no rows are read)."""
+    """Column names of a CSV file's first line (no rows are read, and at most
+    HEADER_MAX_BYTES of the file): at most MAX_COLUMNS names of at most COLUMN_NAME_MAX
+    characters. ValueError for a file without a header line, or one too long to be one."""
     import csv
 
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # tolerate a BOM
-        row = next(csv.reader(fh), None)
-    if row is None:
+    with open(path, "rb") as fh:
+        head = fh.read(HEADER_MAX_BYTES + 1)
+    line, newline, _ = head.partition(b"\n")
+    if not newline and len(head) > HEADER_MAX_BYTES:
+        raise ValueError(f"{path.name}: the header line is longer than {HEADER_MAX_BYTES} bytes")
+    text = line.decode("utf-8-sig").rstrip("\r")  # a BOM is tolerated; UnicodeDecodeError
+    if not text.strip():
         raise ValueError(f"{path.name} is empty: no header line")
-    return [c.strip() for c in row]
+    try:
+        row = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise ValueError(f"{path.name}: the header line is not CSV ({exc})") from None
+    return [c.strip()[:COLUMN_NAME_MAX] for c in row[:MAX_COLUMNS]]
 
 
 PRIVATE_DIR = ".partyline"  # the node's own files inside the data root (hidden from datasets)

@@ -260,24 +260,35 @@ def run_checks(
 
 
 def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
-    """CSV files under the data root: name, size, header columns (never rows)."""
+    """CSV files under the data root, in name order: name, size, header columns (never rows).
+    The walk skips hidden folders (the node's own `.partyline/`), does not follow links to
+    folders, and stops at `limit` files; a file whose header cannot be read is listed without
+    columns (one bad file never fails the listing)."""
+    root = settings.data_root.resolve()
+    out: list[dict] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if f.endswith(".csv") and not f.startswith(".")):
+            if len(out) >= limit:
+                return out
+            entry = _dataset(root, Path(folder) / name)
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+def _dataset(root: Path, path: Path) -> dict | None:
     from node.datapaths import read_csv_header
 
-    root = settings.data_root
-    out: list[dict] = []
-    for path in sorted(root.rglob("*.csv")):
-        if len(out) >= limit:
-            break
+    try:
         real = path.resolve()
         if root not in real.parents:
-            continue  # symlink out of the root: not a dataset of this node
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue  # the node's own work files (.partyline/…) and other hidden files
-        try:
-            columns = read_csv_header(real)
-        except (OSError, ValueError, UnicodeDecodeError):
-            columns = []
-        out.append(
-            {"name": str(path.relative_to(root)), "size": real.stat().st_size, "columns": columns}
-        )
-    return out
+            return None  # a link out of the root: not a dataset of this node
+        size = real.stat().st_size
+    except OSError:
+        return None
+    try:
+        columns = read_csv_header(real)
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        columns = []
+    return {"name": str(path.relative_to(root)), "size": size, "columns": columns}
