@@ -150,16 +150,20 @@ def gateway_routes(me: ComposeParty, parties: list[ComposeParty]) -> dict:
                 "name": f"{peer.name} fed (to {peer.name})",
                 "ports": list(peer.fed_ports),
                 "to": peer.gateway,
+                "listen": me.link_host,
             },
             {
                 "name": f"{peer.name} spu (to {peer.name})",
                 "ports": list(peer.spu_ports),
                 "to": peer.gateway,
+                "listen": me.link_host,
             },
             {
                 "name": f"{peer.name} probe (to {peer.name})",
                 "ports": [peer.probe_wan_port] * 2,
                 "to": peer.gateway,
+                # only inside this party's network (`wan` members cannot relay through it)
+                "listen": me.link_host,
             },
         ]
     return {"party": me.name, "ready_file": "/tmp/gateway.ready", "routes": routes}

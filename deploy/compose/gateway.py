@@ -15,10 +15,17 @@ firewall plays on real hosts (docs/compose.md).
 
 Standard library only: it runs from the node image as `python3 gateway.py CONFIG.json`.
 Config: {"party": "alice", "ready_file": "/tmp/gateway.ready",
-         "routes": [{"name": "alice fed", "ports": [21000, 21049], "to": "alice-node"}, ...]}
+         "routes": [{"name": "alice fed", "ports": [21000, 21049], "to": "alice-node"}, ...],
+         "max_connections": 512, "max_per_source": 128, "idle_timeout_s": 3600}
 A route forwards every port of its inclusive range to the same port of host `to`, or, for a
 one-port route with "to_port", to that port (the party's Redis and probe listen on fixed ports
-inside the party's network).
+inside the party's network). A route with "listen" binds only that host's address: the
+outbound routes listen on the gateway's address in the party's own network (`alice.peer`), so no
+member of `wan` can relay through them; inbound routes listen on every address.
+
+Bounds: at most `max_connections` relayed at once, `max_per_source` of them from one address
+(more are closed at once), and a connection with no byte in either direction for
+`idle_timeout_s` is closed (a warm session's links idle between jobs: the default is an hour).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import json
 import logging
 import signal
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +48,20 @@ CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
+class Limits:
+    max_connections: int = 512
+    max_per_source: int = 128
+    idle_timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     first: int
     last: int
     to: str
     to_port: int | None = None
+    listen: str = "0.0.0.0"
 
     def ports(self) -> range:
         return range(self.first, self.last + 1)
@@ -53,12 +70,15 @@ class Route:
         return self.to_port or port
 
 
-def load_routes(path: Path) -> tuple[str, Path | None, list[Route]]:
+def load_routes(path: Path) -> tuple[str, Path | None, list[Route], Limits]:
     raw = json.loads(Path(path).read_text())
     routes = [
-        Route(r["name"], int(r["ports"][0]), int(r["ports"][1]), r["to"], r.get("to_port"))
+        Route(
+            r["name"], int(r["ports"][0]), int(r["ports"][1]), r["to"], r.get("to_port"),
+            r.get("listen", "0.0.0.0"),
+        )
         for r in raw["routes"]
-    ]
+    ]  # fmt: skip
     seen: dict[int, str] = {}
     for r in routes:
         if not 1 <= r.first <= r.last <= 65535:
@@ -69,13 +89,44 @@ def load_routes(path: Path) -> tuple[str, Path | None, list[Route]]:
             if p in seen:
                 raise ValueError(f"{path}: port {p} is in both {seen[p]} and {r.name}")
             seen[p] = r.name
+    limits = Limits(
+        int(raw.get("max_connections", Limits.max_connections)),
+        int(raw.get("max_per_source", Limits.max_per_source)),
+        float(raw.get("idle_timeout_s", Limits.idle_timeout_s)),
+    )
     ready = raw.get("ready_file")
-    return raw["party"], Path(ready) if ready else None, routes
+    return raw["party"], Path(ready) if ready else None, routes, limits
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Activity:
+    """When a connection last carried a byte, in either direction (the idle timeout)."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.last = time.monotonic()
+
+    def left(self) -> float:
+        return self.last + self.idle_s - time.monotonic()
+
+
+class _Idle(Exception):
+    pass
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, activity: _Activity
+) -> None:
     try:
-        while data := await reader.read(CHUNK):
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(CHUNK), max(0.05, activity.left()))
+            except TimeoutError:
+                if activity.left() <= 0:
+                    raise _Idle from None
+                continue
+            if not data:
+                break
+            activity.last = time.monotonic()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
@@ -86,43 +137,77 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 writer.write_eof()
 
 
-async def _relay(route: Route, port: int, client_r, client_w) -> None:
-    peer = client_w.get_extra_info("peername")
-    port = route.target(port)
-    try:
-        up_r, up_w = await asyncio.wait_for(
-            asyncio.open_connection(route.to, port), CONNECT_TIMEOUT_S
-        )
-    except (TimeoutError, OSError) as exc:
-        log.info("%s: %s → %s:%s failed: %s", route.name, peer, route.to, port, exc or "timeout")
-        client_w.close()
-        return
-    log.debug("%s: %s → %s:%s", route.name, peer, route.to, port)
-    try:
-        await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
-    finally:
-        for w in (up_w, client_w):
-            w.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await w.wait_closed()
+class Gateway:
+    """The relays of one gateway, with its connection bounds."""
 
+    def __init__(self, routes: list[Route], limits: Limits) -> None:
+        self.routes = routes
+        self.limits = limits
+        self.sources: Counter[str] = Counter()
 
-async def serve(routes: list[Route], ready_file: Path | None, stop: asyncio.Event) -> None:
-    servers = []
-    for route in routes:
-        for port in route.ports():
+    def _admit(self, source: str) -> bool:
+        if sum(self.sources.values()) >= self.limits.max_connections:
+            return False
+        if self.sources[source] >= self.limits.max_per_source:
+            return False
+        self.sources[source] += 1
+        return True
 
-            def handler(r, w, route=route, port=port):
-                return _relay(route, port, r, w)
+    def _leave(self, source: str) -> None:
+        self.sources[source] -= 1
+        if self.sources[source] <= 0:
+            del self.sources[source]
 
-            servers.append(await asyncio.start_server(handler, "0.0.0.0", port, backlog=64))
-    for r in routes:
-        log.info("relaying %s: ports %s-%s → %s", r.name, r.first, r.last, r.to)
-    if ready_file:
-        ready_file.write_text("ready\n")
-    await stop.wait()
-    for s in servers:
-        s.close()
+    async def relay(self, route: Route, port: int, client_r, client_w) -> None:
+        peer = client_w.get_extra_info("peername") or ("?", 0)
+        if not self._admit(peer[0]):
+            log.warning("%s: %s turned away: too many connections", route.name, peer)
+            client_w.close()
+            return
+        try:
+            await self._relay(route, route.target(port), peer, client_r, client_w)
+        finally:
+            self._leave(peer[0])
+
+    async def _relay(self, route: Route, port: int, peer, client_r, client_w) -> None:
+        try:
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(route.to, port), CONNECT_TIMEOUT_S
+            )
+        except (TimeoutError, OSError) as exc:
+            log.info(
+                "%s: %s → %s:%s failed: %s", route.name, peer, route.to, port, exc or "timeout"
+            )
+            client_w.close()
+            return
+        log.debug("%s: %s → %s:%s", route.name, peer, route.to, port)
+        activity = _Activity(self.limits.idle_timeout_s)
+        try:
+            await asyncio.gather(_pipe(client_r, up_w, activity), _pipe(up_r, client_w, activity))
+        except _Idle:
+            log.info("%s: %s closed after %.0f s idle", route.name, peer, activity.idle_s)
+        finally:
+            for w in (up_w, client_w):
+                w.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await w.wait_closed()
+
+    async def serve(self, ready_file: Path | None, stop: asyncio.Event) -> None:
+        servers = []
+        for route in self.routes:
+            for port in route.ports():
+
+                def handler(r, w, route=route, port=port):
+                    return self.relay(route, port, r, w)
+
+                servers.append(await asyncio.start_server(handler, route.listen, port, backlog=64))
+        for r in self.routes:
+            log.info("relaying %s: %s ports %s-%s → %s", r.name, r.listen, r.first, r.last, r.to)
+        if ready_file:
+            ready_file.write_text("ready\n")
+        await stop.wait()
+        for s in servers:
+            s.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     try:
-        party, ready_file, routes = load_routes(args.config)
+        party, ready_file, routes, limits = load_routes(args.config)
     except (OSError, ValueError, KeyError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -145,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(routes, ready_file, stop)
+        await Gateway(routes, limits).serve(ready_file, stop)
 
     asyncio.run(run())
     return 0

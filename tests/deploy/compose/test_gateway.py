@@ -49,10 +49,12 @@ def _talk(port: int, payload: bytes) -> bytes:
 def gateway(tmp_path, ports):
     procs = []
 
-    def start(routes: list[dict]) -> Path:
+    def start(routes: list[dict], **limits) -> Path:
         ready = tmp_path / f"ready-{len(procs)}"
         cfg = tmp_path / f"gw-{len(procs)}.json"
-        cfg.write_text(json.dumps({"party": "alice", "ready_file": str(ready), "routes": routes}))
+        cfg.write_text(
+            json.dumps({"party": "alice", "ready_file": str(ready), "routes": routes, **limits})
+        )
         p = subprocess.Popen([sys.executable, str(GATEWAY), str(cfg)], start_new_session=True)
         procs.append(p)
         end = time.monotonic() + 20
@@ -130,3 +132,56 @@ def test_overlapping_routes_are_refused_naming_both(tmp_path):
         load_routes(cfg)
     done = subprocess.run([sys.executable, str(GATEWAY), str(cfg)], capture_output=True, text=True)
     assert done.returncode == 2 and "21010 is in both" in done.stderr
+
+
+# --- bounds (issue 22, point 7) ---------------------------------------------------------------
+def test_an_outbound_route_listens_only_on_the_partys_own_address(gateway, ports):
+    """Outbound routes bind the gateway's address in the party's network (here 127.0.0.2):
+    from any other address of the host — `wan`, in compose — nothing answers."""
+    srv, target = _echo_server()
+    port = ports.one()
+    gateway(
+        [{"name": "bob fed (to bob)", "ports": [port, port], "to": "127.0.0.1",
+          "to_port": target, "listen": "127.0.0.2"}]
+    )  # fmt: skip
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=3)
+    socket.create_connection(("127.0.0.2", port), timeout=3).close()
+    srv.close()
+
+
+def test_connections_past_the_caps_are_turned_away_and_the_rest_served(gateway, ports):
+    srv, target = _echo_server()
+    listen = ports.one()
+    gateway(
+        [{"name": "fed", "ports": [listen, listen], "to": "127.0.0.1", "to_port": target}],
+        max_connections=10,
+        max_per_source=3,
+    )
+    held = [socket.create_connection(("127.0.0.1", listen), timeout=3) for _ in range(3)]
+    time.sleep(0.3)  # the gateway has taken them (and connected each to the target)
+    assert _closed_without_answer(listen)  # a 4th from the same address: turned away
+    other = socket.create_connection(
+        ("127.0.0.1", listen), timeout=3, source_address=("127.0.0.2", 0)
+    )
+    other.settimeout(1.0)
+    with pytest.raises(TimeoutError):  # admitted: open, waiting for the target to answer
+        other.recv(1)
+    for s in [*held, other]:
+        s.close()
+    srv.close()
+
+
+def test_a_connection_idle_past_the_timeout_is_closed(gateway, ports):
+    srv, target = _echo_server()
+    listen = ports.one()
+    gateway(
+        [{"name": "fed", "ports": [listen, listen], "to": "127.0.0.1", "to_port": target}],
+        idle_timeout_s=1.0,
+    )
+    conn = socket.create_connection(("127.0.0.1", listen), timeout=10)
+    t0 = time.monotonic()
+    assert conn.recv(1) == b""  # closed by the gateway, though nobody sent anything
+    assert time.monotonic() - t0 < 8
+    conn.close()
+    srv.close()
