@@ -80,6 +80,43 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _default_retention_days() -> float:
+    from coordinator.settings import CoordinatorSettings
+
+    return float(CoordinatorSettings.model_fields["retention_days"].default)
+
+
+def cmd_prune(args) -> int:
+    import datetime as dt
+
+    from coordinator.db import make_engine, session_factory
+    from coordinator.services.retention import prune
+
+    url = args.database_url or os.environ.get("COORD_DATABASE_URL") or _secret_database_url()
+    days = args.older_than_days
+    if days is None:
+        days = float(os.environ.get("COORD_RETENTION_DAYS", _default_retention_days()))
+    if days <= 0:
+        console.print("[red]the retention must be more than 0 days[/]")
+        return 2
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    engine = make_engine(url)
+    try:
+        done = prune(session_factory(engine), before, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    line = (
+        f"{verb} {done.jobs} jobs that ended before {before:%Y-%m-%d %H:%M} UTC "
+        f"({days:g} days ago), {done.tasks} party tasks and {done.events} timeline events"
+    )
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "before": before.isoformat(), **vars(done)}))
+    else:
+        console.print(line, soft_wrap=True)
+    return 0
+
+
 def cmd_topology(args) -> int:
     from rich.table import Table
 
@@ -136,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--log-level", default="info")
     sv.set_defaults(fn=cmd_serve)
+    pr = sub.add_parser(
+        "prune",
+        help="delete finished jobs (with their party tasks and timelines) older than the "
+        "retention; open jobs are never touched",
+    )
+    pr.add_argument(
+        "--older-than-days",
+        type=float,
+        help=f"the retention (default: COORD_RETENTION_DAYS, else {_default_retention_days():g})",
+    )
+    pr.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    pr.add_argument("--database-url", help="as for migrate")
+    pr.add_argument("--json", action="store_true", help="print the counts as JSON")
+    pr.set_defaults(fn=cmd_prune)
     t = sub.add_parser("topology", help="check the party registry file and show its parties")
     t.add_argument("--file", help="default: COORD_TOPOLOGY_FILE or ./topology.yaml")
     t.set_defaults(fn=cmd_topology)

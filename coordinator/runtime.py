@@ -4,6 +4,7 @@ reconciliation loop, started and stopped together (the FastAPI app's lifespan ow
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 from collections.abc import Iterable
@@ -23,18 +24,24 @@ log = logging.getLogger(__name__)
 
 
 class ChangeFeed:
-    """Per-job change counters; SSE streams poll them (cheap, works across threads)."""
+    """Per-job change counters; SSE streams poll them (cheap, works across threads). The
+    `MAX_JOBS` most recently changed jobs are kept: a stream of a job dropped since sees its
+    counter change (to 0), reads the job again and goes on — one spare update, never a lost one."""
+
+    MAX_JOBS = 10_000
 
     def __init__(self) -> None:
-        self._versions: dict[str, int] = {}
+        self._versions: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.total = 0
 
     def notify(self, job_ids: Iterable[str]) -> None:
         with self._lock:
             for j in job_ids:
-                self._versions[j] = self._versions.get(j, 0) + 1
+                self._versions[j] = self._versions.pop(j, 0) + 1
                 self.total += 1
+            while len(self._versions) > self.MAX_JOBS:
+                self._versions.popitem(last=False)
 
     def version(self, job_id: str | None = None) -> int:
         with self._lock:

@@ -35,6 +35,12 @@ class CoordinatorSettings(BaseSettings):
         description="deadline of a job submitted without one (at most 7 days: nodes refuse more)",
     )
     max_attempts: int = Field(default=2, ge=1, description="attempts per job (retryable failures)")
+    retention_days: float = Field(
+        default=90.0,
+        gt=0,
+        description="finished jobs (tasks, timelines) older than this are deleted by "
+        "`python -m coordinator prune`",
+    )
 
     # task signing (DESIGN §6): the coordinator's own key + certificate sign every task; the
     # nodes' certificates verify their signed control replies

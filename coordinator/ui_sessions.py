@@ -12,6 +12,7 @@ delay that grows with the failures from that address (1 s, 2 s, … `MAX_DELAY_S
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import logging
@@ -35,13 +36,19 @@ def _mac(settings: CoordinatorSettings, sid: str, expires: int) -> str:
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
+MAX_TRACKED = 10_000  # client addresses whose failed logins are counted
+FAILURES_FORGOTTEN_S = 3600.0  # a count of failed logins lapses this long after the last
+
+
 class UiSessions:
     """The open UI sessions of this coordinator process (thread-safe)."""
 
     def __init__(self, lifetime_s: float) -> None:
         self.lifetime_s = lifetime_s
         self._open: dict[str, float] = {}  # session id → expiry (epoch seconds)
-        self._failures: dict[str, int] = {}  # client address → failed logins in a row
+        # client address → (failed logins in a row, time of the last): at most MAX_TRACKED
+        # addresses, the least recent dropped first; forgotten FAILURES_FORGOTTEN_S after the last
+        self._failures: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def open(self, settings: CoordinatorSettings) -> str:
@@ -77,9 +84,13 @@ class UiSessions:
 
     def failed_login(self, client: str) -> float:
         """Record a failed login from `client`; returns how long to wait before answering."""
+        now = time.monotonic()
         with self._lock:
-            n = self._failures.get(client, 0) + 1
-            self._failures[client] = n
+            n, last = self._failures.pop(client, (0, now))
+            n = n + 1 if now - last < FAILURES_FORGOTTEN_S else 1
+            self._failures[client] = (n, now)
+            while len(self._failures) > MAX_TRACKED:
+                self._failures.popitem(last=False)
         security_log.warning("failed UI login from %s (%d in a row)", client, n)
         return min(float(n), MAX_DELAY_S)
 

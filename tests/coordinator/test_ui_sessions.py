@@ -91,3 +91,25 @@ def test_swagger_and_redoc_are_served_by_the_app_itself(env):
             html = ui.get(page).text
             assert asset in html and "cdn" not in html.lower(), page
             assert ui.get(asset).status_code == 200
+
+
+def test_failed_logins_are_remembered_for_a_bounded_number_of_addresses(monkeypatch):
+    from coordinator import ui_sessions
+
+    monkeypatch.setattr(ui_sessions, "MAX_TRACKED", 3)
+    s = ui_sessions.UiSessions(60)
+    for addr in ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"):
+        s.failed_login(addr)
+    assert list(s._failures) == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    assert s.failed_login("10.0.0.2") == 2.0  # still counted: it is among the kept
+
+
+def test_a_count_of_failed_logins_lapses_after_an_hour(monkeypatch):
+    from coordinator import ui_sessions
+
+    s = ui_sessions.UiSessions(60)
+    clock = [1000.0]
+    monkeypatch.setattr(ui_sessions.time, "monotonic", lambda: clock[0])
+    assert [s.failed_login("10.0.0.9") for _ in range(3)] == [1.0, 2.0, 3.0]
+    clock[0] += ui_sessions.FAILURES_FORGOTTEN_S + 1
+    assert s.failed_login("10.0.0.9") == 1.0

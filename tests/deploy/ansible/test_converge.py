@@ -198,3 +198,18 @@ def test_the_ray_head_runs_only_while_the_firewall_table_is_loaded(federation):
         fed.sandbox.exec("alice", "systemctl", "start", "partyline-ray-head.service")
     assert active("partyline-firewall.service") == "active"  # pulled in first (BindsTo)
     assert active("partyline-ray-head.service") == "active"
+
+
+def test_the_coordinators_prune_runs_on_its_timer(federation):
+    """The role installs a daily prune of finished jobs: its timer is active, and the service
+    it starts runs `python -m coordinator prune` against the real database."""
+    fed = federation
+    timer = fed.sandbox.exec(
+        "coordinator", "systemctl", "is-active", "partyline-coordinator-prune.timer", check=False
+    )
+    assert timer.stdout.strip() == "active"
+    fed.sandbox.exec("coordinator", "systemctl", "start", "partyline-coordinator-prune.service")
+    log = fed.sandbox.exec(
+        "coordinator", "journalctl", "-u", "partyline-coordinator-prune.service", "--no-pager"
+    ).stdout
+    assert "deleted 0 jobs that ended before" in log and "(90 days ago)" in log, log
