@@ -129,8 +129,10 @@ def _announce(sender=None, **_kw) -> None:
     then the heartbeat, which tells the coordinator it may send jobs here."""
     role = os.environ.get(ROLE_ENV, "sf")
     if role == "sf":
+        from node import housekeeping
         from node.sessions import service
 
+        housekeeping.at_start(get_settings())  # before any job: what a killed worker left
         service.start(get_settings())
     hostname = getattr(sender, "hostname", "") or ""
     threading.Thread(

@@ -232,7 +232,9 @@ def reserve_output(
     job takes its own job's claim over."""
     path = _reservation(data_root, parts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    claim = json.dumps({"task_id": task_id, "writer": writer, "until": until}).encode()
+    claim = json.dumps(
+        {"task_id": task_id, "writer": writer, "until": until, "parts": list(parts)}
+    ).encode()
     for _ in range(2):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -256,6 +258,30 @@ def _read_claim(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return held if isinstance(held, dict) else {}
+
+
+def drop_claims(data_root: Path, *, lapsed_only: bool = False) -> int:
+    """Remove every output claim (only when no job can be running: at the worker's start) —
+    or, with `lapsed_only`, those past their job's deadline — and the temporary file its writer
+    may have left. Returns how many claims were removed."""
+    folder = Path(data_root) / PRIVATE_DIR / "outputs"
+    claims = list(folder.glob("*.writing")) if folder.is_dir() else []
+    dropped = 0
+    for path in claims:
+        held = _read_claim(path)
+        if lapsed_only and float(held.get("until", 0) or 0) > time.time():
+            continue
+        dropped += 1
+        parts, writer = held.get("parts"), held.get("writer")
+        if isinstance(parts, list) and parts and isinstance(writer, str):
+            with contextlib.suppress(OSError, PathEscapeError):
+                fd = open_folder(data_root, tuple(str(p) for p in parts[:-1]))
+                try:
+                    os.unlink(f".{parts[-1]}.{writer}.partial", dir_fd=fd)
+                finally:
+                    os.close(fd)
+        path.unlink(missing_ok=True)
+    return dropped
 
 
 def release_output(data_root: Path, parts: tuple[str, ...], writer: str) -> None:

@@ -41,8 +41,9 @@ class JobProcess:
         env = dict(
             os.environ, **{MSG_FD_ENV: str(w), "TMPDIR": str(scratch_dir(settings.data_root))}
         )
-        spawn_log.parent.mkdir(parents=True, exist_ok=True)
-        self._spawn_log = open(spawn_log, "ab")
+        from node.housekeeping import open_log
+
+        self._spawn_log = open_log(spawn_log)  # rotated by size
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module],
             stdin=subprocess.PIPE,

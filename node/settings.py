@@ -92,6 +92,11 @@ class NodeSettings(BaseSettings):
         default=120.0, description="cross-silo links must be up within this many seconds"
     )
     task_time_limit_s: float = Field(default=6 * 3600.0, description="hard limit of one job")
+    job_log_retention_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="job logs (state dir jobs/<execution>.<party>/) older than this are removed",
+    )
     worker_concurrency: int = 2
     spare_runner: bool = Field(
         default=True, description="keep one job process pre-started (secretflow already imported)"

@@ -190,9 +190,9 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             shutil.rmtree(prepared["work_dir"], ignore_errors=True)
         if prepared.get("output_claim"):  # renamed into place, or never will be by this job
             release_output(settings.data_root, tuple(prepared["output_claim"]), ids["execution_id"])
-        from node.datapaths import prune_scratch
+        from node import housekeeping
 
-        prune_scratch(settings.data_root, older_than_s=settings.task_time_limit_s + 600)
+        housekeeping.after_job(settings)
         if params.session is None:  # a cold job: the next one finds a job process ready
             runner.ensure_spare(settings)
         else:  # jobs run in warm sessions here: an idle cold job process only holds memory

@@ -87,7 +87,8 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
             raise _exists(cfg.output_paths[party], str(exc)) from None
     try:
         table, target = _check_and_place(params, settings, cfg, name, input_path)
-    except BaseException:
+    except BaseException:  # refused: nothing of the job stays (key copies, the claim)
+        shutil.rmtree(work_dir(settings, params), ignore_errors=True)
         if writes_output:
             release_output(settings.data_root, parts, params.execution_id)
         raise
@@ -149,7 +150,6 @@ def _check_and_place(
         real = resolve_in_root(settings.data_root, cfg.output_paths[party], for_write=True)
         target = OutputTarget.at_preflight(settings.data_root, real, params.execution_id)
     except PathEscapeError as exc:
-        shutil.rmtree(work_dir(settings, params), ignore_errors=True)
         raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
     return table, target
 

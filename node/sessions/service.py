@@ -28,11 +28,10 @@ _stop = threading.Event()
 
 
 def _spawn(settings: NodeSettings) -> subprocess.Popen[bytes]:
+    from node.housekeeping import open_log
     from node.jobprocess import die_with_parent
 
-    logs = settings.state_dir / "runner"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "sessions.log", "ab") as out:
+    with open_log(settings.state_dir / "runner" / "sessions.log") as out:  # rotated by size
         return subprocess.Popen(
             [sys.executable, "-m", "node.sessions.host"],
             stdin=subprocess.DEVNULL,

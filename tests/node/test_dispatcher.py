@@ -373,3 +373,12 @@ def test_a_refusal_after_the_claim_releases_it(settings):
         psi.prepare(bad, settings)
     other = make_params().model_copy(update={"task_id": "job-other", "execution_id": "exe-o1"})
     psi.prepare(other, settings)  # not refused as busy
+
+
+def test_a_table_refused_by_its_check_leaves_no_key_copy(settings):
+    (settings.data_root / "dups.csv").write_text("uid,v\n1,a\n1,b\n")
+    params = make_params(input_paths={"alice": "dups.csv", "bob": "x.csv"}, duplicates="refuse")
+    with pytest.raises(JobRefused):
+        psi.prepare(params, settings)
+    work = settings.data_root / ".partyline" / "work"
+    assert not work.exists() or not list(work.iterdir())

@@ -1,0 +1,99 @@
+"""What a node removes, so that nothing it makes grows without end.
+
+- At the SecretFlow worker's start (`at_start`: no job of this party can be running then — job
+  processes and session drivers die with the worker): every job's key-only work folder
+  (`.partyline/work/`), SPU's scratch files, every output claim with the temporary file its
+  writer left (`.partyline/outputs/*.writing`, `.<name>.<execution>.partial`), output-owner
+  records older than any deadline, and job logs past `NODE_JOB_LOG_RETENTION_DAYS`.
+- After every job (`after_job`): scratch files and work folders older than any job may run
+  (a job killed by the hard time limit leaves its pool process no `finally`), claims past their
+  job's deadline, and old job logs.
+- Log files the node appends to (the job processes' spawn logs, the session host's log) are
+  rotated by size when opened (`open_log`: one previous copy kept).
+
+Each job's own files are removed on its every exit path by the job itself (node/tasks.py); this
+module is what catches a worker killed with -9.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from node.contract import MAX_DEADLINE_AHEAD_S
+from node.datapaths import PRIVATE_DIR, drop_claims, prune_scratch
+from node.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+WORK_DIR = "work"
+
+
+def open_log(path: Path) -> BinaryIO:
+    """`path` opened for appending; first moved to `<path>.1` (replacing it) once it is over
+    LOG_MAX_BYTES."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > LOG_MAX_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    return open(path, "ab")
+
+
+def at_start(settings: NodeSettings) -> dict[str, int]:
+    """What a killed worker may have left; returns how many of each were removed."""
+    root = settings.data_root
+    done = {
+        "work_folders": _remove_children(root / PRIVATE_DIR / WORK_DIR, older_than_s=0),
+        "scratch": prune_scratch(root, older_than_s=0),
+        "output_claims": drop_claims(root),
+        "owner_records": _remove_children(
+            root / PRIVATE_DIR / "outputs", older_than_s=MAX_DEADLINE_AHEAD_S + 86400
+        ),
+        "job_logs": _old_job_logs(settings),
+    }
+    if any(done.values()):
+        log.info("removed what earlier runs left: %s", done)
+    return done
+
+
+def after_job(settings: NodeSettings) -> None:
+    root, longest = settings.data_root, settings.task_time_limit_s + 600
+    prune_scratch(root, older_than_s=longest)
+    _remove_children(root / PRIVATE_DIR / WORK_DIR, older_than_s=longest)
+    drop_claims(root, lapsed_only=True)
+    _old_job_logs(settings)
+
+
+def _old_job_logs(settings: NodeSettings) -> int:
+    return _remove_children(
+        settings.state_dir / "jobs", older_than_s=settings.job_log_retention_days * 86400
+    )
+
+
+def _remove_children(folder: Path, *, older_than_s: float) -> int:
+    """Remove the entries of `folder` last changed more than `older_than_s` ago (links are
+    removed, never followed)."""
+    if not folder.is_dir():
+        return 0
+    limit = time.time() - older_than_s
+    removed = 0
+    for entry in folder.iterdir():
+        try:
+            if older_than_s and entry.lstat().st_mtime >= limit:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+__all__ = ["after_job", "at_start", "open_log"]
