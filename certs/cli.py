@@ -16,7 +16,16 @@ from rich.markup import escape
 
 from certs.authority import DEFAULT_DAYS
 from certs.bundle import write_bundle
-from certs.common import fingerprint, iso, party_names, serial_hex
+from certs.common import (
+    CertsError,
+    check_host,
+    fingerprint,
+    host_key,
+    iso,
+    party_names,
+    registered_hosts,
+    serial_hex,
+)
 from certs.requests import ensure_key_and_csr, install_cert
 from certs.rotate import rotate
 from certs.signing import DEFAULT_RENEW_DAYS, ensure_ca, ensure_signed, load_authority
@@ -108,6 +117,12 @@ def run_ca(args: argparse.Namespace) -> Report:
 
 def run_sign(args: argparse.Namespace) -> Report:
     authority = load_authority(args.ca_dir)
+    hosts = registered_hosts(args.ca_dir)  # what the CA already certified, for whom
+    for spec in args.host_of or []:
+        name, sep, host = spec.partition("=")
+        if not sep or not name or not host:
+            raise CertsError(f"--host-of {spec!r}: expected NAME=HOST")
+        hosts[host_key(check_host(host))] = name
     res = ensure_signed(
         authority,
         args.csr,
@@ -116,6 +131,7 @@ def run_sign(args: argparse.Namespace) -> Report:
         args.days,
         args.renew_days,
         party_names(args.ca_dir),
+        hosts,
     )
     info = _cert_fields(res.cert)
     lines = [
@@ -238,8 +254,10 @@ def add_commands(sub: Any) -> dict[str, Handler]:
     p = sub.add_parser(
         "sign",
         help="with the CA: sign a party's certificate request",
-        description="Check CSR (its signature; CN a party name, = --party if given; SAN only DNS "
-        "names and IPs, none another party's name; no CA request) and write the party's "
+        description="Check CSR (its signature; CN = --party; SAN only DNS names and IPs, none "
+        "another party's name or a host registered to another party or the coordinator — in "
+        "another certificate of the CA directory, or given with --host-of; no CA request) and "
+        "write the party's "
         "certificate to --out, with the profile `init` uses. Nothing else is written, and no "
         "private key but the CA's is read. If --out already holds this CA's certificate for the "
         "same key and SAN with more than --renew-days left, it is kept (changed: false).",
@@ -247,7 +265,14 @@ def add_commands(sub: Any) -> dict[str, Handler]:
     p.add_argument("--ca-dir", required=True, type=Path, help="directory with ca.crt and ca.key")
     p.add_argument("--csr", required=True, type=Path, help="the request (PEM or DER)")
     p.add_argument("--out", required=True, type=Path, help="certificate file to write")
-    p.add_argument("--party", help="refuse unless the request is for this party")
+    p.add_argument("--party", required=True, help="the party the request must be for (its CN)")
+    p.add_argument(
+        "--host-of",
+        action="append",
+        metavar="NAME=HOST",
+        help="HOST (a name or address) is registered to party NAME (or the coordinator): "
+        "another party's request naming it is refused; repeat for every party's hosts",
+    )
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help="validity in days")
     p.add_argument(
         "--renew-days",

@@ -143,6 +143,41 @@ def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+SHARED_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})  # in every leaf: nobody's own
+
+
+def host_key(host: str) -> str:
+    """A SAN host as compared: an IP address in its canonical form, a DNS name in lower case
+    without a trailing dot."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host.lower().rstrip(".")
+
+
+def registered_hosts(ca_dir: Path) -> dict[str, str]:
+    """host → the name (party or coordinator) whose certificate in `ca_dir` holds it in its SAN
+    (DNS names and IP addresses; the localhost entries every leaf has are nobody's)."""
+    owners: dict[str, str] = {}
+    for path in sorted(Path(ca_dir).glob("*.crt")):
+        if path.name == CA_CERT:
+            continue
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, x509.ExtensionNotFound):
+            continue
+        owner = cn_of(cert.subject)
+        if not owner or is_ca(cert):
+            continue
+        for entry in san:
+            if isinstance(entry, x509.DNSName | x509.IPAddress):
+                key = host_key(str(entry.value))
+                if key not in SHARED_HOSTS:
+                    owners.setdefault(key, owner)
+    return owners
+
+
 def party_names(ca_dir: Path) -> set[str]:
     """CNs of the leaf certificates in `ca_dir`: names a request for another party must not
     claim in its SAN (a peer dials a party by its name)."""

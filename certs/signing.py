@@ -10,7 +10,7 @@ key is never read or needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from certs.common import (
     check_host,
     cn_of,
     days_left,
+    host_key,
     read_file,
     signed_by,
     spki,
@@ -122,9 +123,12 @@ def check_csr(
     source: str = "request",
     expected_party: str | None = None,
     reserved: Iterable[str] = (),
+    hosts: Mapping[str, str] | None = None,
 ) -> str:
     """Return the party `csr` is for, or raise CertsError naming `source` and the problem.
-    `reserved`: names of the federation's parties; the request may claim only its own."""
+    `reserved`: names of the federation's parties; `hosts`: host → whose it is (another
+    party's or the coordinator's registered host or address). The request may claim only its
+    own: a certificate for alice's Redis host would let its holder pose as alice's Redis."""
     try:
         valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):
@@ -166,7 +170,22 @@ def check_csr(
             raise CertsError(
                 f"{source}: SAN entry {entry.value!r} is another party's name; refused"
             )
+    _own_hosts_only(csr, party, hosts or {}, source)
     return party
+
+
+def _own_hosts_only(
+    csr: x509.CertificateSigningRequest, party: str, hosts: Mapping[str, str], source: str
+) -> None:
+    for entry in csr_sans(csr):
+        if not isinstance(entry, x509.DNSName | x509.IPAddress):
+            continue
+        owner = hosts.get(host_key(str(entry.value)))
+        if owner is not None and owner != party:
+            raise CertsError(
+                f"{source}: SAN entry {str(entry.value)!r} is {owner}'s registered host; a "
+                f"certificate for {party} may not name it (refused)"
+            )
 
 
 def leaf_sans(party: str, csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
@@ -186,11 +205,12 @@ def sign_csr(
     expected_party: str | None = None,
     reserved: Iterable[str] = (),
     source: str = "request",
+    hosts: Mapping[str, str] | None = None,
 ) -> x509.Certificate:
     """Check `csr` (see `check_csr`) and issue the party's leaf for its public key."""
     if days < 1:
         raise CertsError(f"--days must be at least 1, got {days}")
-    party = check_csr(csr, source, expected_party, reserved)
+    party = check_csr(csr, source, expected_party, reserved, hosts)
     return authority.sign_leaf(party, _public_key(csr, source), leaf_sans(party, csr), days)
 
 
@@ -234,12 +254,13 @@ def ensure_signed(
     days: int = DEFAULT_DAYS,
     renew_days: int = DEFAULT_RENEW_DAYS,
     reserved: Iterable[str] = (),
+    hosts: Mapping[str, str] | None = None,
 ) -> SignResult:
     """Sign `csr_path` into `out`, unless `out` already holds this CA's certificate for the
     same party, public key and SAN with more than `renew_days` days left. Writes only `out`."""
     out = Path(out)
     csr = load_csr(csr_path)
-    party = check_csr(csr, str(csr_path), party, reserved)
+    party = check_csr(csr, str(csr_path), party, reserved, hosts)
     if out.is_dir():
         raise CertsError(f"{out}: is a directory; --out names the certificate file")
     if out.exists():
@@ -249,6 +270,6 @@ def ensure_signed(
             current = None  # not a certificate: replace it
         if current is not None and _still_good(current, authority, csr, party, renew_days):
             return SignResult(party, out, current, Outcome.UNCHANGED)
-    cert = sign_csr(authority, csr, days, party, reserved, str(csr_path))
+    cert = sign_csr(authority, csr, days, party, reserved, str(csr_path), hosts)
     write_cert(out, cert)
     return SignResult(party, out, cert, Outcome.ISSUED)

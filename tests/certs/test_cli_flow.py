@@ -82,7 +82,7 @@ def test_distributed_flow(ca_dir, tmp_path):
     assert sorted(p.name for p in signed.parent.iterdir()) == ["alice.crt"]  # nothing else
     verify_chain(signed, ca_dir / "ca.crt")
     assert key_matches_cert(host / "alice.key", signed)
-    assert "changed: false" in ok(*sign_args, "--out", str(signed)).splitlines()
+    assert "changed: false" in ok(*sign_args, "--out", str(signed), "--party", "alice").splitlines()
 
     installed = as_json(
         "install",
@@ -155,8 +155,9 @@ def test_tampered_request_is_refused(ca_dir, tmp_path):
     bad = tmp_path / "bad.csr"
     bad.write_bytes(tampered(tmp_path / "alice.csr"))
     line = refused(
-        "sign", "--ca-dir", str(ca_dir), "--csr", str(bad), "--out", str(tmp_path / "x.crt")
-    )
+        "sign", "--ca-dir", str(ca_dir), "--csr", str(bad), "--out", str(tmp_path / "x.crt"),
+        "--party", "alice",
+    )  # fmt: skip
     assert "signature does not verify" in line and str(bad) in line
 
 
@@ -165,7 +166,10 @@ def test_tampered_request_is_refused(ca_dir, tmp_path):
     [
         (("rotate", "--party", "ca"), "federation CA itself"),
         (("rotate", "--party", "carol"), "carol.crt: no such certificate"),
-        (("sign", "--csr", "/nonexistent.csr", "--out", "/tmp/x.crt"), "/nonexistent.csr: no such"),
+        (
+            ("sign", "--csr", "/nonexistent.csr", "--out", "/tmp/x.crt", "--party", "alice"),
+            "/nonexistent.csr: no such",
+        ),
         (("bundle", "--party", "Bob", "--out", "/tmp/x.tgz"), "'Bob' is not a party name"),
     ],
 )
@@ -193,3 +197,51 @@ def test_ca_made_once(tmp_path):
     (ca_dir / "ca.key").unlink()
     assert "ca.key: no such file" in refused("ca", "--dir", str(ca_dir))
     assert (ca_dir / "ca.crt").read_bytes() == before["ca.crt"]
+
+
+# --- a certificate names only its owner (issue 22, point 5) ------------------------------------
+def test_sign_needs_the_expected_party(ca_dir, tmp_path):
+    ok("csr", "--party", "alice", "--dir", str(tmp_path))
+    done = run_cli("sign", "--ca-dir", str(ca_dir), "--csr", str(tmp_path / "alice.csr"),
+               "--out", str(tmp_path / "x.crt"))  # fmt: skip
+    assert done.returncode == 2 and "--party" in done.stderr
+    assert not (tmp_path / "x.crt").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "owner", "how"),
+    [
+        ("alice-redis.example", "alice", "alice's certificate holds it"),
+        ("192.0.2.11", "alice", "alice's certificate holds it"),
+        ("192.0.2.10", "coordinator", "--host-of"),
+        ("coord.example", "coordinator", "--host-of"),
+    ],
+)
+def test_a_request_naming_another_partys_or_the_coordinators_host_is_refused(
+    ca_dir, tmp_path, host, owner, how
+):
+    """carol asks for a certificate that also names alice's Redis host (or address) or the
+    coordinator's: with it, and a network position, carol could pose as alice's Redis and
+    receive the coordinator's ACL password and signed tasks. Refused, naming the owner."""
+    alice = tmp_path / "alice"
+    ok("csr", "--party", "alice", "--dir", str(alice),
+       "--host", "alice-redis.example", "--host", "192.0.2.11")  # fmt: skip
+    ok("sign", "--ca-dir", str(ca_dir), "--csr", str(alice / "alice.csr"),
+       "--out", str(ca_dir / "alice.crt"), "--party", "alice")  # fmt: skip
+    carol = tmp_path / "carol"
+    ok("csr", "--party", "carol", "--dir", str(carol), "--host", "carol.example", "--host", host)
+    out = tmp_path / "carol.crt"
+    line = refused(
+        "sign", "--ca-dir", str(ca_dir), "--csr", str(carol / "carol.csr"), "--out", str(out),
+        "--party", "carol", "--host-of", "coordinator=192.0.2.10",
+        "--host-of", "coordinator=coord.example",
+    )  # fmt: skip
+    assert f"{host!r} is {owner}'s registered host" in line, (how, line)
+    assert not out.exists()
+    # its own hosts only: signed
+    ok("csr", "--party", "carol", "--dir", str(carol), "--host", "carol.example")
+    fine = as_json(
+        "sign", "--ca-dir", str(ca_dir), "--csr", str(carol / "carol.csr"), "--out", str(out),
+        "--party", "carol", "--host-of", "coordinator=192.0.2.10",
+    )  # fmt: skip
+    assert fine["status"] == "issued"
