@@ -19,14 +19,17 @@ from certs.bundle import write_bundle
 from certs.common import (
     CertsError,
     check_host,
+    cn_of,
     fingerprint,
     host_key,
     iso,
+    load_cert,
     party_names,
     registered_hosts,
     serial_hex,
 )
 from certs.requests import ensure_key_and_csr, install_cert
+from certs.revocation import CRL_DAYS, CRL_RENEW_DAYS, ensure_crl, read_revoked, revoke
 from certs.rotate import rotate
 from certs.signing import DEFAULT_RENEW_DAYS, ensure_ca, ensure_signed, load_authority
 
@@ -183,6 +186,24 @@ def run_rotate(args: argparse.Namespace) -> Report:
     return Report(True, data, lines)
 
 
+def run_crl(args: argparse.Namespace) -> Report:
+    authority = load_authority(args.ca_dir)
+    path, changed = ensure_crl(args.ca_dir, authority, args.days, args.renew_days)
+    revoked = read_revoked(args.ca_dir)
+    word = "written" if changed else "unchanged"
+    lines = [f"revocation list  {word}  {_p(path)}", f"{len(revoked)} revoked"]
+    return Report(changed, {"crl": str(path), "revoked": len(revoked)}, lines)
+
+
+def run_revoke(args: argparse.Namespace) -> Report:
+    authority = load_authority(args.ca_dir)
+    cert = load_cert(args.cert)
+    path = revoke(args.ca_dir, authority, cert, args.reason)
+    serial = serial_hex(cert)
+    lines = [f"revoked {cn_of(cert.subject)}'s certificate {serial}", f"revocation list {_p(path)}"]
+    return Report(True, {"serial": serial, "party": cn_of(cert.subject), "crl": str(path)}, lines)
+
+
 Handler = Callable[[argparse.Namespace], Report]
 
 
@@ -319,7 +340,35 @@ def add_commands(sub: Any) -> dict[str, Handler]:
         "--key-type", choices=["rsa", "ec"], help="without --csr: new key type (default: as before)"
     )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    p = sub.add_parser(
+        "crl",
+        help="with the CA: write the revocation list again (before it runs out)",
+        description="Write CA_DIR/crl.pem: every revoked certificate not yet expired, signed by "
+        "the CA, valid --days — unless the one there already lists exactly those and has more "
+        "than --renew-days left (changed: false). Endpoints that check it refuse a list past "
+        "its next update, so issue it again in time (the Ansible role does at every converge).",
+    )
+    p.add_argument("--ca-dir", required=True, type=Path, help="directory with ca.crt and ca.key")
+    p.add_argument("--days", type=int, default=CRL_DAYS, help="validity in days")
+    p.add_argument(
+        "--renew-days", type=int, default=CRL_RENEW_DAYS, help="write a new list this early"
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+
+    p = sub.add_parser(
+        "revoke",
+        help="with the CA: revoke a certificate (a stolen key), without issuing a new one",
+        description="Record CERT as revoked (CA_DIR/revoked.json) and write a new crl.pem. "
+        "`rotate` revokes the certificate it replaces by itself.",
+    )
+    p.add_argument("--ca-dir", required=True, type=Path, help="directory with ca.crt and ca.key")
+    p.add_argument("--cert", required=True, type=Path, help="the certificate to revoke")
+    p.add_argument("--reason", default="revoked by the CA operator", help="kept in revoked.json")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     return {
+        "crl": run_crl,
+        "revoke": run_revoke,
         "csr": run_csr,
         "install": run_install,
         "ca": run_ca,

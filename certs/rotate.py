@@ -8,7 +8,8 @@
   keys): a new key of the same type (or `key_type`) and a certificate with the same SAN.
 
 The previous files are kept as CADIR/NAME.crt.<old serial, hex>.old and
-CADIR/NAME.key.<old serial, hex>.old (mode 0600). A new certificate is always issued. Refused:
+CADIR/NAME.key.<old serial, hex>.old (mode 0600), and the previous certificate is revoked
+(CADIR/revoked.json, a new CADIR/crl.pem: certs.revocation). A new certificate is always issued. Refused:
 the CA itself (`ca`), and a party with no CADIR/NAME.crt unless a request is given.
 """
 
@@ -40,6 +41,7 @@ from certs.common import (
     party_names,
     serial_hex,
 )
+from certs.revocation import revoke
 from certs.signing import load_authority, load_csr, sign_csr
 
 
@@ -116,6 +118,8 @@ def rotate(
     write_cert(crt_path, cert)
     if new_key is not None:
         write_key(key_path, new_key)
+    if old is not None:  # rotated out: no endpoint that checks the CRL accepts it any more
+        revoke(ca_dir, authority, old, "rotated")
     return RotateResult(
         party, crt_path, cert, key_path if new_key is not None else None, old, tuple(backups)
     )

@@ -33,7 +33,9 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
         cross_silo_comm_options={
             "exit_on_sending_failure": True,
             "timeout_in_ms": 120_000,
-            **fedlink.comm_options(params.sf_init_config.parties, job_name),
+            **fedlink.comm_options(
+                params.sf_init_config.parties, job_name, settings.revoked_serials()
+            ),
         },
         enable_waiting_for_other_parties_ready=True,
         logging_level=settings.log_level,

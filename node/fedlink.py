@@ -56,6 +56,7 @@ MAX_CONCURRENT_RPCS = 8  # messages being received or checked at once (≤ 8 × 
 CHECK_THREADS = 1
 PEERS_KEY = "partyline_peers"  # our keys in cross_silo_comm_options (RayFed ignores them)
 JOB_KEY = "partyline_job_name"
+REVOKED_KEY = "partyline_revoked"  # hex serials of revoked certificates (NODE_CRL_FILE)
 PROXY_MAX_CONCURRENCY = 32  # calls the one proxy actor serves at once (waiting get_data + send)
 
 
@@ -71,9 +72,12 @@ def payload_problem(data: bytes) -> str | None:
 _checks = concurrent.futures.ThreadPoolExecutor(CHECK_THREADS, "fedlink-check")
 
 
-def comm_options(peers: list[str], job_name: str = "") -> dict[str, Any]:
+def comm_options(
+    peers: list[str], job_name: str = "", revoked: frozenset[int] = frozenset()
+) -> dict[str, Any]:
     """What the job passes to sf.init as cross_silo_comm_options (besides its own timeouts)."""
     return {
+        REVOKED_KEY: sorted(format(s, "x") for s in revoked),
         "serializing_allowed_list": {m: list(n) for m, n in ALLOWED_GLOBALS.items()},
         "messages_max_size_in_bytes": MAX_MESSAGE_BYTES,
         "max_concurrency": PROXY_MAX_CONCURRENCY,
@@ -111,15 +115,27 @@ def _peer_cn(context: Any) -> str | None:
     return names[0].decode() if names else None
 
 
+def _peer_serial(context: Any) -> int | None:
+    """The serial of the certificate the peer presented (None: cannot tell)."""
+    from cryptography import x509
+
+    try:
+        pem = (context.auth_context().get("x509_pem_cert") or [b""])[0]
+        return x509.load_pem_x509_certificate(pem).serial_number
+    except Exception:
+        return None
+
+
 def _make_classes():
     from fed.proxy.base_proxy import SenderReceiverProxy
     from fed.proxy.grpc import grpc_proxy
     from fed.proxy.grpc.grpc_proxy import fed_pb2, fed_pb2_grpc
 
     class GuardedSendDataService(grpc_proxy.SendDataService):
-        def __init__(self, events, all_data, party, lock, job_name, peers):
+        def __init__(self, events, all_data, party, lock, job_name, peers, revoked=()):
             super().__init__(events, all_data, party, lock, job_name)
             self._peers = frozenset(peers)
+            self._revoked = frozenset(int(s, 16) for s in revoked)
             self._senders: dict[tuple[str, str], tuple[str, int]] = {}  # key → (peer, bytes)
             self._checking: dict[tuple[str, str], tuple[str, int]] = {}  # being checked
 
@@ -144,6 +160,8 @@ def _make_classes():
             peer = _peer_cn(context)
             if peer is None or peer not in self._peers:
                 return self._refuse(403, peer, "the sender is not a party of this job")
+            if self._revoked and _peer_serial(context) in self._revoked | {None}:
+                return self._refuse(403, peer, "the sender's certificate is revoked (CRL)")
             size = len(request.data)
             if size > MAX_MESSAGE_BYTES:
                 return self._refuse(413, peer, f"{size} bytes > {MAX_MESSAGE_BYTES}")
@@ -181,6 +199,7 @@ def _make_classes():
         def __init__(self, listen_addr, party, job_name, tls_config, proxy_config):
             super().__init__(listen_addr, party, job_name, tls_config, proxy_config)
             self._peers = [p for p in (proxy_config or {}).get(PEERS_KEY, []) if p != party]
+            self._revoked = list((proxy_config or {}).get(REVOKED_KEY, []))
 
         async def start(self):
             host, _, port = self._listen_addr.rpartition(":")
@@ -200,7 +219,7 @@ def _make_classes():
             fed_pb2_grpc.add_GrpcServiceServicer_to_server(
                 GuardedSendDataService(
                     self._events, self._all_data, self._party, self._lock, self._job_name,
-                    self._peers,
+                    self._peers, self._revoked,
                 ),
                 server,
             )  # fmt: skip
@@ -266,10 +285,13 @@ def _make_classes():
             return self._wait(self._sender.get_proxy_config(dest_party))
 
         def stop(self):
+            if not self._loop.is_running():  # stopped already
+                return
             server = getattr(self._receiver, "server", None)
             if server is not None:
                 self._wait(server.stop(None))
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     return GuardedSendDataService, GuardedGrpcReceiverProxy, GuardedGrpcSenderReceiverProxy
 

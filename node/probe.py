@@ -76,11 +76,21 @@ class LinkCheck:
 
 
 # --- TLS contexts -----------------------------------------------------------------------------
+def _check_revocation(ctx: ssl.SSLContext, settings: NodeSettings) -> None:
+    """With NODE_CRL_FILE: a peer whose certificate it revokes fails the handshake (OpenSSL
+    checks the list; it refuses everyone with a list out of date: fail closed)."""
+    if settings.crl_file is not None:
+        settings.revoked_serials()  # the CA's own list, in date — or CertsError now
+        ctx.load_verify_locations(settings.crl_file)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+
+
 def server_context(settings: NodeSettings) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(settings.cert_file, settings.key_file)
     ctx.load_verify_locations(settings.ca_file)
+    _check_revocation(ctx, settings)
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
@@ -90,6 +100,7 @@ def client_context(settings: NodeSettings) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(settings.cert_file, settings.key_file)
     ctx.load_verify_locations(settings.ca_file)
+    _check_revocation(ctx, settings)
     # identity is the party the certificate names, not the host name we dialled
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -107,6 +118,8 @@ class ProbeServer:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.party = settings.party
+        self.settings = settings
+        self._crl_stamp = settings.crl_stamp()
         self.ctx = server_context(settings)
         host, port = settings.probe_listen_host, settings.probe_port
         if port is None:
@@ -158,17 +171,28 @@ class ProbeServer:
         finally:
             self.sock.close()
 
+    def _context(self) -> ssl.SSLContext:
+        """The TLS context, made again when NODE_CRL_FILE changed (a new revocation list takes
+        effect at the next connection, without a restart)."""
+        stamp = self.settings.crl_stamp()
+        with self._lock:
+            if stamp != self._crl_stamp:
+                self.ctx, self._crl_stamp = server_context(self.settings), stamp
+            return self.ctx
+
     def _answer(self, conn: socket.socket, peer: tuple) -> None:
         cancel = _cut_after(conn, HANDSHAKE_TIMEOUT_S)
         try:
             conn.settimeout(HANDSHAKE_TIMEOUT_S)
-            with self.ctx.wrap_socket(conn, server_side=True) as tls:
+            with self._context().wrap_socket(conn, server_side=True) as tls:
                 der = tls.getpeercert(binary_form=True)
                 cn = cert_party(describe(x509.load_der_x509_certificate(der))) if der else "?"
                 tls.sendall(f"{GREETING} {self.party}\n".encode())
                 log.debug("probe answered %s at %s", cn, _where(peer))
         except ssl.SSLError as exc:
             why = _REFUSALS.get(exc.reason or "")
+            if "revoked" in str(getattr(exc, "verify_message", "") or ""):
+                why = "its certificate is revoked (NODE_CRL_FILE)"
             if why:
                 log.info("probe refused a client at %s: %s", _where(peer), why)
             else:
@@ -266,6 +290,12 @@ def check_peer(settings: NodeSettings, party: str, address: str, timeout: float 
         try:
             tls = ctx.wrap_socket(raw)
         except ssl.SSLCertVerificationError as exc:
+            if exc.verify_code == 23:  # X509_V_ERR_CERT_REVOKED
+                return result(
+                    LinkOutcome.UNTRUSTED,
+                    f"{at} presented a revoked certificate (NODE_CRL_FILE): {party} must install "
+                    "its new certificate",
+                )
             if exc.verify_code in (9, 10):  # X509_V_ERR_CERT_NOT_YET_VALID / _HAS_EXPIRED
                 return result(
                     LinkOutcome.UNTRUSTED,
@@ -329,6 +359,11 @@ def _tls_refused(at: str, party: str, me: str, exc: Exception) -> str:
     why = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
     if isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(why).upper():
         return f"{at} does not speak TLS ({why}): is this {party}'s probe port?"
+    if "REVOKED" in str(why).upper():
+        return (
+            f"{at} refused {me}'s certificate as revoked: install {me}'s new certificate "
+            "(rotated) on this host"
+        )
     return (
         f"{at} refused {me}'s certificate ({why}): {party} must trust the same federation CA "
         f"(NODE_CA_FILE) that signed {me}'s certificate"

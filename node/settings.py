@@ -46,6 +46,12 @@ class NodeSettings(BaseSettings):
     cert_file: Path
     key_file: Path
     ca_file: Path
+    crl_file: Path | None = Field(
+        default=None,
+        description="the federation CA's revocation list (crl.pem, `python -m certs crl`): when "
+        "set, the probe and the fed link refuse a revoked certificate, and a list that is not "
+        "the CA's or out of date stops them (fail closed)",
+    )
     trusted_signers: str = Field(
         description="the coordinator's certificate file (or a glob of coordinator "
         "certificates) whose signed tasks this node accepts; a directory, a CA or a party's "
@@ -221,6 +227,25 @@ class NodeSettings(BaseSettings):
     @property
     def backend_url(self) -> str:
         return self.result_backend or self.broker_url
+
+    def revoked_serials(self) -> frozenset[int]:
+        """The serials NODE_CRL_FILE revokes (none without one); CertsError for a list that is
+        not signed by NODE_CA_FILE or out of date."""
+        if self.crl_file is None:
+            return frozenset()
+        from certs.revocation import revoked_serials
+
+        return revoked_serials(self.crl_file, self.ca_file)
+
+    def crl_stamp(self) -> tuple[int, int] | None:
+        """(mtime, size) of NODE_CRL_FILE: what tells that a new list was installed."""
+        if self.crl_file is None:
+            return None
+        try:
+            st = self.crl_file.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     def for_job_process(self) -> dict:
         """These settings as a job's own process gets them (a cold job process, a session

@@ -181,11 +181,16 @@ class Host:
         parties = frozenset(params.sf_init_config.parties)
         retire: list[tuple[WarmSession, str]] = []
         head = rayhead.head_session(self.settings)
+        crl = self.settings.crl_stamp()
         with self._lock:
             sess = self._sessions.get(ref.id)
-            stale = sess is not None and sess.busy is None and sess.ray_session != head
+            unused = sess is not None and sess.busy is None
+            stale = unused and sess is not None and sess.ray_session != head
+            revoked = unused and sess is not None and sess.crl != crl
         if stale and sess is not None:  # its driver talks to a Ray head that is gone
             self._end(sess, "this party's Ray head restarted since the session began")
+        elif revoked and sess is not None:  # its fed link took the old revocation list
+            self._end(sess, "a new revocation list (NODE_CRL_FILE) was installed since it began")
         with self._lock:
             sess = self._sessions.get(ref.id)
             if sess is not None:
@@ -234,8 +239,9 @@ class Host:
             excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
             retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
             sess = WarmSession(
-                ref.id, parties, key, ref.idle_timeout_s, ray_session=head, busy=params.execution_id
-            )
+                ref.id, parties, key, ref.idle_timeout_s, ray_session=head,
+                busy=params.execution_id, crl=crl,
+            )  # fmt: skip
             self._sessions[ref.id] = sess
             remember(self._seen_file, ref.id)
         for old, why in retire:

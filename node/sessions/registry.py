@@ -42,6 +42,7 @@ class WarmSession:
     idle_timeout_s: float
     proc: JobProcess | None = None
     ray_session: str | None = None  # the Ray head's session the driver connected to
+    crl: tuple[int, int] | None = None  # NODE_CRL_FILE when the session began (its fed link's)
     busy: str | None = None  # execution id of the job in flight
     # set when a newer session of the same parties began while this one was busy: it ends once
     # its job does (a busy session is never killed to make room)

@@ -19,6 +19,7 @@ from certs.authority import Authority, init_federation, key_matches_cert, verify
 from certs.bundle import PrivateKeyInBundle, check_member, write_bundle
 from certs.common import CertsError, Outcome
 from certs.requests import ensure_key_and_csr
+from certs.revocation import revoked_serials
 from certs.rotate import rotate
 from certs.signing import ensure_signed
 
@@ -170,9 +171,10 @@ def test_rotate_with_a_request_writes_no_key(ca_dir, tmp_path):
     assert key_matches_cert(host / "dave.key.next", ca_dir / "dave.crt")
     assert load(ca_dir / f"dave.crt.{format(old.serial_number, 'x')}.old") == old
     assert "dave.example" in sans(res.cert)
-    assert {p.name: p.read_bytes() for p in ca_dir.iterdir() if not p.name.startswith("dave")} == (
-        others
-    )
+    after = {p.name: p.read_bytes() for p in ca_dir.iterdir() if not p.name.startswith("dave")}
+    # no other party's file changed; the CA's revocation list now names dave's old certificate
+    assert {k: v for k, v in after.items() if k not in ("crl.pem", "revoked.json")} == others
+    assert old.serial_number in revoked_serials(ca_dir / "crl.pem", ca_dir / "ca.crt")
 
 
 def test_rotate_with_a_request_moves_a_stale_ca_side_key_aside(ca_dir, tmp_path):

@@ -245,3 +245,22 @@ def test_a_request_naming_another_partys_or_the_coordinators_host_is_refused(
         "--party", "carol", "--host-of", "coordinator=192.0.2.10",
     )  # fmt: skip
     assert fine["status"] == "issued"
+
+
+def test_rotation_revokes_the_old_certificate_and_crl_and_revoke_commands(ca_dir):
+    from cryptography import x509
+
+    rotated = as_json("rotate", "--ca-dir", str(ca_dir), "--party", "bob")
+    crl = x509.load_pem_x509_crl((ca_dir / "crl.pem").read_bytes())
+    assert [format(r.serial_number, "x") for r in crl] == [rotated["old"]["serial"].lower()]
+    listed = json.loads((ca_dir / "revoked.json").read_text())
+    assert [(r["party"], r["reason"]) for r in listed] == [("bob", "rotated")]
+    again = as_json("crl", "--ca-dir", str(ca_dir))
+    assert (again["revoked"], again["changed"]) == (1, False)  # in date, the same list: kept
+    renewed = as_json("crl", "--ca-dir", str(ca_dir), "--renew-days", "100")
+    assert renewed["changed"] is True
+    # a stolen coordinator key: revoked by hand, without a new certificate
+    gone = as_json("revoke", "--ca-dir", str(ca_dir), "--cert", str(ca_dir / "coordinator.crt"))
+    assert gone["party"] == "coordinator"
+    crl = x509.load_pem_x509_crl((ca_dir / "crl.pem").read_bytes())
+    assert len(list(crl)) == 2

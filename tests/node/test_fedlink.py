@@ -244,19 +244,22 @@ def link(tmp_path, monkeypatch):
             "ca_cert": str(tmp_path / "ca.crt"),
         }
 
-    def proxy(party, parties):
-        opts = {**comm_options(parties, "exe-1"), "timeout_in_ms": 5000}
-        p = GuardedGrpcSenderReceiverProxy(
-            {q: addresses[q] for q in addresses}, party, tls(party), opts
-        )
+    def proxy(party, parties, revoked=frozenset(), cert=None):
+        opts = {**comm_options(parties, "exe-1", revoked), "timeout_in_ms": 5000}
+        own = tls(party)
+        if cert is not None:  # another certificate of the party (e.g. one rotated out)
+            own = {**own, "cert": str(cert[0]), "key": str(cert[1])}
+        p = GuardedGrpcSenderReceiverProxy({q: addresses[q] for q in addresses}, party, own, opts)
         p.start()
         return p
 
     made = []
 
-    def make(party, parties):
-        made.append(proxy(party, parties))
+    def make(party, parties, **kw):
+        made.append(proxy(party, parties, **kw))
         return made[-1]
+
+    make.certs = tmp_path  # type: ignore[attr-defined]
 
     yield make
     for p in made:
@@ -321,3 +324,28 @@ async def _send_raw(proxy, dest: str, data: bytes, seq: str):
     if response.code != 200:
         raise RuntimeError(response.result)
     return response
+
+
+def test_a_rotated_out_certificate_is_refused_on_the_fed_link(link):
+    """bob's certificate was rotated out (NODE_CRL_FILE lists it): a message signed in with it
+    is refused by alice's receiver; bob's new certificate gets through."""
+    from certs.revocation import revoked_serials
+    from certs.rotate import rotate
+
+    certs = link.certs
+    res = rotate(certs, "bob")
+    old = (
+        next(p for p in res.backups if ".crt." in p.name),
+        next(p for p in res.backups if ".key." in p.name),
+    )
+    revoked = revoked_serials(certs / "crl.pem", certs / "ca.crt")
+    alice = link("alice", ["alice", "bob"], revoked=revoked)
+    bob_old = link("bob", ["alice", "bob"], cert=old)
+    assert alice.is_ready()[0] and bob_old.is_ready()[0]
+    with pytest.raises(RuntimeError, match="certificate is revoked"):
+        bob_old.send("alice", b"x", "1", "2")
+    bob_old.stop()
+    bob_new = link("bob", ["alice", "bob"])
+    assert bob_new.is_ready()[0]
+    assert bob_new.send("alice", {"rows": [1]}, "3", "4") == "OK"
+    assert alice.get_data("bob", "3", "4") == {"rows": [1]}

@@ -495,3 +495,85 @@ def test_slow_handshakes_cannot_hold_the_probe(certs, tmp_path, ports, monkeypat
             stop.set()
             for s in slow:
                 s.close()
+
+
+# --- revocation (issue 22, point 5) -------------------------------------------------------------
+def _rotate_bob(certs: Path) -> tuple[Path, Path]:
+    """bob's certificate rotated out (its key stolen, say): (old cert, old key)."""
+    from certs.rotate import rotate
+
+    res = rotate(certs, "bob")
+    old_crt = next(p for p in res.backups if ".crt." in p.name)
+    old_key = next(p for p in res.backups if ".key." in p.name)
+    return old_crt, old_key
+
+
+def test_a_rotated_out_certificate_is_refused_by_the_probe_both_ways(certs, tmp_path, ports):
+    old_crt, old_key = _rotate_bob(certs)
+    crl = certs / "crl.pem"
+    alice = node_settings("alice", certs, tmp_path, probe_port=ports.one(), crl_file=crl)
+    bob_old = node_settings(
+        "bob", certs, tmp_path, probe_port=ports.one(), cert_file=old_crt, key_file=old_key
+    )
+    bob_new = node_settings("bob", certs, tmp_path, probe_port=ports.one())
+    with probing(alice) as at_alice, probing(bob_old) as at_old, probing(bob_new) as at_new:
+        refused = check_peer(bob_old, "alice", at_alice)  # the old key knocks at alice
+        assert refused.outcome is LinkOutcome.TLS_REFUSED, refused.message
+        assert "revoked" in refused.message
+        seen = check_peer(alice, "bob", at_old)  # alice meets the old certificate
+        assert seen.outcome is LinkOutcome.UNTRUSTED and "revoked" in seen.message
+        assert check_peer(bob_new, "alice", at_alice).ok
+        assert check_peer(alice, "bob", at_new).ok
+
+
+def test_a_revocation_list_not_of_this_ca_or_out_of_date_is_refused(certs, other_ca, tmp_path):
+    import datetime as dt
+
+    from certs.common import CertsError
+    from certs.revocation import revoked_serials, write_crl
+    from certs.signing import load_authority
+
+    _rotate_bob(certs)
+    assert len(revoked_serials(certs / "crl.pem", certs / "ca.crt")) == 1
+    write_crl(other_ca, load_authority(other_ca))  # another federation's list
+    with pytest.raises(CertsError, match="not signed by the federation CA"):
+        revoked_serials(other_ca / "crl.pem", certs / "ca.crt")
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    for name in ("ca.crt", "ca.key"):
+        (stale / name).write_bytes((certs / name).read_bytes())
+    authority = load_authority(stale)
+    write_crl(stale, authority, days=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    import certs.revocation as revocation
+
+    real_now = revocation._now
+    revocation._now = lambda: later  # type: ignore[assignment]
+    try:
+        with pytest.raises(CertsError, match="out of date"):
+            revoked_serials(stale / "crl.pem", stale / "ca.crt")
+    finally:
+        revocation._now = real_now  # type: ignore[assignment]
+
+
+def test_a_new_revocation_list_takes_effect_without_restarting_the_probe(certs, tmp_path, ports):
+    from certs.revocation import write_crl
+    from certs.signing import load_authority
+
+    write_crl(certs, load_authority(certs))  # nothing revoked yet
+    alice = node_settings(
+        "alice", certs, tmp_path, probe_port=ports.one(), crl_file=certs / "crl.pem"
+    )
+    bob = node_settings("bob", certs, tmp_path)
+    old = tmp_path / "bob-old"
+    old.mkdir()
+    for name in ("bob.crt", "bob.key"):
+        (old / name).write_bytes((certs / name).read_bytes())
+    bob_old = node_settings(
+        "bob", certs, tmp_path, cert_file=old / "bob.crt", key_file=old / "bob.key"
+    )
+    with probing(alice) as at_alice:
+        assert check_peer(bob_old, "alice", at_alice).ok
+        _rotate_bob(certs)  # writes the new list where alice reads it
+        assert check_peer(bob_old, "alice", at_alice).outcome is LinkOutcome.TLS_REFUSED
+        assert check_peer(bob, "alice", at_alice).ok  # bob's new certificate

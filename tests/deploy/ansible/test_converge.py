@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography import x509
 from rich.console import Console
 
 from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids
@@ -167,7 +168,10 @@ def test_rotating_bobs_certificate_leaves_alice_running_and_the_next_psi_succeed
     key_before = fed.sandbox.exec("bob", "sha256sum", "/etc/partyline/tls/bob.key").stdout
     run = fed.playbook("playbooks/rotate_certificate.yml", "-e", "partyline_rotate=bob")
     assert run.returncode == 0, run.failure()
-    assert run.recap["alice"]["changed"] == 0
+    assert run.recap["alice"]["changed"] == 1  # the CA's new revocation list, nothing else
+    old_serial = x509.load_pem_x509_certificate(cert_before.encode()).serial_number
+    alice_crl = fed.sandbox.exec("alice", "cat", "/etc/partyline/tls/crl.pem").stdout
+    assert old_serial in {r.serial_number for r in x509.load_pem_x509_crl(alice_crl.encode())}
     assert fed.sandbox.exec("bob", "cat", "/etc/partyline/tls/bob.crt").stdout != cert_before
     assert fed.sandbox.exec("bob", "sha256sum", "/etc/partyline/tls/bob.key").stdout != key_before
     assert started(fed, "alice") == alice_before  # not one of alice's services restarted

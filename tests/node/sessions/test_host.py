@@ -243,3 +243,17 @@ def test_the_settings_a_job_process_gets_carry_no_redis_password(tmp_path):
     assert "s3cret-Zq81" not in str(sent) and "0ther-Secret" not in str(sent)
     again = NodeSettings.model_validate(sent)  # what the job process rebuilds
     assert again.data_root == s.data_root and again.party == "alice"
+
+
+def test_a_session_is_not_used_after_a_new_revocation_list_was_installed(tmp_path):
+    """Its fed link took the list of its start: once NODE_CRL_FILE changes, the session ends at
+    its next job (SessionLost: the next attempt starts one with the new list)."""
+    crl = tmp_path / "crl.pem"
+    crl.write_text("list 1\n")
+    host = Host(settings(tmp_path, crl_file=crl))
+    host._claim(params("ses-1"))
+    done(host, "ses-1")
+    crl.write_text("list 2, one more serial\n")
+    sess, _new, err = host._claim(params("ses-1", execution="exe-2"))
+    assert sess is None and err is not None
+    assert err["error"]["type"] == "SessionLost" and "revocation list" in err["error"]["message"]
