@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -227,6 +228,29 @@ def _start_links(settings: NodeSettings, pool: ThreadPoolExecutor) -> dict[str, 
     }
 
 
+CRL_WARN_DAYS = 30
+
+
+def _revocation(settings: NodeSettings) -> Check | None:
+    """NODE_CRL_FILE: the CA's, in date (the probe and the fed link fail closed without)."""
+    if settings.crl_file is None:
+        return None
+    try:
+        revoked = settings.revoked_serials()
+        from cryptography import x509
+
+        crl = x509.load_pem_x509_crl(settings.crl_file.read_bytes())
+    except (OSError, ValueError) as exc:  # CertsError is a ValueError
+        return Check("revocation list", False, f"{exc}: the probe and fed link refuse every peer")
+    due = crl.next_update_utc
+    days = (due - dt.datetime.now(dt.UTC)).days if due else None
+    msg = f"{len(revoked)} revoked; valid {days} more days" if days is not None else "no end"
+    warn = days is not None and days < CRL_WARN_DAYS
+    if warn:
+        msg += ": install a new one (`python -m certs crl` on the CA's host, or converge)"
+    return Check("revocation list", True, msg, warn=warn)
+
+
 def _data_root(settings: NodeSettings) -> Check:
     root = settings.data_root
     if not root.is_dir():
@@ -253,6 +277,9 @@ def run_checks(
         expiry, report.cert_days_left = _cert_expiry(settings)
         if expiry is not None:
             report.checks.append(expiry)
+        revocation = _revocation(settings)
+        if revocation is not None:
+            report.checks.append(revocation)
         report.checks.append(_data_root(settings))
         report.links = [future.result() for future in links.values()]
     report.checks.extend(_link_check(link) for link in report.links)

@@ -577,3 +577,19 @@ def test_a_new_revocation_list_takes_effect_without_restarting_the_probe(certs, 
         _rotate_bob(certs)  # writes the new list where alice reads it
         assert check_peer(bob_old, "alice", at_alice).outcome is LinkOutcome.TLS_REFUSED
         assert check_peer(bob, "alice", at_alice).ok  # bob's new certificate
+
+
+def test_health_reports_the_revocation_list_and_refuses_a_foreign_one(certs, other_ca, tmp_path):
+    from certs.revocation import write_crl
+    from certs.signing import load_authority
+
+    _rotate_bob(certs)
+    good = node_settings("alice", certs, tmp_path, crl_file=certs / "crl.pem")
+    [check] = [
+        c for c in run_checks(good, check_worker=False).checks if c.name == "revocation list"
+    ]
+    assert check.ok and not check.warn and check.detail.startswith("1 revoked; valid 8")
+    write_crl(other_ca, load_authority(other_ca))
+    bad = node_settings("alice", certs, tmp_path, crl_file=other_ca / "crl.pem")
+    [check] = [c for c in run_checks(bad, check_worker=False).checks if c.name == "revocation list"]
+    assert not check.ok and "not signed by the federation CA" in check.detail
