@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import threading
+import time
 
 from fastapi.testclient import TestClient
 
@@ -216,3 +217,131 @@ def test_a_party_flooding_its_own_task_cannot_grow_the_timeline_and_the_timeline
         assert d["timeline_total"] == len(pages) == 16
         assert [e["event_id"] for e in d["timeline"]] == [e["event_id"] for e in pages[-5:]]
         assert api.get("/api/v1/jobs/job-nope/timeline").status_code == 404
+
+
+# --- a misbehaving party, while honest jobs run (issue 22) ----------------------------------
+def _honest_node(env, app, party: str, stop: threading.Event, done: list) -> threading.Thread:
+    """Stands in for an honest party's SecretFlow worker: takes each task from its queue and
+    reports it as a node does (RECEIVED, RUNNING, SUCCESS), through its own stream."""
+    from coordinator.models import SecretflowTask
+    from node.contract import SECRETFLOW_QUEUE
+    from node.status import StatusNotifier
+
+    client = env["servers"][party].client()
+
+    def run() -> None:
+        while not stop.is_set():
+            got = client.blpop(SECRETFLOW_QUEUE, timeout=0.2)
+            if not got:
+                continue
+            trid = json.loads(got[1])["headers"]["id"]
+            with app.state.coordinator.sessions() as s:
+                row = s.query(SecretflowTask).filter_by(celery_task_id=trid).one()
+                task_id, execution_id = row.task_id, row.execution_id
+            n = StatusNotifier(
+                client, task_request_id=trid, task_id=task_id, subtask_id="psi",
+                execution_id=execution_id, party=party, task_name="tasks.secretflow.execute_task",
+            )  # fmt: skip
+            n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+            n.emit(TaskStatus.RUNNING, None, progress=0.05)
+            n.emit(
+                TaskStatus.SUCCESS, Stage.TASK_FINISHED, progress=1.0,
+                result={"intersection_count": 42 if party == "alice" else None},
+                performance_metrics={"total_s": 0.1},
+            )  # fmt: skip
+            done.append(trid)
+
+    t = threading.Thread(target=run, name=f"honest-{party}", daemon=True)
+    t.start()
+    return t
+
+
+def _misbehave(env, stop: threading.Event, sent: list) -> threading.Thread:
+    """carol, for as long as it runs: malformed, oversized, out-of-range and forged entries in
+    its stream, and big values under result keys."""
+    carol = env["servers"]["carol"].client()
+    hostile = [
+        {"event": b"{not json"},
+        {"event": b"\xff\xfe"},
+        {"event": b"x" * 300_000},  # over the entry bound, within a value's
+        {"event": json.dumps({"seq": 2**63, "party": "carol"}).encode()},
+        {
+            "event": json.dumps(
+                {
+                    "event_id": "f",
+                    "seq": 5,
+                    "task_request_id": "exe-1.alice",
+                    "task_id": "job-1",
+                    "subtask_id": "psi",
+                    "execution_id": "exe-1",
+                    "party": "alice",
+                    "status": "FAILURE",
+                }
+            ).encode()
+        },
+    ]
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            carol.xadd(STATUS_STREAM, hostile[i % len(hostile)], maxlen=2000, approximate=True)
+            if i % 50 == 0:
+                carol.set(f"celery-task-meta-flood-{i}", b"r" * 1_000_000, ex=60)
+                carol.xadd(STATUS_STREAM, {"event": b"z" * 2_000_000})  # over a value's bound
+            sent.append(i)
+            i += 1
+            time.sleep(0.002)
+
+    t = threading.Thread(target=run, name="misbehaving-carol", daemon=True)
+    t.start()
+    return t
+
+
+N_JOBS = 200
+
+
+def test_honest_jobs_all_end_right_while_a_party_misbehaves_for_their_whole_run(env):
+    """200 jobs between alice and bob, while carol writes hostile entries into its stream and
+    floods its result keys the whole time: every job SUCCEEDED with alice's count (0 lost, 0
+    hung), carol's entries are refused, and the coordinator's peak memory grows by less than
+    200 MB."""
+    app = create_app(_settings(env, warm_sessions=False))
+    stop, done, sent = threading.Event(), [], []
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        # the test registry has 8 link ports a party: without the 60 s a released SPU port
+        # rests (a real listener may linger), 8 jobs a minute would be the pace
+        app.state.coordinator.jobs.ports.cooldown_s = 0.0
+        for p in ("alice", "bob", "carol"):
+            _heartbeat(env, p)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        threads = [
+            _misbehave(env, stop, sent),
+            _honest_node(env, app, "alice", stop, done),
+            _honest_node(env, app, "bob", stop, done),
+        ]
+        try:
+            jobs = [api.post("/api/v1/jobs/psi", json=psi_body()).json()["id"] for _ in range(N_JOBS)]
+            end = time.monotonic() + 600
+            while True:
+                page = api.get("/api/v1/jobs?limit=200").json()["items"]
+                states = {j["id"]: j["status"] for j in page if j["id"] in jobs}
+                if all(
+                    s in ("SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT") for s in states.values()
+                ):
+                    break
+                assert time.monotonic() < end, f"hung: {sorted(set(states.values()))}"
+                time.sleep(0.5)
+                for p in ("alice", "bob", "carol"):
+                    _heartbeat(env, p)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        assert set(states.values()) == {"SUCCEEDED"} and len(states) == N_JOBS
+        counts = {api.get(f"/api/v1/jobs/{j}/result").json()["intersection_count"] for j in jobs}
+        assert counts == {42}
+        refused = api.get("/healthz").json()["refused"]["carol"]
+        assert refused.get("Malformed", 0) > 0 and refused.get("Oversize", 0) > 0
+        assert refused.get("OtherParty", 0) > 0 and len(sent) > 1000
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - peak
+        assert grown < 200, f"the coordinator's peak memory grew by {grown:.0f} MB"
