@@ -12,6 +12,7 @@ import random
 import shutil
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -217,15 +218,22 @@ def run_mode(fed: LocalFederation, topo: Path, base: Path, mode: str, args, out:
         topology_file=topo,
         certs_dir=fed.certs_dir,
         port=fed.alloc.one(),
-        env={**coordinator_passwords(fed), "COORD_WARM_SESSIONS": str(mode == "warm").lower()},
+        env={
+            **coordinator_passwords(fed),
+            "COORD_WARM_SESSIONS": str(mode in ("warm", "hostile")).lower(),
+        },
     )
+    rss: list[float] = []
 
     def one(http, lb: str) -> dict:
         row = {**measure(run_job(http, folders[lb], args)), "label": lb}
         row["check"] = check(fed, folders[lb], truths[lb], row)
         console.print(job_line(mode, lb, row, row["check"]))
+        rss.append(_rss_mb(coord))
         return row
 
+    stop = threading.Event()
+    flood = _misbehave(fed, stop, out) if mode == "hostile" else None
     try:
         coord.start()
         coord.wait_ready()
@@ -235,10 +243,67 @@ def run_mode(fed: LocalFederation, topo: Path, base: Path, mode: str, args, out:
             for lb in labels[1:]:
                 out["rows"].append(one(http, lb))
             out["wall_s"] = round(time.monotonic() - t0, 3)
+            out["refused"] = http.get("/healthz").json().get("refused", {})
     finally:
+        stop.set()
+        if flood is not None:
+            flood.join(10)
+        out["coord_rss_mb_max"] = max(rss) if rss else None
         coord.stop()
         close_all(fed)
         out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+
+
+def _rss_mb(coord: CoordinatorProcess) -> float:
+    """The coordinator process's resident memory now, MB."""
+    import psutil
+
+    assert coord.proc is not None
+    return round(psutil.Process(coord.proc.pid).memory_info().rss / 2**20, 1)
+
+
+HOSTILE_ENTRIES = [
+    {"event": b"{not json"},
+    {"event": b"\xff\xfe not UTF-8"},
+    {"event": b"x" * 300_000},  # over the entry bound
+    {"event": json.dumps({"seq": 2**63, "party": "carol"}).encode()},  # out of range
+    {
+        "event": json.dumps(
+            {
+                "event_id": "f",
+                "seq": 5,
+                "task_request_id": "exe-1.alice",
+                "task_id": "job-1",
+                "subtask_id": "psi",
+                "execution_id": "exe-1",
+                "party": "alice",
+                "status": "FAILURE",
+            }
+        ).encode()
+    },  # forged
+]
+
+
+def _misbehave(fed: LocalFederation, stop: threading.Event, out: dict) -> threading.Thread:
+    """carol, while the jobs run: hostile entries into its stream (about 500 a second, a 2 MB
+    one every 50) and 1 MB values under result keys."""
+    carol = fed.nodes["carol"].redis()
+
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            carol.xadd("task_status_stream", HOSTILE_ENTRIES[i % len(HOSTILE_ENTRIES)],
+                       maxlen=5000, approximate=True)  # fmt: skip
+            if i % 50 == 0:
+                carol.set(f"celery-task-meta-flood-{i % 500}", b"r" * 1_000_000, ex=120)
+                carol.xadd("task_status_stream", {"event": b"z" * 2_000_000})
+            i += 1
+            out["hostile_entries"] = i
+            time.sleep(0.002)
+
+    t = threading.Thread(target=run, name="misbehaving-carol", daemon=True)
+    t.start()
+    return t
 
 
 def summarize(mode: str, m: dict) -> dict:
@@ -265,7 +330,10 @@ def summarize(mode: str, m: dict) -> dict:
         "jobs_per_min": len(ok) / m["wall_s"] * 60 if m.get("wall_s") else None,
         "degradation": last / first if first and last else None,
         "degradation_k": k,
-        "session_start": (m.get("warmup") or {}).get("done") if mode == "warm" else None,
+        "session_start": (m.get("warmup") or {}).get("done") if mode != "cold" else None,
+        "coord_rss_mb_max": m.get("coord_rss_mb_max"),
+        "hostile_entries": m.get("hostile_entries"),
+        "refused": m.get("refused", {}),
         "in_session": sum(1 for r in rows if r.get("session_id")),
         "stages": stages,
     }
@@ -283,17 +351,22 @@ def ratio(a: float | None, b: float | None) -> str:
 def print_tables(summ: dict[str, dict], args) -> None:
     modes = list(summ)
     both = len(modes) == 2
+    # the ratio column: cold/warm, or hostile/warm (the misbehaving-party benchmark)
+    num_m, den_m = (
+        (("cold", "warm") if "cold" in modes else (modes[-1], modes[0])) if both else ("", "")
+    )
 
     def table(title: str, first: str, goal: bool) -> Table:
         t = Table(title=title)
-        for c in (first, *modes, *(["cold/warm"] if both else []), *(["goal"] if goal else [])):
+        rcol = [f"{num_m}/{den_m}"] if both else []
+        for c in (first, *modes, *rcol, *(["goal"] if goal else [])):
             t.add_column(c, justify="left" if c == first else "right")
         return t
 
     def add(t: Table, label: str, vals: dict, digits: int = 3, goal: str | None = None) -> None:
         cells = [v if isinstance(v, str) else fmt(v, digits) for v in vals.values()]
         num = not any(isinstance(v, str) for v in vals.values())
-        r = [ratio(vals["cold"], vals["warm"]) if num else ""] if both else []
+        r = [ratio(vals[num_m], vals[den_m]) if num else ""] if both else []
         t.add_row(label, *cells, *r, *([goal] if goal is not None else []))
 
     t = table(f"{args.jobs} back-to-back RR22 PSI jobs, {args.rows:,} rows per party", "", True)
@@ -304,6 +377,7 @@ def print_tables(summ: dict[str, dict], args) -> None:
         ("jobs_per_min", "jobs per minute", 1),
         ("degradation", f"degradation: p50 last {k} ÷ p50 first {k}", 2),
         ("session_start", "session start (warm-up job), s", 3),
+        ("coord_rss_mb_max", "coordinator RSS, max over the jobs, MB", 1),
     ):
         add(t, label, {m: summ[m][key] for m in modes}, digits, GOALS.get(key, ""))
     for key, label, goal in (
@@ -312,6 +386,13 @@ def print_tables(summ: dict[str, dict], args) -> None:
     ):
         add(t, label, {m: f"{summ[m][key]}/{summ[m]['jobs']}" for m in modes}, goal=goal)
     console.print(t)
+    for m in modes:
+        if summ[m].get("hostile_entries"):
+            console.print(
+                f"{m}: carol wrote {summ[m]['hostile_entries']:,} hostile entries; the "
+                f"coordinator refused {summ[m]['refused'].get('carol', {})} (goal: hostile/warm "
+                "p50 ≤ 1.2, every job right, coordinator RSS bounded)"
+            )
     s = table("where the time goes: median per stage, s (see --help for each row)", "stage", False)
     for key, label, _field, _value in MILESTONES:
         add(s, label, {m: summ[m]["stages"][key] for m in modes})
@@ -330,7 +411,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--jobs", type=int, default=20, help="measured jobs per mode (default: 20)")
     ap.add_argument("--rows", type=int, default=1000, help="keys per party (default: 1000)")
-    ap.add_argument("--modes", default="warm,cold", help="warm, cold or both, in this order")
+    ap.add_argument(
+        "--modes",
+        default="warm,cold",
+        help="warm, cold or both, in this order; hostile: warm while carol (--carol) writes "
+        "hostile entries into its stream and floods its result keys (`--modes warm,hostile "
+        "--carol`: the misbehaving-party benchmark, its p50 against the quiet warm run)",
+    )
     ap.add_argument("--seed", type=int, default=1, help="input data seed (default: 1)")
     ap.add_argument("--poll", type=float, default=0.1, help="API poll interval, s (default: 0.1)")
     ap.add_argument("--timeout", type=float, default=600, help="give up on a job after s (600)")
@@ -338,8 +425,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--carol", action="store_true", help="a third party up and registered (idle)")
     args = ap.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if args.modes not in (["warm"], ["cold"], ["warm", "cold"], ["cold", "warm"]):
-        ap.error("--modes: warm, cold, warm,cold or cold,warm")
+    if len(args.modes) not in (1, 2) or not set(args.modes) <= {"warm", "cold", "hostile"}:
+        ap.error("--modes: one or two of warm, cold, hostile (e.g. warm,cold or warm,hostile)")
+    if "hostile" in args.modes and not args.carol:
+        ap.error("--modes hostile needs --carol (the party that misbehaves)")
     if args.jobs < 1 or args.rows < 2:
         ap.error("--jobs ≥ 1 and --rows ≥ 2")
     return args
