@@ -320,7 +320,9 @@ def test_honest_jobs_all_end_right_while_a_party_misbehaves_for_their_whole_run(
             _honest_node(env, app, "bob", stop, done),
         ]
         try:
-            jobs = [api.post("/api/v1/jobs/psi", json=psi_body()).json()["id"] for _ in range(N_JOBS)]
+            jobs = [
+                api.post("/api/v1/jobs/psi", json=psi_body()).json()["id"] for _ in range(N_JOBS)
+            ]
             end = time.monotonic() + 600
             while True:
                 page = api.get("/api/v1/jobs?limit=200").json()["items"]
