@@ -105,17 +105,21 @@ def scratch_dir(data_root: Path) -> Path:
 
 def prune_scratch(data_root: Path, older_than_s: float) -> int:
     """Remove what SPU left in the scratch folder longer ago than any job may run."""
-    import shutil
-    import time
+    return remove_entries(Path(data_root) / PRIVATE_DIR / "tmp", older_than_s=older_than_s)
 
-    root = Path(data_root) / PRIVATE_DIR / "tmp"
-    if not root.is_dir():
+
+def remove_entries(folder: Path, *, older_than_s: float) -> int:
+    """Remove the entries of `folder` last changed more than `older_than_s` ago (all of them
+    with 0; links are removed, never followed); returns how many went."""
+    import shutil
+
+    if not folder.is_dir():
         return 0
     limit = time.time() - older_than_s
     removed = 0
-    for entry in root.iterdir():
+    for entry in folder.iterdir():
         try:
-            if entry.lstat().st_mtime >= limit:
+            if older_than_s and entry.lstat().st_mtime >= limit:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import BinaryIO
 
 from node.contract import MAX_DEADLINE_AHEAD_S
-from node.datapaths import PRIVATE_DIR, drop_claims, prune_scratch
+from node.datapaths import PRIVATE_DIR, drop_claims, prune_scratch, remove_entries
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -48,10 +46,10 @@ def at_start(settings: NodeSettings) -> dict[str, int]:
     """What a killed worker may have left; returns how many of each were removed."""
     root = settings.data_root
     done = {
-        "work_folders": _remove_children(root / PRIVATE_DIR / WORK_DIR, older_than_s=0),
+        "work_folders": remove_entries(root / PRIVATE_DIR / WORK_DIR, older_than_s=0),
         "scratch": prune_scratch(root, older_than_s=0),
         "output_claims": drop_claims(root),
-        "owner_records": _remove_children(
+        "owner_records": remove_entries(
             root / PRIVATE_DIR / "outputs", older_than_s=MAX_DEADLINE_AHEAD_S + 86400
         ),
         "job_logs": _old_job_logs(settings),
@@ -64,36 +62,15 @@ def at_start(settings: NodeSettings) -> dict[str, int]:
 def after_job(settings: NodeSettings) -> None:
     root, longest = settings.data_root, settings.task_time_limit_s + 600
     prune_scratch(root, older_than_s=longest)
-    _remove_children(root / PRIVATE_DIR / WORK_DIR, older_than_s=longest)
+    remove_entries(root / PRIVATE_DIR / WORK_DIR, older_than_s=longest)
     drop_claims(root, lapsed_only=True)
     _old_job_logs(settings)
 
 
 def _old_job_logs(settings: NodeSettings) -> int:
-    return _remove_children(
+    return remove_entries(
         settings.state_dir / "jobs", older_than_s=settings.job_log_retention_days * 86400
     )
-
-
-def _remove_children(folder: Path, *, older_than_s: float) -> int:
-    """Remove the entries of `folder` last changed more than `older_than_s` ago (links are
-    removed, never followed)."""
-    if not folder.is_dir():
-        return 0
-    limit = time.time() - older_than_s
-    removed = 0
-    for entry in folder.iterdir():
-        try:
-            if older_than_s and entry.lstat().st_mtime >= limit:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed += 1
-        except OSError:
-            continue
-    return removed
 
 
 __all__ = ["after_job", "at_start", "open_log"]

@@ -50,7 +50,6 @@ class Applied:
 
     applied: int = 0
     duplicates: int = 0
-    unlogged: int = 0  # events past their task's MAX_LOGGED_PER_TASK: applied, not logged
     # events for a task (or attempt) the coordinator never gave that party: (party, trid,
     # event id) — refused: not applied, not stored (coordinator.intake.Refusal.NOT_ITS_TASK)
     refused: list[tuple[str, str, str]] = field(default_factory=list)
@@ -121,9 +120,7 @@ def _log_rows(events: Sequence[StatusEvent], job_of: dict[str, str | None]) -> l
     ]
 
 
-def _within_cap(
-    session: Session, events: list[StatusEvent], ended: set[str], out: Applied
-) -> list[StatusEvent]:
+def _within_cap(session: Session, events: list[StatusEvent], ended: set[str]) -> list[StatusEvent]:
     """The events to log: per task at most MAX_LOGGED_PER_TASK in all, plus the one that ended
     it (a party that floods its own task cannot grow the timeline without end)."""
     if not events:
@@ -143,8 +140,6 @@ def _within_cap(
         if held[e.task_request_id] < MAX_LOGGED_PER_TASK or e.event_id in ended:
             held[e.task_request_id] += 1
             kept.append(e)
-        else:
-            out.unlogged += 1
     return kept
 
 
@@ -209,7 +204,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
     # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
     skip = moot | {eid for _p, _t, eid in out.refused}
-    logged = _within_cap(session, [e for e in fresh if e.event_id not in skip], ended, out)
+    logged = _within_cap(session, [e for e in fresh if e.event_id not in skip], ended)
     if logged:
         session.execute(
             insert(cast(Table, TaskStatusLog.__table__)),

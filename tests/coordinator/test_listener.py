@@ -176,6 +176,11 @@ def _event(eid: str) -> StatusEvent:
     )
 
 
+def _listener(apply, stop, counters: IntakeCounters) -> PartyListener:
+    """bob's listener thread (not started): only its batch handling is used."""
+    return PartyListener("bob", None, apply, consumer="c", stop=stop, counters=counters)  # type: ignore[arg-type]
+
+
 def test_an_event_the_database_refuses_alone_is_counted_and_the_rest_applied(stop):
     """Defence in depth behind the contract's bounds: whatever event the database still
     refuses is found by applying the batch event by event, refused as Unstorable (and then
@@ -188,14 +193,7 @@ def test_an_event_the_database_refuses_alone_is_counted_and_the_rest_applied(sto
         applied.extend(e.event_id for e in events)
 
     counters = IntakeCounters()
-    listener = PartyListener(
-        "bob",
-        None,
-        apply,
-        consumer="c",
-        stop=stop,
-        counters=counters,  # type: ignore[arg-type]
-    )
+    listener = _listener(apply, stop, counters)
     listener._apply([_event("e1"), _event("bad"), _event("e2")])
     assert applied == ["e1", "e2"]
     assert counters.snapshot() == {"bob": {"Unstorable": 1}}
@@ -205,13 +203,6 @@ def test_an_outage_while_isolating_is_raised_so_nothing_is_acknowledged(stop):
     def apply(events):
         raise _outage()
 
-    listener = PartyListener(
-        "bob",
-        None,
-        apply,
-        consumer="c",
-        stop=stop,
-        counters=IntakeCounters(),  # type: ignore[arg-type]
-    )
+    listener = _listener(apply, stop, IntakeCounters())
     with pytest.raises(OperationalError):
         listener._apply([_event("e1"), _event("e2")])

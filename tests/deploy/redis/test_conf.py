@@ -20,10 +20,9 @@ NODE_PW = secrets.token_urlsafe(18)
 COORD_PW = secrets.token_urlsafe(18)
 
 
-@pytest.fixture
-def party_redis(tmp_path, ports):
-    """A redis-server started from the rendered template (plain TCP on loopback)."""
-    port = ports.one()
+@contextlib.contextmanager
+def _running(tmp_path, port: int, **render):
+    """A redis-server started from the rendered template (plain TCP on loopback), killed after."""
     (tmp_path / "data").mkdir()
     conf = tmp_path / "redis.conf"
     conf.write_text(
@@ -33,6 +32,7 @@ def party_redis(tmp_path, ports):
             node_password=NODE_PW,
             coordinator_password=COORD_PW,
             tls=None,
+            **render,
         )
     )
     proc = subprocess.Popen(
@@ -56,6 +56,12 @@ def party_redis(tmp_path, ports):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def party_redis(tmp_path, ports):
+    with _running(tmp_path, ports.one()) as port:
+        yield port
 
 
 def test_the_rendered_server_keeps_every_task_and_lets_each_user_do_its_part(party_redis):
@@ -122,35 +128,8 @@ def test_the_template_is_the_only_redis_configuration_of_the_deployments():
 
 
 def test_a_full_redis_refuses_writes_with_a_clear_error_and_evicts_nothing(tmp_path, ports):
-    port = ports.one()
-    (tmp_path / "data").mkdir()
-    conf = tmp_path / "redis.conf"
-    conf.write_text(
-        render_redis_conf(
-            port=port,
-            data_dir=tmp_path / "data",
-            node_password=NODE_PW,
-            coordinator_password=COORD_PW,
-            tls=None,
-            maxmemory="2mb",
-        )
-    )
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with _running(tmp_path, ports.one(), maxmemory="2mb") as port:
         node = redis.Redis(port=port, username="node", password=NODE_PW)
-        end = time.monotonic() + 20
-        while True:
-            try:
-                node.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < end, "redis-server did not start"
-                time.sleep(0.1)
         node.set("first", "kept")
         written = 0
         with pytest.raises(redis.exceptions.OutOfMemoryError, match="maxmemory"):
@@ -159,10 +138,6 @@ def test_a_full_redis_refuses_writes_with_a_clear_error_and_evicts_nothing(tmp_p
                 written += 1
         assert node.get("first") == b"kept"  # nothing was evicted to make room
         assert 0 < node.xlen("task_status_stream") == written
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("size", ["0mb", "12", "1tb", "-1gb", "1gb\nuser x on"])
