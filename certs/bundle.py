@@ -7,7 +7,12 @@ source file may hold comes along):
 - `NAME.crt`: the party's own certificate (its key is already on its host);
 - `coordinator.crt`: the coordinator's certificate, the only task signer the node trusts
   (NODE_TRUSTED_SIGNERS); left out of the coordinator's own bundle;
-- `manifest.json`: party, and per certificate its CN, serial, not_after, SHA-256 fingerprint;
+- `crl.pem`: the CA's current revocation list (NODE_CRL_FILE), re-encoded the same way; when
+  CA_DIR/crl.pem is missing, out of step with revoked.json or due for renewal it is written
+  first (`ensure_crl`, the one step that reads ca.key). Left out of the coordinator's bundle:
+  the coordinator checks no revocation list;
+- `manifest.json`: party, per certificate its CN, serial, not_after, SHA-256 fingerprint, and
+  the revocation list's serials and next update;
 - `README.txt`: the same for a person, with where each file goes.
 
 The archive is reproducible (fixed member times and owners, no gzip timestamp), so writing the
@@ -18,6 +23,7 @@ same bundle again leaves the file untouched (`changed: false`). Any member whose
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -37,9 +43,12 @@ from certs.common import (
     is_ca,
     iso,
     load_cert,
+    read_file,
     serial_hex,
     signed_by,
 )
+from certs.revocation import CRL_FILE, crl_is_current, ensure_crl
+from certs.signing import load_authority
 
 COORDINATOR = "coordinator"
 COORDINATOR_CERT = "coordinator.crt"
@@ -68,7 +77,73 @@ def _checked(path: Path, ca: x509.Certificate, ca_path: Path) -> x509.Certificat
     return cert
 
 
-def _readme(party: str, certs: dict[str, x509.Certificate]) -> str:
+@dataclass(frozen=True)
+class BundleCrl:
+    """The revocation list a bundle carries, and whether it was written for this bundle."""
+
+    crl: x509.CertificateRevocationList
+    written: bool
+
+    @property
+    def serials(self) -> tuple[str, ...]:
+        return tuple(sorted(format(r.serial_number, "x") for r in self.crl))
+
+    @property
+    def next_update(self) -> str:
+        due = self.crl.next_update_utc
+        return iso(due) if due is not None else ""
+
+    @property
+    def pem(self) -> bytes:
+        return self.crl.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.crl.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "file": CRL_FILE,
+            "issuer_cn": cn_of(self.crl.issuer),
+            "last_update": iso(self.crl.last_update_utc),
+            "next_update": self.next_update,
+            "revoked_serials": list(self.serials),
+            "sha256": self.sha256,
+        }
+
+    def readme_lines(self) -> tuple[list[str], list[str]]:
+        """(where the file goes, its fingerprint) for README.txt."""
+        where = [
+            f"{CRL_FILE:<18} the CA's revocation list ({len(self.serials)} revoked): install it",
+            f"{'':<18} next to ca.crt and point NODE_CRL_FILE at it; the node refuses every",
+            f"{'':<18} peer once it is past {self.next_update}: install a newer one before",
+        ]
+        check = [
+            f"{CRL_FILE}: revoked serials {', '.join(self.serials) or '(none)'}",
+            f"  next update {self.next_update}",
+            f"  sha256 {self.sha256}",
+        ]
+        return where, check
+
+
+def bundle_crl(ca_dir: Path) -> BundleCrl:
+    """CA_DIR/crl.pem as it is when current (`crl_is_current`: no key read); else written again
+    with the CA's key first (`ensure_crl`)."""
+    ca_dir = Path(ca_dir)
+    written = not crl_is_current(ca_dir)
+    if written:
+        try:
+            authority = load_authority(ca_dir)
+        except CertsError as exc:
+            raise CertsError(
+                f"{ca_dir / CRL_FILE} is missing, out of date or does not list what revoked.json "
+                f"does; writing it again needs the CA's key: {exc}"
+            ) from None
+        ensure_crl(ca_dir, authority)
+    return BundleCrl(x509.load_pem_x509_crl(read_file(ca_dir / CRL_FILE)), written)
+
+
+def _readme(party: str, certs: dict[str, x509.Certificate], crl: BundleCrl | None) -> str:
     lines = [
         f"Partyline certificates for party {party!r}",
         "",
@@ -81,17 +156,22 @@ def _readme(party: str, certs: dict[str, x509.Certificate]) -> str:
             f"{COORDINATOR_CERT:<18} the coordinator's certificate: the only task signer "
             "to trust (NODE_TRUSTED_SIGNERS)"
         )
-    lines += ["", "Compare these SHA-256 fingerprints with the operator over another channel:", ""]
+    where, check = crl.readme_lines() if crl is not None else ([], [])
+    lines += [
+        *where,
+        "",
+        "Compare these SHA-256 fingerprints with the operator over another channel:",
+        "",
+    ]
     for name, cert in certs.items():
         lines.append(f"{name}: CN={cn_of(cert.subject)} serial={serial_hex(cert)}")
         lines.append(f"  not after {iso(cert.not_valid_after_utc)}")
         lines.append(f"  sha256 {fingerprint(cert)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *check]) + "\n"
 
 
-def bundle_bytes(party: str, certs: dict[str, x509.Certificate]) -> bytes:
-    """The .tar.gz of `certs` (member name → certificate) plus manifest and README."""
-    manifest = {
+def _manifest(party: str, certs: dict[str, x509.Certificate], crl: BundleCrl | None) -> dict:
+    manifest: dict[str, object] = {
         "party": party,
         "certificates": {
             name: {
@@ -103,11 +183,23 @@ def bundle_bytes(party: str, certs: dict[str, x509.Certificate]) -> bytes:
             for name, cert in certs.items()
         },
     }
+    if crl is not None:
+        manifest["revocation_list"] = crl.manifest()
+    return manifest
+
+
+def bundle_bytes(
+    party: str, certs: dict[str, x509.Certificate], crl: BundleCrl | None = None
+) -> bytes:
+    """The .tar.gz of `certs` (member name → certificate), `crl` as crl.pem, manifest, README."""
     members = [
         (name, cert.public_bytes(serialization.Encoding.PEM)) for name, cert in certs.items()
     ]
+    if crl is not None:
+        members.append((CRL_FILE, crl.pem))
+    manifest = _manifest(party, certs, crl)
     members.append((MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode()))
-    members.append((README, _readme(party, certs).encode()))
+    members.append((README, _readme(party, certs, crl).encode()))
     mtime = int(certs[party_cert_name(party)].not_valid_before_utc.timestamp())
     raw = io.BytesIO()
     with (
@@ -131,24 +223,18 @@ class BundleResult:
     outcome: Outcome  # CREATED, UPDATED or UNCHANGED
     serial: str  # the party certificate's, hex
     not_after: str
+    crl: BundleCrl | None = None  # None in the coordinator's bundle
 
     @property
     def changed(self) -> bool:
-        return self.outcome.changed
+        return self.outcome.changed or (self.crl is not None and self.crl.written)
 
 
-def write_bundle(
-    ca_dir: Path,
-    party: str,
-    out: Path,
-    cert: Path | None = None,
-    coordinator_cert: Path | None = None,
-) -> BundleResult:
-    """Write `party`'s bundle to `out`. The party certificate is `cert` or CADIR/NAME.crt, the
-    coordinator's `coordinator_cert` or CADIR/coordinator.crt; each must be a leaf the CA in
-    CADIR signed, valid now. Only CA_DIR/ca.crt is read from the CA, never ca.key."""
-    check_party(party)
-    ca_dir, out = Path(ca_dir), Path(out)
+def _certificates(
+    ca_dir: Path, party: str, cert: Path | None, coordinator_cert: Path | None
+) -> dict[str, x509.Certificate]:
+    """ca.crt, the party's certificate and (but for the coordinator) the coordinator's, each
+    checked: a leaf of this CA, valid now, for the right name."""
     ca_path = ca_dir / CA_CERT
     ca = load_cert(ca_path)
     cert_path = Path(cert) if cert is not None else ca_dir / party_cert_name(party)
@@ -166,9 +252,10 @@ def write_bundle(
                 f"{coord_path}: this is {party!r}'s own certificate, not the coordinator's"
             )
         certs[COORDINATOR_CERT] = coord
-    data = bundle_bytes(party, certs)
-    if out.is_dir():
-        raise CertsError(f"{out}: is a directory; --out names the .tar.gz file")
+    return certs
+
+
+def _write_if_changed(out: Path, data: bytes) -> Outcome:
     if out.exists():
         outcome = Outcome.UNCHANGED if out.read_bytes() == data else Outcome.UPDATED
     else:
@@ -176,10 +263,27 @@ def write_bundle(
     if outcome.changed:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    return BundleResult(
-        out,
-        (*certs, MANIFEST, README),
-        outcome,
-        serial_hex(leaf),
-        iso(leaf.not_valid_after_utc),
-    )
+    return outcome
+
+
+def write_bundle(
+    ca_dir: Path,
+    party: str,
+    out: Path,
+    cert: Path | None = None,
+    coordinator_cert: Path | None = None,
+) -> BundleResult:
+    """Write `party`'s bundle to `out`. The party certificate is `cert` or CADIR/NAME.crt, the
+    coordinator's `coordinator_cert` or CADIR/coordinator.crt; each must be a leaf the CA in
+    CADIR signed, valid now. A party's bundle carries CADIR/crl.pem (`bundle_crl`); ca.key is
+    read only when that list has to be written again, never put in the bundle."""
+    check_party(party)
+    ca_dir, out = Path(ca_dir), Path(out)
+    if out.is_dir():
+        raise CertsError(f"{out}: is a directory; --out names the .tar.gz file")
+    certs = _certificates(ca_dir, party, cert, coordinator_cert)
+    crl = bundle_crl(ca_dir) if party != COORDINATOR else None
+    outcome = _write_if_changed(out, bundle_bytes(party, certs, crl))
+    leaf = certs[party_cert_name(party)]
+    members = (*certs, *((CRL_FILE,) if crl is not None else ()), MANIFEST, README)
+    return BundleResult(out, members, outcome, serial_hex(leaf), iso(leaf.not_valid_after_utc), crl)

@@ -152,14 +152,25 @@ def run_bundle(args: argparse.Namespace) -> Report:
         f"members: {', '.join(res.members)}",
         f"{args.party}.crt serial {res.serial}, valid until {res.not_after}",
     ]
-    data = {
+    data: dict[str, Any] = {
         "party": args.party,
         "bundle": str(res.path),
         "status": res.outcome.value,
         "members": list(res.members),
         "serial": res.serial,
         "not_after": res.not_after,
+        "crl": None,
     }
+    if res.crl is not None:
+        word = "written anew for it" if res.crl.written else "as it was"
+        lines.append(
+            f"crl.pem {word}: {len(res.crl.serials)} revoked, next update {res.crl.next_update}"
+        )
+        data["crl"] = {
+            "written": res.crl.written,
+            "revoked_serials": list(res.crl.serials),
+            "next_update": res.crl.next_update,
+        }
     return Report(res.changed, data, lines)
 
 
@@ -305,13 +316,21 @@ def add_commands(sub: Any) -> dict[str, Handler]:
 
     p = sub.add_parser(
         "bundle",
-        help="with the CA: a .tar.gz of ca.crt, the party's and the coordinator's certificates",
+        help="with the CA: a .tar.gz of ca.crt, the party's and the coordinator's certificates "
+        "and the revocation list",
         description="Write a reproducible .tar.gz with ca.crt, NAME.crt, coordinator.crt (the "
-        "task signer; not in the coordinator's own bundle), manifest.json and README.txt "
-        "(serials, expiry, SHA-256 fingerprints). Never a private key: anything that looks like "
-        "one is refused.",
+        "task signer; not in the coordinator's own bundle), crl.pem (the CA's revocation list, "
+        "NODE_CRL_FILE; written again first, with ca.key, when missing, out of step with "
+        "revoked.json or due as `crl` would; not in the coordinator's bundle), manifest.json and "
+        "README.txt (serials, expiry, SHA-256 fingerprints). Never a private key: anything that "
+        "looks like one is refused.",
     )
-    p.add_argument("--ca-dir", required=True, type=Path, help="directory with ca.crt")
+    p.add_argument(
+        "--ca-dir",
+        required=True,
+        type=Path,
+        help="directory with ca.crt and crl.pem (ca.key when the list must be written again)",
+    )
     p.add_argument("--party", required=True, help="party name")
     p.add_argument("--out", required=True, type=Path, help="the .tar.gz to write")
     p.add_argument("--cert", type=Path, help="the party's certificate (default CA_DIR/NAME.crt)")

@@ -111,22 +111,28 @@ def write_crl(ca_dir: Path, authority: Authority, days: int = CRL_DAYS) -> Path:
     return path
 
 
-def ensure_crl(
-    ca_dir: Path, authority: Authority, days: int = CRL_DAYS, renew_days: int = CRL_RENEW_DAYS
-) -> tuple[Path, bool]:
-    """(the CRL, whether it was written): kept when it is this CA's, lists exactly the revoked
-    certificates not yet expired and has more than `renew_days` left — so a converge that
-    changes nothing writes nothing."""
+def crl_is_current(ca_dir: Path, renew_days: int = CRL_RENEW_DAYS) -> bool:
+    """Whether CA_DIR/crl.pem is this CA's, lists exactly the revoked certificates not yet
+    expired and has more than `renew_days` left. Reads no key: a bundle made from a current
+    list needs none."""
     path = Path(ca_dir) / CRL_FILE
     try:
         current = revoked_serials(path, Path(ca_dir) / "ca.crt")
         crl = x509.load_pem_x509_crl(path.read_bytes())
     except (CertsError, OSError, ValueError):
-        return write_crl(ca_dir, authority, days), True
+        return False
     wanted = {r.serial for r in read_revoked(ca_dir) if r.not_after > _now()}
     left = crl.next_update_utc - _now() if crl.next_update_utc else dt.timedelta(0)
-    if current == wanted and left > dt.timedelta(days=renew_days):
-        return path, False
+    return current == wanted and left > dt.timedelta(days=renew_days)
+
+
+def ensure_crl(
+    ca_dir: Path, authority: Authority, days: int = CRL_DAYS, renew_days: int = CRL_RENEW_DAYS
+) -> tuple[Path, bool]:
+    """(the CRL, whether it was written): kept when `crl_is_current` — so a converge that
+    changes nothing writes nothing."""
+    if crl_is_current(ca_dir, renew_days):
+        return Path(ca_dir) / CRL_FILE, False
     return write_crl(ca_dir, authority, days), True
 
 

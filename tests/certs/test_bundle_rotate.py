@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import json
@@ -19,7 +20,7 @@ from certs.authority import Authority, init_federation, key_matches_cert, verify
 from certs.bundle import PrivateKeyInBundle, check_member, write_bundle
 from certs.common import CertsError, Outcome
 from certs.requests import ensure_key_and_csr
-from certs.revocation import revoked_serials
+from certs.revocation import CRL_RENEW_DAYS, revoked_serials, write_crl
 from certs.rotate import rotate
 from certs.signing import ensure_signed
 
@@ -59,7 +60,9 @@ def test_bundle_members_and_manifest(ca_dir, tmp_path):
     res = write_bundle(ca_dir, "alice", out)
     assert res.outcome is Outcome.CREATED
     files = members(out)
-    assert set(files) == {"ca.crt", "alice.crt", "coordinator.crt", "manifest.json", "README.txt"}
+    assert set(files) == {
+        "ca.crt", "alice.crt", "coordinator.crt", "crl.pem", "manifest.json", "README.txt"
+    }  # fmt: skip
     for name in ("ca.crt", "alice.crt", "coordinator.crt"):
         assert x509.load_pem_x509_certificate(files[name]) == load(ca_dir / name)
     manifest = json.loads(files["manifest.json"])
@@ -110,6 +113,7 @@ def test_bundle_is_reproducible(ca_dir, tmp_path):
 def test_coordinator_bundle_has_no_second_coordinator_cert(ca_dir, tmp_path):
     res = write_bundle(ca_dir, "coordinator", tmp_path / "c.tar.gz")
     assert set(members(res.path)) == {"ca.crt", "coordinator.crt", "manifest.json", "README.txt"}
+    assert res.crl is None  # the coordinator checks no revocation list
 
 
 def test_bundle_refusals(ca_dir, tmp_path):
@@ -125,6 +129,77 @@ def test_bundle_refusals(ca_dir, tmp_path):
     with pytest.raises(CertsError, match="a CA certificate"):
         write_bundle(ca_dir, "alice", out, coordinator_cert=ca_dir / "ca.crt")
     assert not out.exists()
+
+
+def unpack(bundle: Path, into: Path) -> Path:
+    into.mkdir()
+    for name, data in members(bundle).items():
+        (into / name).write_bytes(data)
+    return into
+
+
+def test_a_party_installed_from_its_bundle_refuses_a_rotated_out_certificate(ca_dir, tmp_path):
+    old_bob = load(ca_dir / "bob.crt")
+    rotate(ca_dir, "bob")  # revokes bob's old certificate
+    res = write_bundle(ca_dir, "alice", tmp_path / "alice.tar.gz")
+    old = format(old_bob.serial_number, "x")
+    assert res.crl is not None and res.crl.serials == (old,)
+    manifest = json.loads(members(res.path)["manifest.json"])
+    assert manifest["revocation_list"]["revoked_serials"] == [old]
+    assert old in members(res.path)["README.txt"].decode()
+    # alice's host, installed from the bundle alone: her node's settings read the list
+    host = unpack(res.path, tmp_path / "alice-host")
+    assert old_bob.serial_number in revoked_serials(host / "crl.pem", host / "ca.crt")
+    from node.health import run_checks
+    from node.settings import NodeSettings
+
+    settings = NodeSettings(
+        party="alice", broker_url="redis://node:x@127.0.0.1:1/0", data_root=str(tmp_path),
+        cert_file=str(host / "alice.crt"), key_file=str(ca_dir / "alice.key"),
+        ca_file=str(host / "ca.crt"), crl_file=str(host / "crl.pem"),
+        trusted_signers=str(host / "coordinator.crt"), allowed_peers="bob",
+    )  # fmt: skip
+    assert settings.revoked_serials() == {old_bob.serial_number}
+    checks = run_checks(settings, check_worker=False, check_links=False).checks
+    [check] = [c for c in checks if c.name == "revocation list"]
+    assert check.ok and not check.warn and check.detail.startswith("1 revoked")
+
+
+def test_a_bundle_writes_the_list_only_when_it_must(ca_dir, tmp_path):
+    out = tmp_path / "alice.tar.gz"
+    assert not (ca_dir / "crl.pem").exists()
+    first = write_bundle(ca_dir, "alice", out)
+    assert first.crl is not None and first.crl.written and first.crl.serials == ()
+    crl_bytes = (ca_dir / "crl.pem").read_bytes()
+    again = write_bundle(ca_dir, "alice", out)  # the list is current: kept, bundle unchanged
+    assert again.crl is not None and not again.crl.written and not again.changed
+    assert (ca_dir / "crl.pem").read_bytes() == crl_bytes
+    write_crl(ca_dir, Authority.load(ca_dir), days=CRL_RENEW_DAYS - 1)  # due for renewal
+    renewed = write_bundle(ca_dir, "alice", out)
+    assert renewed.crl is not None and renewed.crl.written and renewed.changed
+    due = x509.load_pem_x509_crl(members(out)["crl.pem"]).next_update_utc
+    assert due is not None and (due - dt.datetime.now(dt.UTC)).days > CRL_RENEW_DAYS
+
+
+def test_a_current_list_is_bundled_without_the_ca_key(ca_dir, tmp_path):
+    write_bundle(ca_dir, "alice", tmp_path / "first.tar.gz")  # writes crl.pem
+    (ca_dir / "ca.key").rename(tmp_path / "ca.key.offline")
+    res = write_bundle(ca_dir, "bob", tmp_path / "bob.tar.gz")
+    assert res.crl is not None and not res.crl.written
+    (ca_dir / "crl.pem").unlink()
+    with pytest.raises(CertsError, match=r"crl.pem is missing.*needs the CA's key.*ca.key"):
+        write_bundle(ca_dir, "bob", tmp_path / "bob.tar.gz")
+
+
+def test_a_list_of_another_ca_is_never_bundled(ca_dir, tmp_path):
+    other = tmp_path / "other"
+    init_federation(other, ["alice"])
+    write_crl(other, Authority.load(other))
+    (ca_dir / "crl.pem").write_bytes((other / "crl.pem").read_bytes())
+    res = write_bundle(ca_dir, "alice", tmp_path / "alice.tar.gz")
+    assert res.crl is not None and res.crl.written  # replaced by this CA's
+    host = unpack(res.path, tmp_path / "host")
+    assert revoked_serials(host / "crl.pem", host / "ca.crt") == frozenset()
 
 
 # --- rotate ------------------------------------------------------------------------------------

@@ -105,10 +105,16 @@ def test_distributed_flow(ca_dir, tmp_path):
         "ca.crt",
         "alice.crt",
         "coordinator.crt",
+        "crl.pem",
         "manifest.json",
         "README.txt",
     ]
     assert made["serial"] == issued["serial"]
+    assert made["crl"] == {
+        "written": True,  # the CA had no list yet
+        "revoked_serials": [],
+        "next_update": made["crl"]["next_update"],
+    }
     with tarfile.open(out, "r:gz") as tar:
         for member in tar.getmembers():
             assert b"PRIVATE KEY" not in tar.extractfile(member).read()
