@@ -70,6 +70,8 @@ class SecretflowTask(Base):
     seq: Mapped[int] = mapped_column(Integer, default=0)
     last_event_id: Mapped[str | None] = mapped_column(String(64), default=None)
     status_at: Mapped[dt.datetime | None] = mapped_column(default=None)  # the event's timestamp
+    # events of this task in the timeline (task_status_logs): the cap per task reads this
+    logged_events: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     params: Mapped[dict[str, Any]]
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

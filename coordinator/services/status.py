@@ -120,25 +120,17 @@ def _log_rows(events: Sequence[StatusEvent], job_of: dict[str, str | None]) -> l
     ]
 
 
-def _within_cap(session: Session, events: list[StatusEvent], ended: set[str]) -> list[StatusEvent]:
+def _within_cap(
+    events: list[StatusEvent], rows: dict[str, SecretflowTask], ended: set[str]
+) -> list[StatusEvent]:
     """The events to log: per task at most MAX_LOGGED_PER_TASK in all, plus the one that ended
-    it (a party that floods its own task cannot grow the timeline without end)."""
-    if not events:
-        return events
-    trids = sorted({e.task_request_id for e in events})
-    held: Counter[str] = Counter(
-        dict(
-            session.execute(
-                select(TaskStatusLog.task_request_id, func.count())
-                .where(TaskStatusLog.task_request_id.in_(trids))
-                .group_by(TaskStatusLog.task_request_id)
-            ).all()
-        )
-    )
+    it (a party that floods its own task cannot grow the timeline without end). Counted on
+    the task's row (`logged_events`), which is locked by this transaction's update."""
     kept = []
     for e in events:
-        if held[e.task_request_id] < MAX_LOGGED_PER_TASK or e.event_id in ended:
-            held[e.task_request_id] += 1
+        row = rows[e.task_request_id]
+        if row.logged_events < MAX_LOGGED_PER_TASK or e.event_id in ended:
+            row.logged_events += 1
             kept.append(e)
     return kept
 
@@ -204,7 +196,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
     # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
     skip = moot | {eid for _p, _t, eid in out.refused}
-    logged = _within_cap(session, [e for e in fresh if e.event_id not in skip], ended)
+    logged = _within_cap([e for e in fresh if e.event_id not in skip], rows, ended)
     if logged:
         session.execute(
             insert(cast(Table, TaskStatusLog.__table__)),

@@ -55,7 +55,7 @@ def redis_client(
         from redis.maint_notifications import MaintNotificationsConfig
 
         kw["parser_class"] = bounded_parser(bounds.max_bulk, bounds.max_items, bounds.max_reply)
-        # push notifications need redis-py's RESP3 or hiredis parser; a party's Redis sends none
+        # a party's Redis sends no maintenance notifications: nothing to subscribe to
         kw["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     if url.startswith("rediss://"):
         kw["ssl_cert_reqs"] = "required"

@@ -7,16 +7,18 @@ import datetime as dt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import MetaData, Table, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from coordinator.db import current_revision, make_engine, migrate, session_factory, transaction
 from coordinator.models import Base, Job, SecretflowTask, TaskStatusLog
 
+HEAD = "0003"  # the newest migration
+
 
 def test_migrations_create_exactly_the_models(db_url):
     migrate(db_url)
-    assert current_revision(db_url) == "0002"
+    assert current_revision(db_url) == HEAD
     engine = make_engine(db_url)
     try:
         names = set(inspect(engine).get_table_names())
@@ -24,6 +26,37 @@ def test_migrations_create_exactly_the_models(db_url):
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_counts_the_events_already_logged_per_task(db_url):
+    """0003's `logged_events` (the timeline cap reads it) starts at what the log holds."""
+    migrate(db_url, "0002")
+    engine = make_engine(db_url)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with transaction(session_factory(engine)) as s:  # jobs and logs: as in 0002
+            s.add(Job(id="job-1", status="RUNNING", request={}, parties={}))
+            s.add_all(_log(f"e{i}", now) for i in range(3))  # all three: exe-1.alice
+        with engine.begin() as conn:  # tasks as 0002 has them (the model has the new column)
+            tasks = Table("secretflow_tasks", MetaData(), autoload_with=conn)
+            conn.execute(
+                tasks.insert(),
+                [
+                    {"job_id": "job-1", "task_id": "job-1", "subtask_id": "psi",
+                     "execution_id": "exe-1", "party": p, "celery_task_id": f"exe-1.{p}",
+                     "task_type": "psi", "status": "RUNNING", "seq": 1, "params": {},
+                     "created_at": now, "updated_at": now}
+                    for p in ("alice", "bob")
+                ],
+            )  # fmt: skip
+        migrate(db_url)
+        with engine.connect() as conn:
+            counts = dict(
+                conn.exec_driver_sql("SELECT party, logged_events FROM secretflow_tasks").all()
+            )
+        assert counts == {"alice": 3, "bob": 0}
     finally:
         engine.dispose()
 
@@ -101,8 +134,8 @@ def test_migrate_cli(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "0002" in done.stderr
-    assert current_revision(url) == "0002"
+    assert HEAD in done.stderr
+    assert current_revision(url) == HEAD
 
 
 def test_migrate_cli_reads_the_database_url_from_the_secrets_dir(tmp_path):
@@ -127,8 +160,8 @@ def test_migrate_cli_reads_the_database_url_from_the_secrets_dir(tmp_path):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "revision empty → 0002" in done.stderr  # one line, however long the URL
-    assert current_revision(url) == "0002"
+    assert f"revision empty → {HEAD}" in done.stderr  # one line, however long the URL
+    assert current_revision(url) == HEAD
     again = subprocess.run(
         [sys.executable, "-m", "coordinator", "migrate", "--json"],
         capture_output=True,
@@ -140,6 +173,6 @@ def test_migrate_cli_reads_the_database_url_from_the_secrets_dir(tmp_path):
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == {
         "database": f"sqlite:///{tmp_path / 'secret.db'}",
-        "before": "0002",
-        "after": "0002",
+        "before": HEAD,
+        "after": HEAD,
     }
