@@ -1,9 +1,10 @@
 """`make demo`: a whole federation on this machine, one PSI through the coordinator.
 
-Creates a CA and certificates, starts every party's node stack natively (redis-server with TLS
-and passwords, Ray head, Celery worker; own ports, data root with a sample CSV), starts the
-coordinator on SQLite, runs one cross-party PSI through the coordinator's API, prints a summary
-and keeps everything running until Ctrl-C (or exits at once with --once).
+Creates a CA, certificates and the CA's revocation list (every node checks it: NODE_CRL_FILE),
+starts every party's node stack natively (redis-server with TLS and passwords, Ray head, Celery
+worker; own ports, data root with a sample CSV), starts the coordinator on SQLite, runs one
+cross-party PSI through the coordinator's API, prints a summary and keeps everything running
+until Ctrl-C (or exits at once with --once).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from deploy.local.topology import (
 from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids, summary_table
 
 console = Console()
+CRL_CHECK_S = 3600.0  # how often a running demo sees whether the revocation list is due
 
 
 def write_sample(path: Path, key: str, ids: list[int], seed: int) -> None:
@@ -50,6 +52,31 @@ def make_federation(
     )
 
 
+def prepare(
+    base: Path, parties: list[str], topology: Path | None, say=print
+) -> tuple[LocalFederation, Path]:
+    """The federation's files, before any process starts: the party registry (written unless
+    `topology` is given), the coordinator's Redis passwords, the CA with every certificate and
+    its revocation list (each node's NODE_CRL_FILE). Returns the federation and its registry;
+    TopologyError, ValueError or OSError for a registry that does not fit."""
+    fed = make_federation(base / "parties", parties, own_registry=topology is not None, log=say)
+    topology_path = topology or base / "topology.yaml"
+    if topology is None:
+        write_topology(fed, topology_path, federation="demo")
+    secrets_env = base / "secrets.env"
+    secrets_env.write_text("".join(f"{k}={v}\n" for k, v in coordinator_passwords(fed).items()))
+    secrets_env.chmod(0o600)
+    fed.base.mkdir(parents=True, exist_ok=True)
+    fed.create_certs()
+    say(
+        f"CA, certificates for {', '.join(parties)} and the coordinator, and the CA's "
+        f"revocation list in {fed.certs_dir}"
+    )
+    topo = apply_topology(fed, topology_path)
+    say(f"party registry: {topology_path} ({', '.join(topo.names)})")
+    return fed, topology_path
+
+
 def run(args) -> int:
     parties = [p.strip() for p in args.parties.split(",") if p.strip()]
     if len(parties) < 2:
@@ -61,23 +88,13 @@ def run(args) -> int:
     base.mkdir(parents=True)
     t_start = time.monotonic()
     say = lambda m: console.print(f"[dim]{time.monotonic() - t_start:6.1f}s[/] {m}")  # noqa: E731
-
-    fed = make_federation(base / "parties", parties, own_registry=bool(args.topology), log=say)
-    topology_path = Path(args.topology) if args.topology else base / "topology.yaml"
-    if not args.topology:
-        write_topology(fed, topology_path, federation="demo")
-    secrets_env = base / "secrets.env"
-    secrets_env.write_text("".join(f"{k}={v}\n" for k, v in coordinator_passwords(fed).items()))
-    secrets_env.chmod(0o600)
-    fed.base.mkdir(parents=True, exist_ok=True)
-    fed.create_certs()
-    say(f"CA and certificates for {', '.join(parties)} and the coordinator in {fed.certs_dir}")
     try:
-        topo = apply_topology(fed, topology_path)
+        fed, topology_path = prepare(
+            base, parties, Path(args.topology) if args.topology else None, say
+        )
     except (TopologyError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         return 2
-    say(f"party registry: {topology_path} ({', '.join(topo.names)})")
 
     coordinator = None
     stop = threading.Event()
@@ -155,8 +172,7 @@ def run(args) -> int:
         console.print(
             "The federation keeps running. [bold]Ctrl-C[/] stops every process it started."
         )
-        while not stop.wait(1.0):
-            pass
+        keep_running(fed, stop, say)
         return 0
     finally:
         with console.status("stopping every process the demo started"):
@@ -164,6 +180,16 @@ def run(args) -> int:
                 coordinator.stop()
             fed.stop()
         console.print("stopped.")
+
+
+def keep_running(fed: LocalFederation, stop: threading.Event, say) -> None:
+    """Until `stop` is set; the CA's revocation list is renewed when due (checked hourly)."""
+    renew_at = time.monotonic() + CRL_CHECK_S
+    while not stop.wait(1.0):
+        if time.monotonic() >= renew_at:
+            renew_at += CRL_CHECK_S
+            if fed.renew_crl():
+                say(f"renewed the CA's revocation list {fed.certs_dir / 'crl.pem'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """A local (native, no Docker) federation: per party a redis-server with a password, a Ray head
 and a Celery worker, each with its own ports, certificates, data root and state directory.
 
-Used by the test fixtures and (later) `make demo`. Every process is started in its own session
-and stopped by its own PIDs.
+Used by the test fixtures, the benchmarks and `make demo`. Every process is started in its own
+session and stopped by its own PIDs. The CA directory holds the certificates and the CA's revocation list, which every node checks
+(`NODE_CRL_FILE`), as on hosts the Ansible role installs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import redis
 
-from certs.authority import init_federation, party_cert_name, party_key_name
+from certs.authority import Authority, init_federation, party_cert_name, party_key_name
+from certs.revocation import CRL_FILE, ensure_crl
 from deploy.local.ports import PortAllocator
 from deploy.redis import RedisTls, render_redis_conf
 
@@ -69,6 +71,11 @@ class PartyNode:
         return self.certs_dir / "ca.crt" if self.redis_tls and self.certs_dir else None
 
     @property
+    def crl_file(self) -> Path:
+        assert self.certs_dir is not None
+        return self.certs_dir / CRL_FILE
+
+    @property
     def ray_address(self) -> str:
         return f"127.0.0.1:{self.ports['ray']}"
 
@@ -82,6 +89,7 @@ class PartyNode:
             "NODE_CERT_FILE": str(self.certs_dir / party_cert_name(self.name)),
             "NODE_KEY_FILE": str(self.certs_dir / party_key_name(self.name)),
             "NODE_CA_FILE": str(self.certs_dir / "ca.crt"),
+            "NODE_CRL_FILE": str(self.crl_file),
             "NODE_ALLOWED_PEERS": ",".join(self.peers),
             "NODE_TRUSTED_SIGNERS": str(self.certs_dir / "coordinator.crt"),
             "NODE_FED_LISTEN_HOST": "127.0.0.1",
@@ -230,8 +238,16 @@ class LocalFederation:
 
     # --- lifecycle ------------------------------------------------------------------------
     def create_certs(self) -> None:
-        # the coordinator signs tasks with its own identity from the same CA
-        init_federation(self.certs_dir, [*self.parties, "coordinator"])
+        # the coordinator signs tasks with its own identity from the same CA; the CA's
+        # revocation list is made with them (every node's NODE_CRL_FILE)
+        authority = init_federation(self.certs_dir, [*self.parties, "coordinator"])
+        ensure_crl(self.certs_dir, authority)
+
+    def renew_crl(self) -> bool:
+        """Write the CA's revocation list again when it is due (`ensure_crl`: 30 days before its
+        90 run out), as converging does on hosts: a federation left running outlives it, and
+        a node fails closed on a list out of date. True when written."""
+        return ensure_crl(self.certs_dir, Authority.load(self.certs_dir))[1]
 
     def start_redis(self, node: PartyNode) -> None:
         (node.base / "redis").mkdir(parents=True, exist_ok=True)

@@ -298,9 +298,12 @@ def test_party_not_among_allowed_peers_refused(federation, datasets):
 
 def test_peer_with_certificate_from_another_ca_fails_both_sides(federation, datasets, tmp_path):
     from certs.authority import init_federation
+    from certs.revocation import write_crl
 
     evil = tmp_path / "evil-ca"
-    init_federation(evil, ["bob"], ca_name="Some other CA")
+    # bob's whole PKI is the other CA's, its revocation list too (the federation's would stop
+    # bob's fed link before any handshake: a list not of NODE_CA_FILE fails closed)
+    write_crl(evil, init_federation(evil, ["bob"], ca_name="Some other CA"))
     bob = federation.nodes["bob"]
     federation.stop_worker(bob)
     federation.start_worker(
@@ -308,6 +311,7 @@ def test_peer_with_certificate_from_another_ca_fails_both_sides(federation, data
         NODE_CERT_FILE=str(evil / "bob.crt"),
         NODE_KEY_FILE=str(evil / "bob.key"),
         NODE_CA_FILE=str(evil / "ca.crt"),
+        NODE_CRL_FILE=str(evil / "crl.pem"),
     )
     try:
         federation.wait_workers()
@@ -351,6 +355,7 @@ def test_health_cli_reports_ok(federation):
         "ray head",
         "certificate",
         "key matches certificate",
+        "revocation list",  # the federation's CA list (NODE_CRL_FILE), as on real hosts
         "data root",
     } <= names
 
