@@ -3,7 +3,8 @@
 The ports come from examples/topology.yaml, the demo federation's registry: the compose
 simulation keeps every party's Redis port and fed/SPU ranges and only changes the hosts to the
 compose names (`alice.peer` for the links, `alice-gw` for the coordinator's Redis). Per party:
-`certs/` (CA certificate, the party's key and certificate, the coordinator's certificate),
+`certs/` (CA certificate, the CA's revocation list `crl.pem` — NODE_CRL_FILE —, the party's key
+and certificate, the coordinator's certificate),
 `secrets/node_broker_url`, `redis/redis.conf` (deploy/redis template, as `make demo`),
 `gateway.json` (what the gateway relays) and `node.env`. For the coordinator: the topology,
 its key, the parties' certificates and its secrets; for PostgreSQL its password. Private keys
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from certs.authority import init_federation, party_cert_name, party_key_name
+from certs.revocation import CRL_FILE, ensure_crl
 from coordinator.topology import Topology, parse_topology
 from deploy.local.topology import password_var, registry_ports
 from deploy.redis import RedisTls, render_redis_conf
@@ -177,6 +179,7 @@ def node_env(me: ComposeParty, parties: list[ComposeParty]) -> dict[str, str]:
         "NODE_CERT_FILE": str(CERTS / party_cert_name(me.name)),
         "NODE_KEY_FILE": str(CERTS / party_key_name(me.name)),
         "NODE_CA_FILE": str(CERTS / "ca.crt"),
+        "NODE_CRL_FILE": str(CERTS / CRL_FILE),
         "NODE_TRUSTED_SIGNERS": str(CERTS / "coordinator.crt"),
         "NODE_ALLOWED_PEERS": ",".join(p.name for p in peers),
         "NODE_FED_LISTEN_HOST": "0.0.0.0",
@@ -231,7 +234,8 @@ def generate(
     out.chmod(0o700)  # secrets below are readable by the images' user only through their mounts
     ca_dir = out / "ca"
     hosts = {p.name: [p.link_host, p.gateway, f"{p.name}-redis", f"{p.name}-node"] for p in parties}
-    init_federation(ca_dir, [p.name for p in parties] + ["coordinator"], hosts)
+    authority = init_federation(ca_dir, [p.name for p in parties] + ["coordinator"], hosts)
+    ensure_crl(ca_dir, authority)  # every node checks it (NODE_CRL_FILE), as on real hosts
     token = _secret(out / "coordinator" / "secrets" / "coord_api_token", 24)
     db_password = _secret(out / "postgres" / "secrets" / "postgres_password", 24)
     _write(
@@ -243,7 +247,9 @@ def generate(
         pdir = out / p.name
         node_pw = _secret(pdir / "secrets" / ".node_redis_password", 18)
         coord_pw = _secret(out / "coordinator" / "secrets" / password_var(p.name), 18)
-        for f in ("ca.crt", "coordinator.crt", party_cert_name(p.name), party_key_name(p.name)):
+        for f in (
+            "ca.crt", CRL_FILE, "coordinator.crt", party_cert_name(p.name), party_key_name(p.name)
+        ):  # fmt: skip
             (pdir / "certs").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ca_dir / f, pdir / "certs" / f)
             (pdir / "certs" / f).chmod(0o600 if f.endswith(".key") else 0o644)

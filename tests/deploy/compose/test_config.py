@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +14,8 @@ from coordinator.topology import load_topology
 from deploy.compose import config
 from deploy.local.demo import make_federation
 from deploy.local.topology import password_var, write_topology
+from node.health import run_checks
+from node.settings import NodeSettings
 
 EXAMPLE = config.SOURCE_TOPOLOGY
 
@@ -95,6 +98,50 @@ def test_the_compose_file_describes_exactly_these_parties_and_networks(generated
         assert sorted(gw[p]["aliases"]) == sorted(f"{q}.peer" for q in names)
     assert networks["wan"] == {"internal": True}
     assert not [s for s in services if s.startswith("carol")]  # carol is the documented option
+
+
+def _node_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def _node_mounts(names: list[str]) -> dict[str, dict[str, str]]:
+    """party → {container folder: host folder as written} of its node service."""
+    services: dict = {}
+    for f in config.compose_files(names):
+        for name, svc in yaml.safe_load(f.read_text())["services"].items():
+            services.setdefault(name, {}).update(svc)
+    mounts = {}
+    for p in names:
+        pairs = (v.rsplit(":", 2)[:2] for v in services[f"{p}-node"]["volumes"])
+        mounts[p] = {target: source for source, target in pairs}
+    return mounts
+
+
+def test_every_node_container_checks_the_cas_revocation_list(tmp_path):
+    names = ["alice", "bob", "carol"]
+    gen = config.generate(tmp_path / "compose", names)
+    ca_crl = (gen.dir / "ca" / "crl.pem").read_bytes()
+    mounts = _node_mounts(names)
+    for p in names:
+        env = _node_env(gen.dir / p / "node.env")
+        crl = Path(env["NODE_CRL_FILE"])
+        assert crl == config.CERTS / "crl.pem"
+        # the folder is mounted from the party's certs/, which holds the CA's current list
+        assert mounts[p][str(crl.parent)].endswith(f"}}/{p}/certs")
+        on_host = gen.dir / p / "certs" / "crl.pem"
+        assert on_host.read_bytes() == ca_crl
+        assert stat.S_IMODE(on_host.stat().st_mode) == 0o644  # readable by the image's user
+        # the node's settings as written, container paths mapped to the host's: health accepts
+        host_env = {
+            k.removeprefix("NODE_").lower(): v.replace(str(config.CERTS), str(on_host.parent))
+            for k, v in env.items()
+        }
+        settings = NodeSettings(
+            **host_env, broker_url="redis://node:x@127.0.0.1:1/0", data_root=str(tmp_path)
+        )
+        checks = run_checks(settings, check_worker=False, check_links=False).checks
+        [check] = [c for c in checks if c.name == "revocation list"]
+        assert check.ok and not check.warn and check.detail.startswith("0 revoked"), check
 
 
 def test_secrets_and_keys_are_private(generated):
