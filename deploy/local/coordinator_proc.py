@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from deploy.local.logs import CappedLog, spawn
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,6 +45,7 @@ class CoordinatorProcess:
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
+        self._log: CappedLog | None = None
 
     @property
     def url(self) -> str:
@@ -54,16 +57,12 @@ class CoordinatorProcess:
 
     def start(self) -> CoordinatorProcess:
         self.base.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(
+        self.proc, self._log = spawn(  # coordinator.log, capped like the nodes' logs
             [sys.executable, "-m", "coordinator", "serve", "--port", str(self.port)],
+            self.log_file,
             env=dict(os.environ, **self.env),
             cwd=REPO_ROOT,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        logf.close()
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
@@ -72,6 +71,8 @@ class CoordinatorProcess:
         last = "no answer"
         while time.monotonic() < end:
             if self.proc is not None and self.proc.poll() is not None:
+                if self._log is not None:
+                    self._log.wait()  # its last lines
                 tail = self.log_file.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the coordinator exited (code {self.proc.returncode}):\n{tail}")
             try:
@@ -102,3 +103,6 @@ class CoordinatorProcess:
         self.kill(signal.SIGTERM)
         self.kill(signal.SIGKILL)
         self.proc = None
+        if self._log is not None:
+            self._log.wait()
+            self._log = None

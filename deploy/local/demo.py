@@ -4,7 +4,8 @@ Creates a CA, certificates and the CA's revocation list (every node checks it: N
 starts every party's node stack natively (redis-server with TLS and passwords, Ray head, Celery
 worker; own ports, data root with a sample CSV), starts the coordinator on SQLite, runs one
 cross-party PSI through the coordinator's API, prints a summary and keeps everything running
-until Ctrl-C (or exits at once with --once).
+until Ctrl-C (or exits at once with --once). Every process's output goes to a log that is moved
+to `<log>.1` at 10 MB (deploy/local/logs.py), so a demo left running does not fill the disk.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ def run(args) -> int:
                 ("API", f"{coordinator.url}/docs  — Authorization: Bearer <token>"),
                 ("token", coordinator.token),
                 ("registry", str(topology_path)),
-                ("logs", f"{fed.base}/<party>/worker.log, {coordinator.log_file}"),
+                (
+                    "logs",
+                    f"{fed.base}/<party>/worker.log, redis.log, {coordinator.log_file} "
+                    "(each moved to .1 at 10 MB)",
+                ),
             ],
         )
         console.print(table)

@@ -2,7 +2,9 @@
 and a Celery worker, each with its own ports, certificates, data root and state directory.
 
 Used by the test fixtures, the benchmarks and `make demo`. Every process is started in its own
-session and stopped by its own PIDs. The CA directory holds the certificates and the CA's revocation list, which every node checks
+session and stopped by its own PIDs; its output goes to a size-capped log in the party's folder
+(deploy/local/logs.py: `redis.log`, `worker.log`; Ray's own logs rotate at the same size). The CA
+directory holds the certificates and the CA's revocation list, which every node checks
 (`NODE_CRL_FILE`), as on hosts the Ansible role installs.
 """
 
@@ -23,10 +25,18 @@ import redis
 
 from certs.authority import Authority, init_federation, party_cert_name, party_key_name
 from certs.revocation import CRL_FILE, ensure_crl
+from deploy.local.logs import CappedLog, spawn
 from deploy.local.ports import PortAllocator
 from deploy.redis import RedisTls, render_redis_conf
+from node.housekeeping import LOG_MAX_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Ray's own logs (in its temp dir) rotate at the node's size with one older copy, not Ray's
+# default of 512 MB and five
+RAY_LOG_ROTATION = {
+    "RAY_ROTATION_MAX_BYTES": str(LOG_MAX_BYTES),
+    "RAY_ROTATION_BACKUP_COUNT": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class PartyNode:
     coordinator_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     certs_dir: Path | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, CappedLog] = field(default_factory=dict)  # what writes each proc's log
     redis_tls: bool = True
     worker_started_at: float = 0.0  # time.time() of the last start_worker
     _next_job_port: int = 0
@@ -173,6 +184,16 @@ def _redis_conf(node: PartyNode) -> str:
     )
 
 
+def _stop(node: PartyNode, name: str, timeout: float = 20.0) -> None:
+    """Stop `node`'s process `name` and wait until its last output is in its log."""
+    proc = node.procs.pop(name, None)
+    if proc is not None:
+        _kill_session(proc, timeout)
+    log = node.logs.pop(name, None)
+    if log is not None:
+        log.wait()
+
+
 def _kill_session(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -254,14 +275,9 @@ class LocalFederation:
         conf = node.base / "redis.conf"
         conf.write_text(_redis_conf(node))
         conf.chmod(0o600)
-        logf = open(node.base / "redis.log", "ab")
-        node.procs["redis"] = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", str(conf)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        node.procs["redis"], node.logs["redis"] = spawn(
+            [shutil.which("redis-server") or "redis-server", str(conf)], node.base / "redis.log"
         )
-        logf.close()
         self._wait(
             lambda: self._redis_ok(node), 30, f"{node.name}'s Redis on port {node.ports['redis']}"
         )
@@ -274,7 +290,7 @@ class LocalFederation:
             return False
 
     def start_ray(self, node: PartyNode) -> None:
-        env = dict(os.environ, **node.env(**self.node_env))
+        env = dict(os.environ, **node.env(**self.node_env), **RAY_LOG_ROTATION)
         done = subprocess.run(
             [sys.executable, "-m", "node", "ray-head", "start"],
             env=env,
@@ -288,16 +304,12 @@ class LocalFederation:
 
     def start_worker(self, node: PartyNode, **extra_env: str) -> None:
         env = dict(os.environ, **node.env(**{**self.node_env, **extra_env}))
-        logf = open(node.base / "worker.log", "ab")
-        node.procs["worker"] = subprocess.Popen(
+        node.procs["worker"], node.logs["worker"] = spawn(
             [sys.executable, "-m", "node", "worker", "--loglevel=info"],
+            node.base / "worker.log",
             env=env,
             cwd=REPO_ROOT,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        logf.close()
         node.worker_started_at = time.time()
 
     def wait_workers(self, timeout: float = 120) -> None:
@@ -364,9 +376,7 @@ class LocalFederation:
         return self
 
     def stop_worker(self, node: PartyNode) -> None:
-        proc = node.procs.pop("worker", None)
-        if proc is not None:
-            _kill_session(proc, timeout=30)
+        _stop(node, "worker", timeout=30)
 
     def stop(self) -> None:
         from node import rayhead
@@ -379,9 +389,7 @@ class LocalFederation:
                 rayhead.stop(settings)
                 shutil.rmtree(rayhead.temp_dir(settings), ignore_errors=True)  # in /tmp
         for node in self.nodes.values():
-            proc = node.procs.pop("redis", None)
-            if proc is not None:
-                _kill_session(proc)
+            _stop(node, "redis")
 
     def __enter__(self) -> LocalFederation:
         try:
