@@ -117,7 +117,7 @@ class _BoundedHiredisParser(_HiredisParser):
 
     def on_connect(self, connection: Any, **kwargs: Any) -> None:
         super().on_connect(connection, **kwargs)
-        self._reader = _CountingReader(self._reader, self.limits)
+        self._reader = _CountingReader(self._reader, self.limits)  # type: ignore[assignment]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         reply = super().read_response(*args, **kwargs)
