@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_S = 3.0
 # the largest reply the coordinator loads from a party's Redis: one value (a result, heartbeat
-# or stream entry), one array (a batch of stream entries), one reply in all
-READ_BOUNDS = ReplyBounds(max_bulk=MAX_RESULT_BYTES, max_items=4096, max_reply=16 * 1024 * 1024)
+# or stream entry), one array (a batch of stream entries), one reply in all. A batch of 500
+# honest entries is well under 1 MB; a batch over 4 MB is read again entry by entry (listener),
+# so a party stuffing its stream costs the coordinator 4 MB a read at most.
+READ_BOUNDS = ReplyBounds(max_bulk=MAX_RESULT_BYTES, max_items=4096, max_reply=4 * 1024 * 1024)
 CALL_POLL_S = (0.02, 0.2)  # how often a web task's result is looked for: first, at most
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 import redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
 
@@ -99,8 +100,14 @@ class _CountingReader:
             _check_header(bytes(buf[off : off + min(n, _HEADER_MAX)]), self._limits)
         self._fed += n
         if self._fed > self._limits.max_reply:
+            self._drop()
             raise ReplyTooLarge("a reply", self._fed, self._limits.max_reply)
         self._reader.feed(buf, off, n)
+
+    def _drop(self) -> None:
+        """Free what hiredis holds of the refused reply now, not when the traceback that
+        references this reader is collected."""
+        self._reader = hiredis.Reader()
 
     def gets(self, *args: Any) -> Any:
         reply = self._reader.gets(*args)
