@@ -1,7 +1,9 @@
 """Applying status events to the database (DESIGN §5), in the caller's transaction.
 
-Idempotent: an event_id already in task_status_logs is skipped; per task, `merge.apply_event`
-ignores older/duplicate seqs and never changes a terminal task. The job's state is then rebuilt
+Idempotent: per task, `merge.apply_event` ignores older/duplicate seqs and never changes a
+terminal task, so an event applied before changes nothing when it comes again (a consumer that
+read it, crashed before acknowledging and is claimed from); its timeline row is written once
+(`INSERT … ON CONFLICT (event_id) DO NOTHING`). The job's state is then rebuilt
 from all its party tasks of the current attempt with the pure `merge.merge` — never from the
 single event. Post-commit work (revoking survivors, retries) is returned, not done here.
 """
@@ -15,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from coordinator.merge import (
@@ -120,6 +123,16 @@ def _log_rows(events: Sequence[StatusEvent], job_of: dict[str, str | None]) -> l
     ]
 
 
+def _insert_log(session: Session, rows: list[dict]) -> None:
+    """Write timeline rows, skipping event ids already written (an event read again after a
+    crash: it changed nothing this time, but was counted towards the task's cap again — the cap
+    is reached a little early, never passed). One executemany, pipelined by the driver."""
+    table = cast(Table, TaskStatusLog.__table__)
+    dialect = session.get_bind().dialect.name
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(make(table).on_conflict_do_nothing(index_elements=["event_id"]), rows)
+
+
 def _within_cap(
     events: list[StatusEvent], rows: dict[str, SecretflowTask], ended: set[str]
 ) -> list[StatusEvent]:
@@ -147,17 +160,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             batch[e.event_id] = e
     if not batch:
         return out
-    seen = set(
-        session.scalars(
-            select(TaskStatusLog.event_id).where(TaskStatusLog.event_id.in_(list(batch)))
-        )
-    )
-    out.duplicates += len(seen)
-    for eid in seen:
-        out.count(batch[eid], "duplicate")
-    fresh = [e for eid, e in batch.items() if eid not in seen]
-    if not fresh:
-        return out
+    fresh = list(batch.values())
     trids = {e.task_request_id for e in fresh}
     rows = {
         r.celery_task_id: r
@@ -194,14 +197,10 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     # every node event is logged (the timeline is what the nodes said); a coordinator-made event
     # (timer, dead worker, Celery-result fallback) only when it changed the task — e.g. a
     # fallback SUCCESS racing the node's own SUCCESS event is dropped, not shown twice.
-    # A Core executemany (batched by the driver), not the ORM's bulk-insert machinery.
     skip = moot | {eid for _p, _t, eid in out.refused}
     logged = _within_cap([e for e in fresh if e.event_id not in skip], rows, ended)
     if logged:
-        session.execute(
-            insert(cast(Table, TaskStatusLog.__table__)),
-            _log_rows(logged, {t: r.job_id for t, r in rows.items()}),
-        )
+        _insert_log(session, _log_rows(logged, {t: r.job_id for t, r in rows.items()}))
     out.jobs_touched |= touched_jobs
     reconcile_jobs(session, sorted(touched_jobs), out, now=now)
     return out
