@@ -113,7 +113,26 @@ class ComposeStack:
         )
 
     def up(self) -> None:
-        self.compose("up", "-d", "--no-build")
+        done = self.compose("up", "-d", "--no-build", check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"compose up -d failed: {' '.join(tail)}\n{self.why_unhealthy()}")
+
+    def why_unhealthy(self) -> str:
+        """Every service that is not healthy: its state, its health check's last output and the
+        end of its log."""
+        h = self.health()
+        bad = sorted(s for s, st in h.items() if st != "healthy")
+        lines = []
+        for service in bad:
+            lines.append(f"{service}: {h[service]}")
+            cid = self.compose("ps", "-q", service, check=False).stdout.strip()
+            checks = (
+                self.docker.inspect(cid)[0]["State"].get("Health", {}).get("Log", []) if cid else []
+            )
+            if checks:
+                lines.append(f"  last check: {checks[-1].get('Output', '').strip()[-800:]}")
+        return "\n".join(lines) + "\n" + self.logs_tail(bad)
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hiredis
 import redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
 
@@ -107,7 +106,7 @@ class _CountingReader:
     def _drop(self) -> None:
         """Free what hiredis holds of the refused reply now, not when the traceback that
         references this reader is collected."""
-        self._reader = hiredis.Reader()
+        self._reader = type(self._reader)()  # a blank hiredis.Reader
 
     def gets(self, *args: Any) -> Any:
         reply = self._reader.gets(*args)
