@@ -185,13 +185,20 @@ class Scenario:
             return c.exec_driver_sql("SELECT count(*) FROM task_status_logs").scalar()
 
     def start_listener(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--listener", self.db_url, str(self.topology)],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
+        errors = self.base / "listener.stderr"
+        with errors.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--listener", self.db_url, str(self.topology)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                cwd=ROOT,
+            )
         line = self.proc.stdout.readline()
+        if not line:  # it ended before starting: say why
+            self.proc.wait(30)
+            tail = errors.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the listener exited ({self.proc.returncode}) at start:\n{tail}")
         self.started_at = json.loads(line)["started"]
 
     def stop_listener(self, sig=signal.SIGTERM) -> None:
