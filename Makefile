@@ -55,7 +55,7 @@ compose-down: sync ## remove every container, network, volume and generated secr
 	.venv/bin/python -m deploy.compose down
 
 test: deps ## run the whole test suite (unit + real two-party e2e + compose + Ansible; PYTEST_ARGS='-m "not compose and not ansible"' skips the containers)
-	.venv/bin/pytest $(PYTEST_ARGS)
+	.venv/bin/pytest --durations=25 $(PYTEST_ARGS)
 
 test-unit: deps ## unit tests only
 	.venv/bin/pytest -m "not e2e" $(PYTEST_ARGS)
