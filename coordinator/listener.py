@@ -1,5 +1,5 @@
 """The status listener: one thread per party reading that party's `task_status_stream` with a
-consumer group (DESIGN §4/§5).
+consumer group (docs/architecture.md §2.3, §3).
 
 Per batch: screen (`intake`: only well-formed events of the stream's own party) → apply in ONE database transaction → commit → XACK. The party threads only
 read and parse; one applier thread applies whatever batches are waiting, from every party, in

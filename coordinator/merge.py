@@ -1,4 +1,4 @@
-"""Per-party task states → one job state (DESIGN §5). Pure: no I/O, no clock reads.
+"""Per-party task states → one job state (docs/architecture.md §3). Pure: no I/O, no clock reads.
 
 Party task state
   The node's event statuses (RECEIVED, RUNNING, PROGRESS, RETRY, SUCCESS, FAILURE, CANCELLED)

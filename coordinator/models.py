@@ -1,4 +1,4 @@
-"""Persistence (DESIGN §5): jobs, secretflow_tasks (one row per party per attempt), task_status_logs.
+"""Persistence (docs/architecture.md §3): jobs, secretflow_tasks (one row per party per attempt), task_status_logs.
 
 Status is stored Kuscia-style: the job's overall phase + one row per party with its own state,
 plus the time of the last reconciliation.

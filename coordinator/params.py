@@ -1,4 +1,4 @@
-"""Per-party task params from one template (DESIGN §4): only `self_party` differs.
+"""Per-party task params from one template (docs/architecture.md §2): only `self_party` differs.
 
 Pure: the caller supplies ids, public endpoints and ports; nothing secret or node-internal
 goes into the params (each node adds its own listen addresses and certificates).

@@ -1,6 +1,6 @@
 """Per-party connections: a signing Celery client and a Redis client for each party's broker.
 
-The coordinator talks to each party only through that party's Redis (DESIGN §2): it sends
+The coordinator talks to each party only through that party's Redis (docs/architecture.md §1): it sends
 tasks to the party's queues, revokes them, reads the party's status stream and heartbeat.
 """
 

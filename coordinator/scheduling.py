@@ -1,4 +1,4 @@
-"""Gang scheduling (DESIGN §5), pure: which queued jobs may be dispatched now.
+"""Gang scheduling (docs/architecture.md §3), pure: which queued jobs may be dispatched now.
 
 A job is dispatched only when every one of its parties has a free slot, so all parties start a
 job together and never run jobs in different orders. Queued jobs are considered in FIFO order;

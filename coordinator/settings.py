@@ -42,7 +42,7 @@ class CoordinatorSettings(BaseSettings):
         "`python -m coordinator prune`",
     )
 
-    # task signing (DESIGN §6): the coordinator's own key + certificate sign every task; the
+    # task signing (docs/architecture.md §2.1): the coordinator's own key + certificate sign every task; the
     # nodes' certificates verify their signed control replies
     signing_key_file: Path = Field(description="the coordinator's private key (RSA, PEM)")
     signing_cert_file: Path = Field(description="the coordinator's certificate (PEM)")

@@ -215,7 +215,9 @@ def cmd_send_task(args) -> int:
         res = app.send_task(TASK_HEALTH, queue=WEB_QUEUE)
     else:
         if not args.params:
-            console.print("[red]send-task psi needs --params FILE (task_params JSON, DESIGN §4)[/]")
+            console.print(
+                "[red]send-task psi needs --params FILE (task_params JSON, docs/architecture.md §2)[/]"
+            )
             return 2
         params = json.loads(Path(args.params).read_text())
         trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])

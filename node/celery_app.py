@@ -43,7 +43,7 @@ def create_app(settings: NodeSettings) -> Celery:
         task_time_limit=int(settings.task_time_limit_s + 300),
     )
     app.conf.imports = ("node.tasks",)
-    # DESIGN §6: only tasks signed by a trusted signer (the coordinator) are accepted
+    # docs/architecture.md §2.1: only tasks signed by a trusted signer (the coordinator) are accepted
     check_task_signers(settings.trusted_signers, party=settings.party, peers=settings.allowed_peers)
     enable_signing(
         app, SigningConfig(settings.key_file, settings.cert_file, settings.trusted_signers)

@@ -1,4 +1,4 @@
-"""Node health checks (DESIGN §7), shared by `python -m node health` and tasks.node.health."""
+"""Node health checks (docs/node.md), shared by `python -m node health` and tasks.node.health."""
 
 from __future__ import annotations
 

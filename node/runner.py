@@ -1,4 +1,4 @@
-"""Runs one SecretFlow job in a supervised child process (DESIGN §3).
+"""Runs one SecretFlow job in a supervised child process (docs/architecture.md §1).
 
 SecretFlow's fed layer and RayFed call os._exit(1) on errors, and an absent or untrusted peer is
 retried for hours — so the job never runs inside the Celery worker. The supervisor here enforces

@@ -1,4 +1,4 @@
-"""Which certificates a node trusts to sign its tasks (DESIGN §6). Signing itself — the
+"""Which certificates a node trusts to sign its tasks (docs/architecture.md §2.1). Signing itself — the
 identity and `enable_signing` — is in node.contract.clients, shared with the coordinator."""
 
 from __future__ import annotations

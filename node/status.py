@@ -1,4 +1,4 @@
-"""Status notifier: every event goes to this party's Redis twice (DESIGN §4).
+"""Status notifier: every event goes to this party's Redis twice (docs/architecture.md §2).
 
 XADD task_status_stream — durable, read by the coordinator with a consumer group;
 PUBLISH task_status_events — live, for dashboards. `seq` comes from a Redis counter per task,

@@ -1,4 +1,4 @@
-"""Sending one queued job (DESIGN §5): hold it while a party is not ready, take its ports, store
+"""Sending one queued job (docs/architecture.md §3): hold it while a party is not ready, take its ports, store
 one task per party, then fan out all-or-nothing — and, at start-up, hold the ports of the
 attempts still running. `JobService.tick` picks the jobs (gang scheduling); this sends them.
 """

@@ -1,5 +1,5 @@
 """The job service: submit, gang-schedule, cancel, retry, apply status events, and one pass of
-the timers of DESIGN §5. Its parts live beside it: dispatching one job (services/dispatch.py),
+the timers of docs/architecture.md §3. Its parts live beside it: dispatching one job (services/dispatch.py),
 the reconciliation rules (services/rules.py), Celery results (services/results.py). Every DB
 write lives in these modules or services/status.py; routes only call these methods.
 """

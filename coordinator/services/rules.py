@@ -1,4 +1,4 @@
-"""The reconciliation rules of DESIGN §5, one function per rule; `JobService.reconcile` runs them.
+"""The reconciliation rules of docs/architecture.md §3, one function per rule; `JobService.reconcile` runs them.
 
 A pass reads the clock once (`Pass`) and `scan`s the database in one session:
 

@@ -1,4 +1,4 @@
-"""Applying status events to the database (DESIGN §5), in the caller's transaction.
+"""Applying status events to the database (docs/architecture.md §3), in the caller's transaction.
 
 Idempotent: per task, `merge.apply_event` ignores older/duplicate seqs and never changes a
 terminal task, so an event applied before changes nothing when it comes again (a consumer that
@@ -238,10 +238,6 @@ def reconcile_jobs(
     for job in jobs:
         current = [t for t in tasks.get(job.id, []) if t.execution_id == job.execution_id]
         _reconcile(job, current, out, now)
-
-
-def reconcile_job(session: Session, job_id: str, out: Applied, *, now: dt.datetime) -> None:
-    reconcile_jobs(session, [job_id], out, now=now)
 
 
 def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.datetime) -> None:

@@ -1,4 +1,4 @@
-"""The party registry (DESIGN §5): one YAML file names every party of a federation.
+"""The party registry (docs/architecture.md §3): one YAML file names every party of a federation.
 
 The coordinator, the local launcher, the compose file and the Ansible inventory all describe the
 same topology. The schema is documented in docs/topology.md.

@@ -51,7 +51,7 @@ ROLE_PACKAGES = (  # in apt's cache only: the roles install them
     "libgomp1",
     "python3-apt",  # Ansible's apt module installs it when missing
 )
-SYSTEMD_FLAGS = [  # systemd as PID 1 without --privileged (docs/architecture.md §8 of DESIGN)
+SYSTEMD_FLAGS = [  # systemd as PID 1 without --privileged (../shared/DESIGN.md §8, kept outside the repo)
     "--tmpfs",
     "/run",
     "--tmpfs",

@@ -1,5 +1,5 @@
 """The client pieces both sides need to talk to a party: one Redis client factory, the Celery
-configuration and client app for the party's queues, and the task-signing identity (DESIGN §6:
+configuration and client app for the party's queues, and the task-signing identity (docs/architecture.md §2.1:
 the coordinator signs every task with its certificate; a worker accepts only tasks signed by a
 certificate in its trusted store).
 

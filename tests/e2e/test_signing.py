@@ -1,4 +1,4 @@
-"""Signed tasks (DESIGN §6): a worker runs only tasks signed by the coordinator's certificate."""
+"""Signed tasks (docs/architecture.md §2.1): a worker runs only tasks signed by the coordinator's certificate."""
 
 from __future__ import annotations
 

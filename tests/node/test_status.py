@@ -1,4 +1,4 @@
-"""node/status.py StatusNotifier against a real redis-server (stream + pub/sub, DESIGN §4)."""
+"""node/status.py StatusNotifier against a real redis-server (stream + pub/sub, docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_events_in_stream_and_on_channel(redis_server):
     ]
     assert [(e.seq, e.status) for e in bad_events] == [(1, TaskStatus.FAILURE)]
 
-    # --- every event carries all DESIGN §4 fields, correctly filled
+    # --- every event carries all docs/architecture.md §2 fields, correctly filled
     for text, ev in zip(stream_json, stream_events, strict=True):
         doc = json.loads(text)
         assert set(doc) == EVENT_FIELDS

@@ -1,4 +1,4 @@
-"""node.contract: TaskParams / PSITaskConfig validation, StatusEvent round trip (DESIGN §4)."""
+"""node.contract: TaskParams / PSITaskConfig validation, StatusEvent round trip (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from node.contract import (
 
 
 def good_params() -> dict:
-    """A valid task_params dict, shaped like the example in DESIGN §4."""
+    """A valid task_params dict, shaped like the example in docs/architecture.md §2."""
     return {
         "task_id": "job-7f3a",
         "subtask_id": "psi",
@@ -444,7 +444,7 @@ def test_status_event_json_has_all_design_fields():
         "worker_container",
         "task_name",
     }
-    # DESIGN §4 data fields, plus performance_metrics (filled on SUCCESS)
+    # docs/architecture.md §2 data fields, plus performance_metrics (filled on SUCCESS)
     assert set(doc["data"]) == {"stage", "progress", "result", "error", "performance_metrics"}
     assert doc["status"] == "PROGRESS"
     assert doc["task_name"] == contract.TASK_EXECUTE
