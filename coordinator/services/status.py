@@ -52,7 +52,6 @@ class Applied:
     """What one batch changed; the caller acts on it after the commit."""
 
     applied: int = 0
-    duplicates: int = 0
     # events for a task (or attempt) the coordinator never gave that party: (party, trid,
     # event id) — refused: not applied, not stored (coordinator.intake.Refusal.NOT_ITS_TASK)
     refused: list[tuple[str, str, str]] = field(default_factory=list)
@@ -154,7 +153,6 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     batch: dict[str, StatusEvent] = {}
     for e in events:
         if e.event_id in batch:
-            out.duplicates += 1
             out.count(e, "duplicate")
         else:
             batch[e.event_id] = e

@@ -62,16 +62,21 @@ class ComposeStack:
             raise RuntimeError(f"service {service} has no container")
         return cid
 
-    def health(self) -> dict[str, str]:
-        """service → running / healthy / unhealthy / starting / exited (code)."""
-        out: dict[str, str] = {}
+    def _states(self) -> dict[str, dict | None]:
+        """service → its container's docker State (None: no container)."""
+        out: dict[str, dict | None] = {}
         for service in self.services:
             cid = self.compose("ps", "-q", service, check=False).stdout.strip()
-            if not cid:
+            out[service] = self.docker.inspect(cid)[0]["State"] if cid else None
+        return out
+
+    def health(self, states: dict[str, dict | None] | None = None) -> dict[str, str]:
+        """service → running / healthy / unhealthy / starting / exited (code)."""
+        out: dict[str, str] = {}
+        for service, state in (states or self._states()).items():
+            if state is None:
                 out[service] = "missing"
-                continue
-            state = self.docker.inspect(cid)[0]["State"]
-            if state["Status"] != "running":
+            elif state["Status"] != "running":
                 out[service] = f"{state['Status']} (exit {state.get('ExitCode')})"
             else:
                 out[service] = state.get("Health", {}).get("Status", "running")
@@ -121,15 +126,13 @@ class ComposeStack:
     def why_unhealthy(self) -> str:
         """Every service that is not healthy: its state, its health check's last output and the
         end of its log."""
-        h = self.health()
+        states = self._states()
+        h = self.health(states)
         bad = sorted(s for s, st in h.items() if st != "healthy")
         lines = []
         for service in bad:
             lines.append(f"{service}: {h[service]}")
-            cid = self.compose("ps", "-q", service, check=False).stdout.strip()
-            checks = (
-                self.docker.inspect(cid)[0]["State"].get("Health", {}).get("Log", []) if cid else []
-            )
+            checks = (states[service] or {}).get("Health", {}).get("Log", [])
             if checks:
                 lines.append(f"  last check: {checks[-1].get('Output', '').strip()[-800:]}")
         return "\n".join(lines) + "\n" + self.logs_tail(bad)
