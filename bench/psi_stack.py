@@ -39,7 +39,7 @@ def party_roots(fed) -> dict[str, tuple[int, int]]:
 
 
 def _events(fed, party: str, trid: str) -> list:
-    from node.status import read_events
+    from node.worker.notifier import read_events
 
     with contextlib.suppress(Exception):
         return read_events(fed.nodes[party].redis(), trid)

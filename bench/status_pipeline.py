@@ -1,7 +1,7 @@
 """Status pipeline benchmark: node status events → the coordinator's listener → PostgreSQL.
 
 Real parts: one redis-server per party (the stream the nodes write, written here exactly as
-node.status.StatusNotifier writes it), a real PostgreSQL (Debian's package, temp dir), and the
+node.worker.notifier.StatusNotifier writes it), a real PostgreSQL (Debian's package, temp dir), and the
 coordinator's own listener + job service (coordinator.listener / coordinator.services) running
 in a separate process, as in production. For 2 and 10 parties it measures:
 

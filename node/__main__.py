@@ -64,8 +64,8 @@ def cmd_worker(args) -> int:
     settings = _settings()
     if args.role == "all":
         return _run_both_workers(settings, args)
-    from node.celery_app import ROLE_ENV, app
     from node.contract import DEFAULT_QUEUE, SECRETFLOW_QUEUE, WEB_QUEUE
+    from node.worker.celery_app import ROLE_ENV, app
 
     os.environ[ROLE_ENV] = args.role
     if args.role == "sf":

@@ -2,7 +2,7 @@
 benchmarks), kept in size-capped log files.
 
 A process writes to a pipe; a thread of the launcher appends what it reads to the log file and,
-once the file is over `node.housekeeping.LOG_MAX_BYTES` (10 MB, where the node's own logs
+once the file is over `node.worker.housekeeping.LOG_MAX_BYTES` (10 MB, where the node's own logs
 rotate), moves it to `<name>.1` (replacing the previous one) through `housekeeping.open_log`.
 So at most about twice that stays on disk per process however long the demo runs. (A file the
 process held open itself could not be rotated under it.) The launcher stops every process it
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from node import housekeeping
+from node.worker import housekeeping
 
 CHUNK = 64 * 1024  # one read of the pipe: a file passes the cap by at most this much
 

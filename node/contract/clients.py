@@ -88,7 +88,7 @@ def celery_config(
         "task_default_queue": DEFAULT_QUEUE,
         "task_routes": {name: {"queue": q, "routing_key": q} for name, q in TASK_QUEUES.items()},
         # no STARTED state in the result backend: the status stream says RUNNING, and a
-        # replayed message (node.replay, dropped with Ignore) must not touch the stored result
+        # replayed message (node.worker.replay, dropped with Ignore) must not touch the stored result
         "task_track_started": False,
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,

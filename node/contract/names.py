@@ -36,7 +36,7 @@ HEARTBEAT_KEY = "node_heartbeat:{role}"
 HEARTBEAT_INTERVAL_S = 5
 HEARTBEAT_TTL_S = 15
 # how far ahead a task's deadline may be: the node refuses a later one (and the coordinator
-# never sends one), so its record of executed task ids (node.replay) can expire safely
+# never sends one), so its record of executed task ids (node.worker.replay) can expire safely
 MAX_DEADLINE_AHEAD_S = 7 * 24 * 3600
 
 PARTY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch

@@ -1,4 +1,4 @@
-"""The session host as a child of the SecretFlow worker's main process (node.celery_app).
+"""The session host as a child of the SecretFlow worker's main process (node.worker.celery_app).
 
 Started when the worker is ready, stopped when it shuts down, restarted by a watcher thread
 if it exits; it dies with the worker (PR_SET_PDEATHSIG). A restarted host refuses the sessions
@@ -28,8 +28,8 @@ _stop = threading.Event()
 
 
 def _spawn(settings: NodeSettings) -> subprocess.Popen[bytes]:
-    from node.housekeeping import open_log
     from node.jobprocess import die_with_parent
+    from node.worker.housekeeping import open_log
 
     with open_log(settings.state_dir / "runner" / "sessions.log") as out:  # rotated by size
         return subprocess.Popen(

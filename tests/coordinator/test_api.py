@@ -2,7 +2,7 @@
 
 No node workers run here: the parties' queues are inspected directly (what reached them), and
 status events are written into each party's stream exactly as a node writes them
-(node.status.StatusNotifier). Real multi-party PSI through the API is in tests/e2e.
+(node.worker.notifier.StatusNotifier). Real multi-party PSI through the API is in tests/e2e.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from node.contract import (
     StatusEvent,
     TaskStatus,
 )
-from node.status import StatusNotifier
+from node.worker.notifier import StatusNotifier
 
 from .helpers import PARTIES, TOKEN, _settings
 

@@ -225,7 +225,7 @@ def _honest_node(env, app, party: str, stop: threading.Event, done: list) -> thr
     reports it as a node does (RECEIVED, RUNNING, SUCCESS), through its own stream."""
     from coordinator.models import SecretflowTask
     from node.contract import SECRETFLOW_QUEUE
-    from node.status import StatusNotifier
+    from node.worker.notifier import StatusNotifier
 
     client = env["servers"][party].client()
 

@@ -24,7 +24,7 @@ from node.contract import (
     StatusEvent,
     TaskStatus,
 )
-from node.status import read_events
+from node.worker.notifier import read_events
 
 from .conftest import ARTIFACTS
 from .helpers import (

@@ -14,7 +14,7 @@ from coordinator.merge import PartyStatus, PartyTask, blame
 from deploy.local.driver import psi_params, read_keys, send
 from deploy.local.ports import PortAllocator
 from node.contract import HEARTBEAT_KEY, SECRETFLOW_QUEUE, NodeTaskError, WorkerHeartbeat
-from node.status import read_events
+from node.worker.notifier import read_events
 
 from .conftest import ARTIFACTS
 from .helpers import final, get_job, psi_body, running_coordinator, wait_for, write_inputs

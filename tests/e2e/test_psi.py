@@ -15,7 +15,7 @@ from celery.exceptions import TaskRevokedError
 
 from deploy.local.driver import psi_params, read_keys, send, write_csv
 from node.contract import NodeTaskError, StatusEvent, TaskResult, TaskStatus
-from node.status import read_events
+from node.worker.notifier import read_events
 
 PARTIES = ["alice", "bob"]
 TIMEOUT = 300
@@ -540,7 +540,7 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     from celery.result import AsyncResult
 
     from node.contract import SECRETFLOW_QUEUE, TASK_HEALTH, task_request_id
-    from node.replay import refused_counts
+    from node.worker.replay import refused_counts
 
     out_name = "out/replay.csv"
     per_party = _params(federation, out_name)

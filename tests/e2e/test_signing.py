@@ -9,7 +9,7 @@ import time
 
 from certs.authority import init_federation
 from node.contract import HEARTBEAT_KEY, STATUS_STREAM, TASK_EXECUTE, TASK_HELLO, WEB_QUEUE
-from node.status import read_events
+from node.worker.notifier import read_events
 
 
 def _stays_pending(app, task_id: str, seconds: float = 10.0) -> bool:

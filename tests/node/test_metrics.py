@@ -30,7 +30,7 @@ from node.contract import (
 )
 from node.contract.clients import client_app
 from node.metrics import NodeExporter, serve
-from node.status import StatusNotifier
+from node.worker.notifier import StatusNotifier
 from tests.prometheus import Samples, scrape, value
 
 pytestmark = pytest.mark.timeout(60)

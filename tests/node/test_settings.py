@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from certs.authority import init_federation
 from node.settings import NodeSettings
-from node.signing import SignerError, check_task_signers
+from node.worker.signing import SignerError, check_task_signers
 
 
 def _settings(tmp_path, **kw) -> NodeSettings:

@@ -10,7 +10,7 @@ import pytest
 
 from deploy.local.federation import LocalFederation
 from deploy.local.logs import CHUNK, spawn
-from node import housekeeping
+from node.worker import housekeeping
 
 pytestmark = pytest.mark.timeout(120)
 

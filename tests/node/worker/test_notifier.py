@@ -1,4 +1,4 @@
-"""node/status.py StatusNotifier against a real redis-server (stream + pub/sub, docs/architecture.md §2)."""
+"""node/worker/notifier.py StatusNotifier against a real redis-server (stream + pub/sub, docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from node.contract import (
     TaskStatus,
     task_request_id,
 )
-from node.status import SEQ_KEY, StatusNotifier, read_events
+from node.worker.notifier import SEQ_KEY, StatusNotifier, read_events
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""This party's Celery app: queues, routes, limits. `celery -A node.celery_app:app …`."""
+"""This party's Celery app: queues, routes, limits. `celery -A node.worker.celery_app:app …`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from celery.signals import (
 from node.contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, HEARTBEAT_TTL_S
 from node.contract.clients import SigningConfig, celery_config, enable_signing, redis_client
 from node.settings import NodeSettings, get_settings
-from node.signing import check_task_signers
+from node.worker.signing import check_task_signers
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def create_app(settings: NodeSettings) -> Celery:
         task_soft_time_limit=int(settings.task_time_limit_s + 120),
         task_time_limit=int(settings.task_time_limit_s + 300),
     )
-    app.conf.imports = ("node.tasks",)
+    app.conf.imports = ("node.worker.tasks",)
     # docs/architecture.md §2.1: only tasks signed by a trusted signer (the coordinator) are accepted
     check_task_signers(settings.trusted_signers, party=settings.party, peers=settings.allowed_peers)
     enable_signing(
@@ -129,8 +129,8 @@ def _announce(sender=None, **_kw) -> None:
     then the heartbeat, which tells the coordinator it may send jobs here."""
     role = os.environ.get(ROLE_ENV, "sf")
     if role == "sf":
-        from node import housekeeping
         from node.sessions import service
+        from node.worker import housekeeping
 
         housekeeping.at_start(get_settings())  # before any job: what a killed worker left
         service.start(get_settings())

@@ -11,7 +11,7 @@
 - Log files the node appends to (the job processes' spawn logs, the session host's log) are
   rotated by size when opened (`open_log`: one previous copy kept).
 
-Each job's own files are removed on its every exit path by the job itself (node/tasks.py); this
+Each job's own files are removed on its every exit path by the job itself (node/worker/tasks.py); this
 module is what catches a worker killed with -9.
 """
 

@@ -15,8 +15,7 @@ import redis
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from pydantic import ValidationError
 
-from node import heap, replay
-from node.celery_app import app
+from node import heap
 from node.contract import (
     MAX_DEADLINE_AHEAD_S,
     TASK_EXECUTE,
@@ -41,7 +40,9 @@ from node.contract import (
 from node.datapaths import release_output
 from node.dispatcher import JobRefused, get_job
 from node.settings import NodeSettings, get_settings
-from node.status import StatusNotifier
+from node.worker import replay
+from node.worker.celery_app import app
+from node.worker.notifier import StatusNotifier
 
 _redis: redis.Redis | None = None
 
@@ -190,7 +191,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             shutil.rmtree(prepared["work_dir"], ignore_errors=True)
         if prepared.get("output_claim"):  # renamed into place, or never will be by this job
             release_output(settings.data_root, tuple(prepared["output_claim"]), ids["execution_id"])
-        from node import housekeeping
+        from node.worker import housekeeping
 
         housekeeping.after_job(settings)
         if params.session is None:  # a cold job: the next one finds a job process ready

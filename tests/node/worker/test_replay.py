@@ -1,4 +1,4 @@
-"""node.replay against a real redis-server: a task id runs once; the record is bounded."""
+"""node.worker.replay against a real redis-server: a task id runs once; the record is bounded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 
 from node.contract import utcnow
-from node.replay import EXECUTED_KEY, KEEP_AFTER_DEADLINE_S, claim, refused, refused_counts
+from node.worker.replay import EXECUTED_KEY, KEEP_AFTER_DEADLINE_S, claim, refused, refused_counts
 
 
 def test_a_task_id_is_claimed_once_and_the_claim_ends_after_the_deadline(redis_server):

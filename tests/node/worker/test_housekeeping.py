@@ -1,4 +1,4 @@
-"""node.housekeeping: what a killed worker or a killed job left is removed; what is still in
+"""node.worker.housekeeping: what a killed worker or a killed job left is removed; what is still in
 use is kept (real files in a data root and a state dir)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import time
 
-from node import housekeeping
 from node.datapaths import OutputTarget, reserve_output, resolve_in_root
+from node.worker import housekeeping
 from tests.node.sessions.test_host import settings
 
 DAY = 86400
