@@ -87,7 +87,7 @@ def psi_config(
 ):
     """SPURuntime.psi's PsiConfig with the arguments the node's PSI job ends up passing.
 
-    node/jobs/psi.py → SPU.psi(…) defaults → kernels.spu.psi → SPURuntime.psi:
+    node/jobtypes/psi.py → SPU.psi(…) defaults → kernels.spu.psi → SPURuntime.psi:
     output_csv_na_rep "NULL", broadcast_result False, ecdh_curve CURVE_FOURQ,
     advanced_join_type INNER_JOIN (SPU.psi's default), left_side ROLE_RECEIVER,
     skip_duplicates_check True (SPU.psi hard-codes it), disable_alignment False (sort=True),
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if protocol == "PROTOCOL_RR22" and args.rr22_bucket_size:
         config.protocol_config.rr22_config.bucket_size = args.rr22_bucket_size
     if protocol == "PROTOCOL_ECDH":
-        # as node/jobs/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
+        # as node/jobtypes/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
         legacy = spu.psi.BucketPsiConfig(
             psi_type=spu.psi.PsiType.Value("ECDH_PSI_2PC"),
             broadcast_result=False,

@@ -31,7 +31,7 @@ def execute(
 ) -> tuple[dict[str, Any], Callable[[], float]]:
     """Run one job; return (TaskResult dict, teardown) — teardown() runs sf.shutdown, returns s."""
     from node import cluster, devices
-    from node.dispatcher import get_job
+    from node.jobtypes.table import get_job
 
     job = get_job(params.task_type)
     started_at = utcnow()

@@ -36,7 +36,7 @@ from node.contract import (
     TaskStatus,
 )
 from node.contract.clients import redis_client
-from node.dispatcher import known_job_types
+from node.jobtypes.table import known_job_types
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)

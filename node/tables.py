@@ -31,7 +31,7 @@ BOM = "\ufeff"
 # The last line of every key-only copy, one value per key column: a key both parties have, so
 # the intersection is never empty — SPU 0.9.3b0 with keys_unique=true aborts the receiver on an
 # empty one while the sender waits out its timeout — and never a real key (not hex). The
-# output (node.table_output) and the counts (node.jobs.psi) leave it out.
+# output (node.table_output) and the counts (node.jobtypes.psi) leave it out.
 SENTINEL = "partyline-sentinel"
 SHOW_LINES = 5  # line numbers named in a duplicate-key refusal
 LINES_BLOCK_BYTES = 4 << 20  # a table is read and decoded this much at a time

@@ -57,8 +57,8 @@ class Session:
         self, params: TaskParams, prepared: dict[str, Any], settings: NodeSettings, report
     ) -> dict[str, Any]:
         from node import cluster, devices
-        from node.dispatcher import get_job
         from node.executor import success_result
+        from node.jobtypes.table import get_job
 
         assert params.session is not None
         job = get_job(params.task_type)

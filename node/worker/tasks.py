@@ -38,7 +38,7 @@ from node.contract import (
     task_request_id as make_trid,
 )
 from node.datapaths import release_output
-from node.dispatcher import JobRefused, get_job
+from node.jobtypes.table import JobRefused, get_job
 from node.settings import NodeSettings, get_settings
 from node.worker import replay
 from node.worker.celery_app import app

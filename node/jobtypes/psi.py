@@ -21,7 +21,7 @@ from node.datapaths import (
     reserve_output,
     resolve_in_root,
 )
-from node.jobs.base import JobRefused, JobType
+from node.jobtypes.spec import JobRefused, JobType
 from node.settings import NodeSettings
 from node.table_output import write_output
 from node.tables import TableError, check_table

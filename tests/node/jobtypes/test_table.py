@@ -1,4 +1,4 @@
-"""node/dispatcher.py, node/jobs/psi.py `prepare`, and node/settings.py."""
+"""node/jobtypes/table.py, node/jobtypes/psi.py `prepare`, and node/settings.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from node.contract import ErrorType, TaskParams
-from node.dispatcher import JobRefused, JobType, get_job, job_table, known_job_types
-from node.jobs import psi
+from node.jobtypes import psi
+from node.jobtypes.table import JobRefused, JobType, get_job, job_table, known_job_types
 from node.settings import NodeSettings
 
 BROKER = "redis://node:s3cretpw@127.0.0.1:1/0"
@@ -26,7 +26,7 @@ def _clean_node_env(monkeypatch):
             monkeypatch.delenv(name)
 
 
-# --- dispatcher -------------------------------------------------------------------------------
+# --- the table --------------------------------------------------------------------------------
 def test_psi_is_known():
     assert "psi" in known_job_types()
     job = get_job("psi")
@@ -67,9 +67,9 @@ def test_a_table_with_another_job_type_dispatches_to_it():
         jobs["x"] = echo  # type: ignore[index]
 
 
-def test_job_modules_do_not_import_the_dispatcher():
-    """node.jobs.* → node.dispatcher would be an import cycle (the dispatcher lists the jobs)."""
-    code = "import sys, node.jobs.psi; print('node.dispatcher' in sys.modules)"
+def test_job_modules_do_not_import_the_table():
+    """node.jobtypes.* → node.jobtypes.table would be an import cycle (the table lists the jobs)."""
+    code = "import sys, node.jobtypes.psi; print('node.jobtypes.table' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
@@ -161,7 +161,7 @@ def test_prepare_good_csv(settings):
     assert prepared["input_check"]["rows"] > 0
 
 
-def test_prepare_via_dispatcher_for_bob(tmp_path):
+def test_prepare_via_the_table_for_bob(tmp_path):
     s = make_settings(tmp_path, party="bob")
     s.data_root.mkdir()
     (s.data_root / "accounts.csv").write_text("uid,balance\n1,10\n")

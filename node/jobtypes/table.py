@@ -1,7 +1,7 @@
 """task_type → job type: the table of the job types this node runs.
 
-Each module of node.jobs declares its `JOB`; this table lists them. Nothing registers itself on
-import, and node.jobs imports nothing from here (no import cycle).
+Each module of node.jobtypes declares its `JOB`; this table lists them. Nothing registers itself on
+import, and node.jobtypes imports nothing from here (no import cycle).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from node.contract import ErrorType
-from node.jobs import psi
-from node.jobs.base import JobRefused, JobType
+from node.jobtypes import psi
+from node.jobtypes.spec import JobRefused, JobType
 
 __all__ = ["JOB_TYPES", "JobRefused", "JobType", "get_job", "job_table", "known_job_types"]
 
