@@ -305,7 +305,7 @@ def list_datasets(settings: NodeSettings, limit: int = 1000) -> list[dict]:
 
 
 def _dataset(root: Path, path: Path) -> dict | None:
-    from node.datapaths import read_csv_header
+    from node.dataroot.paths import read_csv_header
 
     try:
         real = path.resolve()

@@ -36,7 +36,7 @@ class JobProcess:
         self, settings: NodeSettings, spawn_log: Path, module: str = "node.executor"
     ) -> None:
         r, w = os.pipe()
-        from node.datapaths import scratch_dir
+        from node.dataroot.paths import scratch_dir
 
         env = dict(
             os.environ, **{MSG_FD_ENV: str(w), "TMPDIR": str(scratch_dir(settings.data_root))}

@@ -80,7 +80,7 @@ def supervised_command(settings: NodeSettings) -> list[str]:
 
 
 def head_environment(settings: NodeSettings) -> dict[str, str]:
-    from node.datapaths import scratch_dir
+    from node.dataroot.paths import scratch_dir
     from node.rayhead_hook import HOOK
 
     # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root

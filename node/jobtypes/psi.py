@@ -11,7 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from node.contract import ErrorType, PSITaskConfig, TaskParams
-from node.datapaths import (
+from node.dataroot.lines import TableError
+from node.dataroot.output import write_output
+from node.dataroot.paths import (
     OutputBusy,
     OutputTarget,
     PathEscapeError,
@@ -21,10 +23,9 @@ from node.datapaths import (
     reserve_output,
     resolve_in_root,
 )
+from node.dataroot.tables import check_table
 from node.jobtypes.spec import JobRefused, JobType
 from node.settings import NodeSettings
-from node.table_output import write_output
-from node.tables import TableError, check_table
 
 WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
 
@@ -211,7 +212,7 @@ def run(
                     # keys_unique=true: the node hands each key once. (An empty intersection
                     # would abort the receiver — "join_sorted_input.inter.csv failed" — while
                     # the sender waits out its timeout; the key-only copies' common sentinel
-                    # line, node.tables.SENTINEL, makes it never empty.)
+                    # line, node.dataroot.lines.SENTINEL, makes it never empty.)
                     False,  # table_keys_duplicated
                     "NULL",  # output_csv_na_rep
                     prepared["broadcast_result"],

@@ -57,8 +57,8 @@ app = create_app(get_settings())
 @worker_process_init.connect
 def _start_spare(**_kw) -> None:
     if os.environ.get(ROLE_ENV, "sf") == "sf":
+        from node.dataroot.table_arrow import preload
         from node.runner import ensure_spare
-        from node.table_arrow import preload
 
         ensure_spare(get_settings())
         preload()  # the first job's table check does not wait for numpy and Arrow to import

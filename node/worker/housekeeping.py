@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from node.contract import MAX_DEADLINE_AHEAD_S
-from node.datapaths import PRIVATE_DIR, drop_claims, prune_scratch, remove_entries
+from node.dataroot.paths import PRIVATE_DIR, drop_claims, prune_scratch, remove_entries
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from node.contract import clients as contract_clients
 from node.contract import (
     task_request_id as make_trid,
 )
-from node.datapaths import release_output
+from node.dataroot.paths import release_output
 from node.jobtypes.table import JobRefused, get_job
 from node.settings import NodeSettings, get_settings
 from node.worker import replay

@@ -126,7 +126,7 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     assert len(got) == len(set(got)), "duplicate rows in the intersection"
     assert set(got) == datasets
     assert outcomes["alice"][1]["result"]["intersection_count"] == len(datasets)
-    # each party's own input size, as SPU counted it (less the sentinel line of node.tables)
+    # each party's own input size, as SPU counted it (less the sentinel line of node.dataroot.tables)
     for party, name, key in (("alice", "customers.csv", "uid"), ("bob", "accounts.csv", "id")):
         own = read_keys(federation.nodes[party].data_root / name, key)
         assert outcomes[party][1]["result"]["original_count"] == len(set(own)), party

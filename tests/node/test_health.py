@@ -42,7 +42,7 @@ def test_the_listing_skips_hidden_folders_and_links_out_and_stops_at_its_limit(t
 
 
 def test_a_wide_header_is_cut_to_the_bound(tmp_path):
-    from node.datapaths import COLUMN_NAME_MAX, MAX_COLUMNS
+    from node.dataroot.paths import COLUMN_NAME_MAX, MAX_COLUMNS
 
     s = _root(tmp_path)
     cols = [f"c{i}" + "x" * 300 for i in range(2000)]

@@ -356,7 +356,7 @@ def test_two_jobs_naming_one_output_the_second_is_refused_until_the_first_ends(s
     """Slots > 1, or a warm and a cold job side by side: both would pass the 'already exists'
     check (the output is not there yet). The output is claimed from preflight to its rename,
     so the second is refused with OutputExists naming the first job."""
-    from node.datapaths import release_output
+    from node.dataroot.paths import release_output
 
     first = psi.prepare(make_params(), settings)
     other = make_params().model_copy(update={"task_id": "job-other", "execution_id": "exe-o1"})

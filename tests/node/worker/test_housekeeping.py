@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from node.datapaths import OutputTarget, reserve_output, resolve_in_root
+from node.dataroot.paths import OutputTarget, reserve_output, resolve_in_root
 from node.worker import housekeeping
 from tests.node.sessions.test_host import settings
 

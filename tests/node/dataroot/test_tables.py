@@ -1,4 +1,4 @@
-"""The streaming check of a PSI input table (node/tables.py): refusals name file, line, problem;
+"""The streaming check of a PSI input table (node/dataroot/tables.py): refusals name file, line, problem;
 the PSI reads a normalized copy only when the library could not take the file as it is."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.contract import DuplicateMode, ErrorType
-from node.tables import SENTINEL, TableError, check_table
+from node.dataroot.lines import SENTINEL, TableError
+from node.dataroot.tables import check_table
 
 
 def _check(tmp_path, content: bytes | str, keys=("uid",), mode=DuplicateMode.REFUSE):
@@ -167,7 +168,7 @@ def test_property_the_psi_sees_each_key_once_and_the_output_their_first_rows(
     c = check_table(path, "t.csv", ["uid"], duplicates=DuplicateMode.DISTINCT, work_dir=tmp / "w")
     assert _keys(c) == list(dict.fromkeys(keys))  # each key once, in first-row order
     assert c.distinct_keys == len(set(keys)) and c.rows == len(rows)
-    from node.table_output import write_output
+    from node.dataroot.output import write_output
 
     out = tmp / "out.csv"
     n = write_output(path, c.psi_input, ["uid"], _target(out), every_row=False)  # all keys "common"
@@ -180,7 +181,7 @@ def test_property_the_psi_sees_each_key_once_and_the_output_their_first_rows(
 
 
 def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
-    from node.table_output import write_output
+    from node.dataroot.output import write_output
 
     source = tmp_path / "src.csv"
     source.write_bytes(b'\xef\xbb\xbfv,uid\r\n1,b\r\n2,a\r\n3,b\r\n4,"c,d"\r\n5,b\r\n')
@@ -202,9 +203,9 @@ def test_output_is_made_of_the_own_rows_of_each_common_key(tmp_path):
 def test_blocks_count_lines_bom_and_crlf_as_lines_do(tmp_path, monkeypatch, block):
     """The table is decoded in blocks of lines: the line named, the BOM, CRLF and the key copy
     do not depend on where a block ends."""
-    import node.tables as tables
+    import node.dataroot.lines as table_lines
 
-    monkeypatch.setattr(tables, "LINES_BLOCK_BYTES", block)
+    monkeypatch.setattr(table_lines, "LINES_BLOCK_BYTES", block)
     body = "".join(f"{i},k{i}\r\n" + ("\r\n" if i % 7 == 0 else "") for i in range(60))
     c = _check(tmp_path, ("\ufeffn,uid\r\n" + body).encode(), mode=DuplicateMode.REFUSE)
     assert c.rows == 60 and _keys(c) == [f"k{i}" for i in range(60)] and c.plain
@@ -218,6 +219,6 @@ def test_blocks_count_lines_bom_and_crlf_as_lines_do(tmp_path, monkeypatch, bloc
 
 def _target(path):
     """Where write_output writes `path` (its folder as the data root, fixed now)."""
-    from node.datapaths import OutputTarget
+    from node.dataroot.paths import OutputTarget
 
     return OutputTarget.at_preflight(path.parent, path, "exe-test")

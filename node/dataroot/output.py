@@ -1,5 +1,5 @@
 """The PSI's output as the user's rows: the rows of the party's own table whose key the PSI
-found in common, made after the PSI from the table itself (node/tables.py says why).
+found in common, made after the PSI from the table itself (node/dataroot/tables.py says why).
 
 Three ways to read the table, the same bytes out: a table without a quote character or a stray
 carriage return ("plain", as `check_table` found it) is read as lines — a row is a line, its
@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from node.datapaths import OutputTarget
-from node.tables import SENTINEL, _key_hashes, _Lines
+from node.dataroot.lines import SENTINEL, Lines, key_hashes
+from node.dataroot.paths import OutputTarget
 
 CHUNK_ROWS = 65_536  # rows looked up at once
 SENTINEL_B = SENTINEL.encode()
@@ -27,7 +27,7 @@ Hashes = Callable[[list[Any], list[int]], tuple[int, int]]
 
 
 def _byte_key_hashes(row: list[bytes], idx: list[int]) -> tuple[int, int]:
-    """node.tables._key_hashes for fields read as bytes."""
+    """node.dataroot.lines.key_hashes for fields read as bytes."""
     if len(idx) == 1:
         key = row[idx[0]]
         return hash(key), hash(b"\x1f" + key)
@@ -145,8 +145,8 @@ def write_output(
 def _write_parsed(
     source: Path, psi_output: Path, keys: list[str], out: BinaryIO, every_row: bool
 ) -> int:
-    common = _Common(psi_output, lambda v: bytes.fromhex(v).decode(), _key_hashes)
-    reader = csv.reader(iter(_Lines(source, source.name)), strict=True)
+    common = _Common(psi_output, lambda v: bytes.fromhex(v).decode(), key_hashes)
+    reader = csv.reader(iter(Lines(source, source.name)), strict=True)
     columns = [c.strip() for c in next(reader)]
     idx = [columns.index(k) for k in keys]
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")

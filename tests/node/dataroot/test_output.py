@@ -1,4 +1,4 @@
-"""The PSI's output made of the party's own rows (node/table_output.py): the line-by-line path
+"""The PSI's output made of the party's own rows (node/dataroot/output.py): the line-by-line path
 for plain tables writes exactly what the csv-module path writes, and both write the rows of the
 common keys in table order."""
 
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.contract import DuplicateMode
-from node.table_output import write_output
-from node.tables import SENTINEL, check_table
+from node.dataroot.lines import SENTINEL
+from node.dataroot.output import write_output
+from node.dataroot.tables import check_table
 
 # no quote, comma, CR or LF: what a plain table's fields are made of (spaces and non-ASCII too)
 FIELD = st.text(alphabet=st.sampled_from(list("ab zé中1-_.;\t")), min_size=1, max_size=4)
@@ -103,7 +104,7 @@ def test_property_plain_and_parsed_paths_agree_with_plain_python(
 
 def test_blocks_of_a_few_lines_give_the_same_output(tmp_path, monkeypatch):
     """A key's first row in one block, its repeats in later ones; CRLF blank lines between."""
-    import node.table_output as table_output
+    import node.dataroot.output as table_output
 
     rng = random.Random(7)
     rows = [(str(i), f"k{rng.randrange(30)}") for i in range(400)]
@@ -125,6 +126,6 @@ def test_blocks_of_a_few_lines_give_the_same_output(tmp_path, monkeypatch):
 
 def _target(path):
     """Where write_output writes `path` (its folder as the data root, fixed now)."""
-    from node.datapaths import OutputTarget
+    from node.dataroot.paths import OutputTarget
 
     return OutputTarget.at_preflight(path.parent, path, "exe-test")

@@ -1,4 +1,4 @@
-"""node/datapaths.py: every way out of the data root is refused."""
+"""node/dataroot/paths.py: every way out of the data root is refused."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.datapaths import PathEscapeError, read_csv_header, resolve_in_root
+from node.dataroot.paths import PathEscapeError, read_csv_header, resolve_in_root
 
 
 @pytest.fixture()
@@ -199,7 +199,7 @@ def test_scratch_is_inside_the_data_root_and_pruned_only_when_old(tmp_path):
     import os
     import time
 
-    from node.datapaths import prune_scratch, scratch_dir
+    from node.dataroot.paths import prune_scratch, scratch_dir
 
     root = tmp_path / "data"
     scratch = scratch_dir(root)
@@ -216,7 +216,7 @@ def test_scratch_is_inside_the_data_root_and_pruned_only_when_old(tmp_path):
 
 # --- outputs without races (issue 22, point 4) -------------------------------------------------
 def _target(root, name="out/res.csv", writer="exe-1"):
-    from node.datapaths import OutputTarget
+    from node.dataroot.paths import OutputTarget
 
     real = resolve_in_root(root, name, for_write=True)
     return OutputTarget.at_preflight(root, real, writer)
@@ -281,7 +281,7 @@ def test_a_failed_write_leaves_no_temporary_file(root):
 
 
 def test_an_output_name_is_claimed_by_one_job_until_released(root):
-    from node.datapaths import OutputBusy, release_output, reserve_output
+    from node.dataroot.paths import OutputBusy, release_output, reserve_output
 
     parts, later = ("out", "res.csv"), time.time() + 3600
     reserve_output(root, parts, "job-a", "exe-a1", later)
@@ -296,7 +296,7 @@ def test_an_output_name_is_claimed_by_one_job_until_released(root):
 
 
 def test_a_claim_left_by_a_killed_job_lapses_at_its_deadline(root):
-    from node.datapaths import reserve_output
+    from node.dataroot.paths import reserve_output
 
     parts = ("out", "res.csv")
     reserve_output(root, parts, "job-a", "exe-a1", time.time() - 1)  # its deadline passed

@@ -1,4 +1,4 @@
-"""The table check's Arrow path (node/table_arrow.py) gives what the csv path gives: the same
+"""The table check's Arrow path (node/dataroot/table_arrow.py) gives what the csv path gives: the same
 key-only copy byte for byte, the same counts, the same refusals — and steps aside for any table
 it does not handle."""
 
@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import node.table_arrow as table_arrow
+import node.dataroot.table_arrow as table_arrow
 from node.contract import DuplicateMode, ErrorType
-from node.tables import TableError, check_table
+from node.dataroot.lines import TableError
+from node.dataroot.tables import check_table
 
 
 def _both(tmp, content: bytes, mode: DuplicateMode, keys=("uid",)):
