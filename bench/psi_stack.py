@@ -125,7 +125,7 @@ def run_stack(
                         "error": {"type": type(exc).__name__, "message": str(exc)},
                     }
                 )
-        # teardown.json is written after a successful cold job only (node/runner.py)
+        # teardown.json is written after a successful cold job only (node/launch/runner.py)
         succeeded = [p for p in PARTIES if outcomes[p].get("status") == "success"]
         teardown: dict[str, dict] = {}
         teardown_at: dict[str, float] = {}

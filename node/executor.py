@@ -1,6 +1,6 @@
 """Inside the supervised job process: cluster → devices → dispatch → teardown, with metrics.
 
-Run as `python -m node.executor` by node.runner. Protocol (JSON lines):
+Run as `python -m node.executor` by node.launch.runner. Protocol (JSON lines):
   child → parent on fd $PARTYLINE_MSG_FD: {"type": "ready"}, {"type": "stage", …},
                                           {"type": "result", "result": …}, {"type": "closed", …}
   parent → child on stdin: one line {"params", "prepared", "settings", "log_path"}

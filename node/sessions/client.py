@@ -60,7 +60,7 @@ def _connect(path: Path, wait_s: float) -> socket.socket:
 
 
 class SessionJob:
-    """One job handed to the session host; quacks like node.jobprocess.JobProcess."""
+    """One job handed to the session host; quacks like node.launch.jobprocess.JobProcess."""
 
     ready = True  # the host waits for its driver itself
 

@@ -38,8 +38,8 @@ from typing import Any
 
 from node import rayhead
 from node.contract import ErrorInfo, ErrorType, TaskParams
-from node.jobprocess import JobProcess
-from node.runner import READY_TIMEOUT_S, busy_port
+from node.launch.jobprocess import JobProcess
+from node.launch.runner import READY_TIMEOUT_S, busy_port
 from node.sessions import wire
 from node.sessions.driver import identity
 from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
@@ -289,7 +289,7 @@ class Host:
             busy = busy_port(params, self.settings)
             if busy is not None:
                 self._end(sess, "its ports were in use", owner=True)
-                from node import failures
+                from node.launch import failures
 
                 info: ErrorInfo = failures.port_in_use(*busy)
                 wire.send(conn, wire.refusal(info.type, info.message))

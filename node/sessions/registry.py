@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.jobprocess import JobProcess
+from node.launch.jobprocess import JobProcess
 
 ENDED_KEPT = 1000  # ids of ended sessions remembered (a late job for one gets SessionLost)
 SEEN_FILE = "sessions.seen"

@@ -58,7 +58,7 @@ app = create_app(get_settings())
 def _start_spare(**_kw) -> None:
     if os.environ.get(ROLE_ENV, "sf") == "sf":
         from node.dataroot.table_arrow import preload
-        from node.runner import ensure_spare
+        from node.launch.runner import ensure_spare
 
         ensure_spare(get_settings())
         preload()  # the first job's table check does not wait for numpy and Arrow to import
@@ -66,7 +66,7 @@ def _start_spare(**_kw) -> None:
 
 @worker_process_shutdown.connect
 def _stop_spare(**_kw) -> None:
-    from node.runner import discard_spare
+    from node.launch.runner import discard_spare
 
     discard_spare()
 

@@ -158,7 +158,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     finally:
         heap.release()  # the table check's blocks and hashes: not kept while the job runs
 
-    from node import runner
+    from node.launch import runner
 
     cancelled = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)

@@ -70,7 +70,7 @@ def _events(federation, party, trid) -> list[StatusEvent]:
 
 def _logs(federation, per_party: dict, lines: int = 25) -> str:
     """The tail of every party's job log, for failure messages."""
-    from node.runner import log_tail
+    from node.launch.runner import log_tail
 
     out = []
     for party, params in per_party.items():

@@ -1,6 +1,6 @@
 """A job's child process — `python -m node.executor` (or a session driver) — and its message
 pipe: spawned in its own process group, killed with its parent (PR_SET_PDEATHSIG), its
-teardown reaped in the background after the result (node.runner supervises the job)."""
+teardown reaped in the background after the result (node.launch.runner supervises the job)."""
 
 from __future__ import annotations
 

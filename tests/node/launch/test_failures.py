@@ -1,11 +1,18 @@
-"""node/failures.py: the job log's evidence → one typed cause and one readable line (pure)."""
+"""node/launch/failures.py: the job log's evidence → one typed cause and one readable line (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
 from node.contract import RETRYABLE, ErrorType
-from node.failures import Situation, clean, from_crash, from_exception, link_timeout, ray_head_down
+from node.launch.failures import (
+    Situation,
+    clean,
+    from_crash,
+    from_exception,
+    link_timeout,
+    ray_head_down,
+)
 
 ANSI_RED = "\x1b[31m"
 ANSI_OFF = "\x1b[0m"

@@ -21,9 +21,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from node import failures
 from node.contract import ErrorInfo, ErrorType, Stage, TaskParams
-from node.jobprocess import JobProcess
+from node.launch import failures
+from node.launch.jobprocess import JobProcess
 from node.sessions.client import HostUnavailable, SessionJob
 from node.settings import NodeSettings
 
