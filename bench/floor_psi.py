@@ -25,7 +25,7 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from node.spu_runtime import RR22_BUCKET_SIZE  # noqa: E402  (stdlib only: the node's setting)
+from node.sfjob.spu_runtime import RR22_BUCKET_SIZE  # noqa: E402  (stdlib only: the node's setting)
 
 # What the node's job sends: connect_retry_* from task_params.spu_config.link_desc; SecretFlow's
 # _fill_link_desc_attrs adds recv_timeout_ms and http_timeout_ms = 120 s when absent.

@@ -19,7 +19,7 @@ what is measured
   stack (b)  `deploy.local.federation.LocalFederation` for alice and bob; params from
              `deploy.local.driver.psi_params`, sent with `deploy.local.driver.send`, in one
              or both --stack-modes:
-             cold       the job runs in a job process of its own (`python -m node.executor`,
+             cold       the job runs in a job process of its own (`python -m node.sfjob.executor`,
                         pre-started: secretflow imported), with its own sf.init, SPU runtime
                         and link, torn down after the result.
              warm       a new warm session per (rows, protocol): an unmeasured warm-up job
@@ -52,7 +52,7 @@ what is measured
                         setsid, are in it). "party" = the whole sum; its parts, disjoint:
                         Ray = the Ray head session (incl. the SPU runtime and RayFed actors);
                         driver = the process that runs the job (cold: the job process
-                        `node.executor`; warm: the session's `node.sessions.driver`);
+                        `node.sfjob.executor`; warm: the session's `node.sessions.driver`);
                         spare = other cold job processes (the pre-started one); session = the
                         session host `node.sessions.host` and everything under it but the
                         driver (in cold mode: its pre-started driver for the next session);

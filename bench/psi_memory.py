@@ -6,7 +6,7 @@ pid: GCS, raylet, Ray workers with RayFed's proxies and the SPU runtime actors) 
 its `python -m node worker` process, walked by parent → child links (not by process group or
 session: the job processes, the session host and its drivers each call setsid). In that tree:
 
-  executor        `python -m node.executor`: a cold job process (the job's, or the spare)
+  executor        `python -m node.sfjob.executor`: a cold job process (the job's, or the spare)
   session host    `python -m node.sessions.host`, a child of the SecretFlow worker
   session driver  `python -m node.sessions.driver`, a child of the session host (a warm
                   session's driver, or the host's pre-started one while no session is up)
@@ -27,7 +27,7 @@ import psutil
 from bench.psi_common import MB, console
 
 ROLES = {
-    "node.executor": "executor",
+    "node.sfjob.executor": "executor",
     "node.sessions.host": "host",
     "node.sessions.driver": "session_driver",
 }

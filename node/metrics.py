@@ -240,7 +240,7 @@ def _is_worker(cmdline: list[str], proc: psutil.Process, party: str) -> bool:
 
 def party_processes(party: str, ray_pid: int | None = None) -> dict[str, list[psutil.Process]]:
     """This party's processes visible here, by role: `worker` (its Celery workers, `python -m
-    node worker`, their pool children), `job` (job processes, `python -m node.executor`, and
+    node worker`, their pool children), `job` (job processes, `python -m node.sfjob.executor`, and
     what they start), `ray_head` (the Ray head started by `python -m node ray-head`, and its
     processes). The exporter itself is left out."""
     tree: dict[int, psutil.Process] = {}
@@ -252,7 +252,7 @@ def party_processes(party: str, ray_pid: int | None = None) -> dict[str, list[ps
     jobs: dict[int, psutil.Process] = {}
     for proc in list(tree.values()):
         with contextlib.suppress(psutil.Error):
-            if _module_args(proc.cmdline())[:1] == ["node.executor"]:
+            if _module_args(proc.cmdline())[:1] == ["node.sfjob.executor"]:
                 for p in [proc, *proc.children(recursive=True)]:
                     jobs[p.pid] = p
     ray: dict[int, psutil.Process] = {}

@@ -228,7 +228,7 @@ def run(
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
     # behind a wait for the peer's report (which we do not need). In a warm session the call
-    # goes through the runtime's check that both parties run this job (node.spu_runtime).
+    # goes through the runtime's check that both parties run this job (node.sfjob.spu_runtime).
     token = prepared.get("session_token")
     refs = {
         p: (

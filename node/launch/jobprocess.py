@@ -1,4 +1,4 @@
-"""A job's child process — `python -m node.executor` (or a session driver) — and its message
+"""A job's child process — `python -m node.sfjob.executor` (or a session driver) — and its message
 pipe: spawned in its own process group, killed with its parent (PR_SET_PDEATHSIG), its
 teardown reaped in the background after the result (node.launch.runner supervises the job)."""
 
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.executor import MSG_FD_ENV
 from node.settings import NodeSettings
+from node.sfjob.executor import MSG_FD_ENV
 
 TEARDOWN_GRACE_S = 90.0  # after the result, how long the child may take to shut down
 
@@ -30,10 +30,10 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class JobProcess:
-    """One child `python -m node.executor` and its message pipe."""
+    """One child `python -m node.sfjob.executor` and its message pipe."""
 
     def __init__(
-        self, settings: NodeSettings, spawn_log: Path, module: str = "node.executor"
+        self, settings: NodeSettings, spawn_log: Path, module: str = "node.sfjob.executor"
     ) -> None:
         r, w = os.pipe()
         from node.dataroot.paths import scratch_dir

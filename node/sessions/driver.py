@@ -1,13 +1,13 @@
 """A warm session's driver: `python -m node.sessions.driver`, started by the session host.
 
-The same protocol as node.executor, for many jobs instead of one:
+The same protocol as node.sfjob.executor, for many jobs instead of one:
   child → parent on fd $PARTYLINE_MSG_FD: {"type": "ready"}; then per job {"type": "stage", …}…
                                           and {"type": "result", …} or {"type": "error", …}
   parent → child on stdin: one line per job {"params", "prepared", "settings", "log_path"}
 The first job connects the session — sf.init against this party's Ray head with the session id
 as RayFed's job name, then the SPU device (its runtime actor and brpc link) — and every later
 job of the session runs on them. Every job's PSI first checks, over the SPU link, that the peer
-runs the same job (node.spu_runtime). Any error ends the process, and with it the session's
+runs the same job (node.sfjob.spu_runtime). Any error ends the process, and with it the session's
 Ray job, actors and ports: a session that failed is never used again. EOF on stdin (the host
 closed the session, or died) ends it too.
 """
@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from node.contract import Stage, TaskParams, utcnow
-from node.executor import MSG_FD_ENV, redirect_output, send_error, send_message
 from node.settings import NodeSettings
+from node.sfjob.executor import MSG_FD_ENV, redirect_output, send_error, send_message
 
 
 class SessionRefusal(Exception):
@@ -56,9 +56,9 @@ class Session:
     def run(
         self, params: TaskParams, prepared: dict[str, Any], settings: NodeSettings, report
     ) -> dict[str, Any]:
-        from node import cluster, devices
-        from node.executor import success_result
         from node.jobtypes.table import get_job
+        from node.sfjob import cluster, devices
+        from node.sfjob.executor import success_result
 
         assert params.session is not None
         job = get_job(params.task_type)
@@ -102,7 +102,7 @@ class Session:
 def main() -> int:
     fd = int(os.environ[MSG_FD_ENV])
     t_import = time.perf_counter()
-    from node import sflite
+    from node.sfjob import sflite
 
     sflite.load()  # SecretFlow's device layer, imported before the session starts (warm)
 

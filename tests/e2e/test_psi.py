@@ -149,7 +149,7 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
         if party == "bob":
             assert events[-1].data.result["intersection_count"] is None
         # after the result, the job process shut its links down cleanly (no Ray worker failed
-        # to import what the teardown ran: node/rayworker.py's workers have no jax)
+        # to import what the teardown ran: node/sfjob/rayworker.py's workers have no jax)
         teardown = _teardown(federation, party, trid)
         assert "teardown_s" in teardown and "error" not in teardown, teardown
 

@@ -135,10 +135,10 @@ def test_tasks_by_outcome_queues_and_heartbeats(exporter, redis_server, party):
 
 
 SLEEP = "import time; time.sleep(60)"
-# a stand-in worker that starts a stand-in job process (`python -c … -m node.executor`)
+# a stand-in worker that starts a stand-in job process (`python -c … -m node.sfjob.executor`)
 WORKER = (
     "import subprocess, sys, time; "
-    f"subprocess.Popen([sys.executable, '-c', {SLEEP!r}, '-m', 'node.executor']); time.sleep(60)"
+    f"subprocess.Popen([sys.executable, '-c', {SLEEP!r}, '-m', 'node.sfjob.executor']); time.sleep(60)"
 )
 
 

@@ -1,4 +1,4 @@
-"""The job's Ray workers: no jax, spu's libraries without spu/__init__ (node.rayworker)."""
+"""The job's Ray workers: no jax, spu's libraries without spu/__init__ (node.sfjob.rayworker)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 
 PROBE = r"""
 import json, sys
-from node import rayworker
+from node.sfjob import rayworker
 rayworker.setup()
 import fed.proxy.barriers, fed.utils            # what RayFed's proxy actors import
 import spu.libspu.link, spu.libspu.logging, spu.psi, spu.psi_v2_pb2
-from node import spu_runtime
+from node.sfjob import spu_runtime
 desc, party = spu_runtime.link_desc(
     {"nodes": [{"party": "alice", "address": "127.0.0.1:1"},
                {"party": "bob", "address": "127.0.0.1:2", "listen_address": "0.0.0.0:2",
@@ -64,7 +64,7 @@ def test_the_link_is_built_as_secretflow_builds_it():
 def test_an_unknown_link_option_is_refused():
     import pytest
 
-    from node import spu_runtime
+    from node.sfjob import spu_runtime
 
     with pytest.raises(ValueError, match="unsupported link option 'bogus'"):
         spu_runtime.link_desc({"nodes": [{"party": "a", "address": "x:1"}]}, 0, {"bogus": 1})

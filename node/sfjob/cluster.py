@@ -20,7 +20,7 @@ def init_cluster(params: TaskParams, settings: NodeSettings, job_name: str | Non
     the session id of a warm session)."""
     import secretflow as sf
 
-    from node import fedlink, rayworker
+    from node.sfjob import fedlink, rayworker
 
     fedlink.install()  # this party's guarded receiver for the cross-silo link
     job_name = job_name or params.execution_id
@@ -49,7 +49,7 @@ def shutdown_cluster() -> None:
 
     Without SecretFlow's shutdown barrier: it runs a PYU task at every party and swaps the
     results, i.e. a Ray worker that imports all of SecretFlow (jax, which the job's workers do
-    not have: node/rayworker.py) only to learn that the peer's driver is still there. A PSI
+    not have: node/sfjob/rayworker.py) only to learn that the peer's driver is still there. A PSI
     sends nothing over the fed link after its start, and each party's result is its own.
     """
     import secretflow as sf

@@ -15,10 +15,10 @@ execution id over the SPU link (`all_gather`); if the ids differ the parties are
 same job and the PSI is refused on both sides — a wrong pairing fails at once instead of
 intersecting one job's table with another's.
 
-`spu/__init__.py` imports jax; the job's workers (node.rayworker) hold the package without
+`spu/__init__.py` imports jax; the job's workers (node.sfjob.rayworker) hold the package without
 running it, so `spu.libspu…` loads only the compiled libraries and protobuf modules. In the
 driver, where SecretFlow already imported `spu`, the package is used as it is. Ray imports this
-module in the worker by name (`node.spu_runtime`): it must import nothing heavy at top level.
+module in the worker by name (`node.sfjob.spu_runtime`): it must import nothing heavy at top level.
 """
 
 from __future__ import annotations

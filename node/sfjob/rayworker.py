@@ -1,7 +1,7 @@
 """What every Ray worker of a job of this node runs first (Ray's `worker_process_setup_hook`,
-set by `node.cluster.init_cluster` in the job's runtime environment).
+set by `node.sfjob.cluster.init_cluster` in the job's runtime environment).
 
-The job's workers hold RayFed's two link proxies and the SPU runtime (`node.spu_runtime`);
+The job's workers hold RayFed's two link proxies and the SPU runtime (`node.sfjob.spu_runtime`);
 none of them computes with jax:
 
 - RayFed imports jax only for `jax.tree_util` and uses its own copy when jax cannot be imported:
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import sys
 
-from node import packages
+from node.sfjob import packages
 
-HOOK = "node.rayworker.setup"
+HOOK = "node.sfjob.rayworker.setup"
 
 
 def runtime_env() -> dict[str, str]:

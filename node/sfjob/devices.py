@@ -25,7 +25,7 @@ def create_devices(params: TaskParams, settings: NodeSettings, name: str | None 
     session id of a warm session)."""
     import secretflow as sf
 
-    from node import spu_runtime
+    from node.sfjob import spu_runtime
 
     spu_runtime.install()  # the PSI runtime without SecretFlow in the actor's worker
     devices: dict = {p: sf.PYU(p) for p in params.sf_init_config.parties}

@@ -10,7 +10,7 @@ before `sf.init`) takes a message only when
   - it is at most `MAX_MESSAGE_BYTES`, and the messages held from its sender stay within
     `MAX_PENDING_MESSAGES` / `MAX_PENDING_BYTES` (a budget per peer: messages one peer sends for
     ids the job never reads cannot crowd out another peer's);
-  - its opcodes pass `node.pickle_check` with the allow-list `ALLOWED_GLOBALS` (exception
+  - its opcodes pass `node.sfjob.pickle_check` with the allow-list `ALLOWED_GLOBALS` (exception
     classes only): no global outside it, no set, no dict key but a string, at most
     `pickle_check.MAX_OPCODES` opcodes — so unpickling it costs in proportion to its size, and a
     payload naming `builtins.exec`, or a 30-byte `bytearray(2**31)`, is refused on arrival. The
@@ -36,7 +36,7 @@ import logging
 import threading
 from typing import Any
 
-from node import pickle_check
+from node.sfjob import pickle_check
 
 security_log = logging.getLogger("partyline.security")
 

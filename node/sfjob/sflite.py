@@ -9,7 +9,7 @@ without running its `__init__`, imports `secretflow.device` (the same modules Se
 where `sf.init`'s Ray production mode lives: its `__init__` imports all of SecretFlow again.
 Measured in a bare interpreter, both loaded: ≈280 MB instead of ≈450 MB, and half the time.
 
-Call it first thing in a process that runs jobs (node.executor, node.sessions.driver): once the
+Call it first thing in a process that runs jobs (node.sfjob.executor, node.sessions.driver): once the
 real `secretflow/__init__` ran, it changes nothing.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import types
 
-from node import packages
+from node.sfjob import packages
 
 # what secretflow/__init__.py imports from .device (secretflow 1.x)
 DEVICE_NAMES = (

@@ -9,7 +9,7 @@ import pickle
 import cloudpickle
 import pytest
 
-from node.fedlink import ALLOWED_GLOBALS, comm_options, payload_problem
+from node.sfjob.fedlink import ALLOWED_GLOBALS, comm_options, payload_problem
 
 
 class _Exec:
@@ -127,7 +127,7 @@ class _Ctx:
 def _service(peers=("bob",)):
     import threading
 
-    from node.fedlink import GuardedSendDataService
+    from node.sfjob.fedlink import GuardedSendDataService
 
     return GuardedSendDataService({}, {}, "alice", threading.Lock(), "exe-1", list(peers))
 
@@ -141,7 +141,7 @@ def _send(svc, data, cn="bob", seq=("1", "2")):
 def test_the_receiver_refuses_code_strangers_copies_and_floods_and_logs_each(caplog):
     import logging
 
-    from node import fedlink
+    from node.sfjob import fedlink
 
     svc = _service()
     with caplog.at_level(logging.WARNING, logger="partyline.security"):
@@ -163,7 +163,7 @@ def test_the_receiver_refuses_code_strangers_copies_and_floods_and_logs_each(cap
 
 
 def test_the_receiver_bounds_what_a_peer_can_make_it_hold(monkeypatch):
-    from node import fedlink
+    from node.sfjob import fedlink
 
     monkeypatch.setattr(fedlink, "MAX_PENDING_MESSAGES", 3)
     svc = _service()
@@ -174,7 +174,7 @@ def test_the_receiver_bounds_what_a_peer_can_make_it_hold(monkeypatch):
 def test_one_peers_unread_messages_never_crowd_out_anothers(monkeypatch):
     """bob fills its budget with messages for ids the job never reads: carol's real message is
     still taken; once the job reads one of bob's, bob may send again."""
-    from node import fedlink
+    from node.sfjob import fedlink
 
     monkeypatch.setattr(fedlink, "MAX_PENDING_MESSAGES", 3)
     svc = _service(peers=("bob", "carol"))
@@ -190,7 +190,7 @@ def test_the_check_runs_off_the_event_loop(monkeypatch):
     import asyncio
     import threading
 
-    from node import fedlink
+    from node.sfjob import fedlink
 
     release = threading.Event()
 
@@ -229,7 +229,7 @@ def link(tmp_path, monkeypatch):
     import fed.config
 
     from certs.authority import init_federation
-    from node.fedlink import GuardedGrpcSenderReceiverProxy, comm_options
+    from node.sfjob.fedlink import GuardedGrpcSenderReceiverProxy, comm_options
 
     # what RayFed's proxy actor reads from Ray's KV store at start (the job's comm options)
     job = {fed_constants.KEY_OF_CROSS_SILO_COMM_CONFIG_DICT: comm_options(["alice", "bob"])}

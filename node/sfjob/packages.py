@@ -1,4 +1,4 @@
-"""A package registered without running its `__init__` (node.sflite, node.rayworker).
+"""A package registered without running its `__init__` (node.sfjob.sflite, node.sfjob.rayworker).
 
 `import a.b` runs `a/__init__.py` first; SecretFlow's and spu's import far more than the
 modules this node uses (all of SecretFlow, jax). With the package registered bare, `import a.b`

@@ -1,6 +1,6 @@
 """Inside the supervised job process: cluster → devices → dispatch → teardown, with metrics.
 
-Run as `python -m node.executor` by node.launch.runner. Protocol (JSON lines):
+Run as `python -m node.sfjob.executor` by node.launch.runner. Protocol (JSON lines):
   child → parent on fd $PARTYLINE_MSG_FD: {"type": "ready"}, {"type": "stage", …},
                                           {"type": "result", "result": …}, {"type": "closed", …}
   parent → child on stdin: one line {"params", "prepared", "settings", "log_path"}
@@ -30,8 +30,8 @@ def execute(
     report: Callable[..., None],
 ) -> tuple[dict[str, Any], Callable[[], float]]:
     """Run one job; return (TaskResult dict, teardown) — teardown() runs sf.shutdown, returns s."""
-    from node import cluster, devices
     from node.jobtypes.table import get_job
+    from node.sfjob import cluster, devices
 
     job = get_job(params.task_type)
     started_at = utcnow()
@@ -138,7 +138,7 @@ def redirect_output(log_path: str) -> None:
 def main() -> int:
     fd = int(os.environ[MSG_FD_ENV])
     t_import = time.perf_counter()
-    from node import sflite
+    from node.sfjob import sflite
 
     sflite.load()  # SecretFlow's device layer, imported before the job arrives (warm)
 

@@ -1,4 +1,4 @@
-"""SecretFlow's device layer without the rest of SecretFlow (node.sflite), in a fresh process."""
+"""SecretFlow's device layer without the rest of SecretFlow (node.sfjob.sflite), in a fresh process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 PROBE = r"""
 import json, sys
-from node import sflite
+from node.sfjob import sflite
 sflite.load()
 import secretflow as sf
 from secretflow.distributed import const
