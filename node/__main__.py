@@ -36,25 +36,25 @@ def _settings():
 
 # --- ray-head ---------------------------------------------------------------------------------
 def cmd_ray_head(args) -> int:
-    from node import rayhead
+    from node.rayhead import head
 
     settings = _settings()
     if args.action == "start":
         with console.status(
             f"starting {settings.party}'s Ray head on {settings.ray_address}"
         ) as st:
-            pid = rayhead.start(settings, timeout=args.timeout, on_wait=lambda m: st.update(m))
+            pid = head.start(settings, timeout=args.timeout, on_wait=lambda m: st.update(m))
         console.print(
             f"[green]Ray head up[/] party={settings.party} address={settings.ray_address} pid={pid}"
         )
         return 0
     if args.action == "run":
-        rayhead.run_foreground(settings)  # does not return
+        head.run_foreground(settings)  # does not return
     if args.action == "stop":
-        stopped = rayhead.stop(settings)
+        stopped = head.stop(settings)
         console.print("Ray head stopped" if stopped else "no Ray head of this party was running")
         return 0
-    info = rayhead.status(settings)
+    info = head.status(settings)
     out.print_json(data=info)
     return 0 if info["up"] else 1
 
@@ -137,12 +137,12 @@ def cmd_probe(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from node import rayhead
+    from node.rayhead import head
     from node.supervise import node_children, supervise
 
     settings = _settings()
     children = node_children(settings, loglevel=args.loglevel, slots=args.slots)
-    own_head = not rayhead.is_up(settings)
+    own_head = not head.is_up(settings)
 
     def stop_now(signum, _frame):
         raise SystemExit(0)  # before the supervisor runs: still stop what `up` started
@@ -152,7 +152,7 @@ def cmd_up(args) -> int:
     try:
         if own_head:
             with console.status(f"starting {settings.party}'s Ray head") as st:
-                pid = rayhead.start(settings, timeout=args.timeout, on_wait=st.update)
+                pid = head.start(settings, timeout=args.timeout, on_wait=st.update)
             console.print(f"[green]Ray head up[/] address={settings.ray_address} pid={pid}")
         else:
             console.print(
@@ -169,7 +169,7 @@ def cmd_up(args) -> int:
             signal.signal(sig, signal.SIG_IGN)
         if own_head:
             console.print(f"stopping {settings.party}'s Ray head")
-            rayhead.stop(settings)
+            head.stop(settings)
     return rc
 
 

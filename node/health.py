@@ -121,9 +121,9 @@ def _refused(settings: NodeSettings) -> Check:
 
 
 def _ray(settings: NodeSettings) -> Check:
-    from node import rayhead
+    from node.rayhead import head
 
-    if rayhead.is_up(settings):
+    if head.is_up(settings):
         return Check("ray head", True, f"GCS answers on {settings.ray_address}")
     return Check("ray head", False, f"nothing listens on {settings.ray_address}")
 

@@ -25,7 +25,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from node import rayhead
 from node.contract import (
     HEARTBEAT_KEY,
     QUEUES,
@@ -37,6 +36,7 @@ from node.contract import (
 )
 from node.contract.clients import redis_client
 from node.jobtypes.table import known_job_types
+from node.rayhead import head
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -258,8 +258,8 @@ def party_processes(party: str, ray_pid: int | None = None) -> dict[str, list[ps
     ray: dict[int, psutil.Process] = {}
     if ray_pid is not None:
         with contextlib.suppress(psutil.Error):
-            head = psutil.Process(ray_pid)
-            ray = {p.pid: p for p in [head, *head.children(recursive=True)]}
+            head_proc = psutil.Process(ray_pid)
+            ray = {p.pid: p for p in [head_proc, *head_proc.children(recursive=True)]}
     own = os.getpid()
     return {
         "worker": [p for pid, p in tree.items() if pid not in jobs and pid != own],
@@ -275,7 +275,7 @@ def exporter(settings: NodeSettings) -> NodeExporter:
     client = redis_client(
         settings.broker_url, settings.redis_ca_file, socket_timeout=t, socket_connect_timeout=t
     )
-    pid_file = rayhead.pid_file(settings)
+    pid_file = head.pid_file(settings)
     return NodeExporter(settings.party, client, job_types=known_job_types(), ray_pid_file=pid_file)
 
 

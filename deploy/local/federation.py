@@ -379,15 +379,15 @@ class LocalFederation:
         _stop(node, "worker", timeout=30)
 
     def stop(self) -> None:
-        from node import rayhead
+        from node.rayhead import head
 
         for node in self.nodes.values():
             self.stop_worker(node)
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 settings = node.settings()
-                rayhead.stop(settings)
-                shutil.rmtree(rayhead.temp_dir(settings), ignore_errors=True)  # in /tmp
+                head.stop(settings)
+                shutil.rmtree(head.temp_dir(settings), ignore_errors=True)  # in /tmp
         for node in self.nodes.values():
             _stop(node, "redis")
 

@@ -6,6 +6,6 @@
   cancel, the Ray head);
 - `failures`: turns a job's ending and its log into one typed cause and one readable line.
 
-May import: node.contract, node.settings, node.rayhead, node.dataroot (scratch folder),
+May import: node.contract, node.settings, node.rayhead.head, node.dataroot (scratch folder),
 node.worker.housekeeping (rotated logs). Not node.sessions, not node.sfjob.
 """

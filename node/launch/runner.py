@@ -109,7 +109,7 @@ def run_job(
     deadline_monotonic: float | None = None,
 ) -> Outcome:
     """Run one job in a child process and supervise it to an Outcome."""
-    from node import rayhead
+    from node.rayhead import head
 
     job_dir = settings.state_dir / "jobs" / f"{params.execution_id}.{params.party}"
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def run_job(
         ray_address=settings.ray_address,
     )
     timings: dict[str, float] = {}
-    if not rayhead.is_up(settings):  # checked before anything is started: a dead head fails now
+    if not head.is_up(settings):  # checked before anything is started: a dead head fails now
         return Outcome(
             OutcomeStatus.ERROR, error=failures.ray_head_down(situation), timings=timings
         )
@@ -195,7 +195,7 @@ def run_job(
                 )
             if now >= next_ray_check:
                 next_ray_check = now + RAY_CHECK_EVERY_S
-                if not rayhead.is_up(settings):
+                if not head.is_up(settings):
                     return fail(failures.ray_head_down(situation))
             if not situation.connected and now - t_sent > settings.start_timeout_s:
                 return fail(failures.link_timeout(situation, tail()))
@@ -225,7 +225,7 @@ def run_job(
                     )
                 elif kind == "error":
                     err = msg["error"]
-                    if not rayhead.is_up(settings):  # the head died under the job
+                    if not head.is_up(settings):  # the head died under the job
                         return fail(failures.ray_head_down(situation))
                     if err.get("refusal"):  # the job itself refused (typed, one line)
                         return fail(ErrorInfo(type=err["type"], message=err["message"]))
@@ -236,7 +236,7 @@ def run_job(
                     )
                 elif kind == "eof":
                     rc = proc.exit_code(30)
-                    if not rayhead.is_up(settings):
+                    if not head.is_up(settings):
                         return fail(failures.ray_head_down(situation))
                     return fail(failures.from_crash(situation, rc, tail()))
     except BaseException:

@@ -36,10 +36,10 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from node import rayhead
 from node.contract import ErrorInfo, ErrorType, TaskParams
 from node.launch.jobprocess import JobProcess
 from node.launch.runner import READY_TIMEOUT_S, busy_port
+from node.rayhead import head
 from node.sessions import wire
 from node.sessions.driver import identity
 from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
@@ -180,12 +180,12 @@ class Host:
         ref, key = params.session, identity(params)
         parties = frozenset(params.sf_init_config.parties)
         retire: list[tuple[WarmSession, str]] = []
-        head = rayhead.head_session(self.settings)
+        ray_session = head.head_session(self.settings)
         crl = self.settings.crl_stamp()
         with self._lock:
             sess = self._sessions.get(ref.id)
             unused = sess is not None and sess.busy is None
-            stale = unused and sess is not None and sess.ray_session != head
+            stale = unused and sess is not None and sess.ray_session != ray_session
             revoked = unused and sess is not None and sess.crl != crl
         if stale and sess is not None:  # its driver talks to a Ray head that is gone
             self._end(sess, "this party's Ray head restarted since the session began")
@@ -239,7 +239,7 @@ class Host:
             excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
             retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
             sess = WarmSession(
-                ref.id, parties, key, ref.idle_timeout_s, ray_session=head,
+                ref.id, parties, key, ref.idle_timeout_s, ray_session=ray_session,
                 busy=params.execution_id, crl=crl,
             )  # fmt: skip
             self._sessions[ref.id] = sess

@@ -106,11 +106,11 @@ def _problems(settings: NodeSettings, role: str) -> list[str]:
     """The SecretFlow worker's own stack, checked every beat (cheap: one TCP connect)."""
     if role != "sf":
         return []
-    from node import rayhead
+    from node.rayhead import head
 
     # (a session host that exited is restarted within seconds by node.sessions.service, and a
     # job sent meanwhile waits for it (node.sessions.client) — so it is not a reason to hold jobs)
-    if not rayhead.is_up(settings):
+    if not head.is_up(settings):
         return [f"Ray head: nothing answers on {settings.ray_address}"]
     return []
 

@@ -70,10 +70,10 @@ def _party_task(federation, party: str, trid: str) -> PartyTask:
 
 
 def test_a_peers_ray_head_down_is_named_by_that_peer_at_once(coordinator, federation, data):
-    from node import rayhead
+    from node.rayhead import head
 
     bob = federation.nodes["bob"]
-    rayhead.stop(bob.settings())
+    head.stop(bob.settings())
     try:
         # (b) a job that reaches bob anyway: bob reports its own cause within seconds
         per_party = _params(federation, "out/faults-rayhead.csv")

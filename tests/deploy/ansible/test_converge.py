@@ -142,7 +142,7 @@ def test_the_firewall_lets_only_the_links_through(federation):
     ports = listening(fed, "alice")
     # Ray listens on every interface (GCS 6379, the raylet's and its workers' ports): only the
     # firewall keeps them on alice's host. No Ray client server (10001), no dashboard agent
-    # with its HTTP job API (52365): node/rayhead_hook.py
+    # with its HTTP job API (52365): node/rayhead/hook.py
     assert {6379, 6380, 7400, 21000} <= ports and not {10001, 52365} & ports, ports
     # ssh (the operators'), the probe, and whatever listens in alice's fed/SPU port pools: 21000
     # opened above, and the ports a warm session of the PSI before holds open between jobs

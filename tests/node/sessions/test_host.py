@@ -170,13 +170,13 @@ def test_the_idle_timeout_is_bounded(timeout):
 
 
 def test_a_session_from_before_a_ray_head_restart_is_not_used(tmp_path, monkeypatch):
-    from node import rayhead
+    from node.rayhead import head
 
-    monkeypatch.setattr(rayhead, "head_session", lambda _s: "session_1")
+    monkeypatch.setattr(head, "head_session", lambda _s: "session_1")
     host = Host(settings(tmp_path))
     host._claim(params())
     done(host, "ses-1")
-    monkeypatch.setattr(rayhead, "head_session", lambda _s: "session_2")  # the head restarted
+    monkeypatch.setattr(head, "head_session", lambda _s: "session_2")  # the head restarted
     sess, _, err = host._claim(params(execution="exe-2"))
     assert sess is None and err["error"]["type"] == ErrorType.SESSION_LOST
     assert "Ray head restarted" in err["error"]["message"]

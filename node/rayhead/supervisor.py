@@ -1,5 +1,5 @@
-"""The process that stands for this party's Ray head: `python -m node.rayhead_supervisor RAY
-START COMMAND…` (node/rayhead.py builds the command; the standard library only, ≈10 MB).
+"""The process that stands for this party's Ray head: `python -m node.rayhead.supervisor RAY
+START COMMAND…` (node/rayhead/head.py builds the command; the standard library only, ≈10 MB).
 
 `ray start --head --block` would stay in memory (≈190 MB: all of Ray imported) only to notice
 that one of its processes died. This supervisor becomes the child subreaper of its tree, runs
@@ -28,7 +28,7 @@ import time
 
 PR_SET_CHILD_SUBREAPER = 36
 STOP_GRACE_S = 2.0  # Ray itself gives its processes 1 s before SIGKILL
-READY = "watching"  # the line that says the head is up (node/rayhead.py waits for it)
+READY = "watching"  # the line that says the head is up (node/rayhead/head.py waits for it)
 
 
 def say(message: str) -> None:
@@ -144,7 +144,7 @@ def _describe(status: int) -> str:
 
 def main() -> None:
     if len(sys.argv) < 2:
-        print("usage: python -m node.rayhead_supervisor RAY START COMMAND…", file=sys.stderr)
+        print("usage: python -m node.rayhead.supervisor RAY START COMMAND…", file=sys.stderr)
         raise SystemExit(2)
     raise SystemExit(Supervisor(sys.argv[1:]).run())
 

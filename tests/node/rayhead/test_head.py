@@ -1,5 +1,5 @@
-"""This party's Ray head as the node starts it (node/rayhead.py): a real `ray start` under the
-supervisor (node/rayhead_supervisor.py), a real driver using it, a real raylet killed."""
+"""This party's Ray head as the node starts it (node/rayhead/head.py): a real `ray start` under the
+supervisor (node/rayhead/supervisor.py), a real driver using it, a real raylet killed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from node import rayhead, rayhead_hook
+from node.rayhead import head, hook
 from node.settings import NodeSettings
 
 
@@ -44,7 +44,7 @@ def head_settings(tmp_path, ports):
     try:
         yield settings
     finally:
-        rayhead.stop(settings)
+        head.stop(settings)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
@@ -73,13 +73,13 @@ def wait_gone(pid: int, timeout: float = 30.0) -> None:
 
 
 def test_the_head_runs_only_what_a_party_uses_and_a_driver_runs_tasks_on_it(head_settings):
-    pid = rayhead.start(head_settings)
+    pid = head.start(head_settings)
     procs = head_processes(pid)
     cmds = " | ".join(procs.values())
-    assert "node.rayhead_supervisor" in procs[pid]
+    assert "node.rayhead.supervisor" in procs[pid]
     assert "gcs_server" in cmds and "raylet" in cmds and "log_monitor.py" in cmds
     # the dashboard agent's stand-in (its script, not the raylet's flag naming it)
-    assert any(cmd.split()[1:2] == [rayhead_hook.AGENT_SCRIPT] for cmd in procs.values()), cmds
+    assert any(cmd.split()[1:2] == [hook.AGENT_SCRIPT] for cmd in procs.values()), cmds
     # what the hook leaves out, and `ray start` itself: it has ended
     absent_ones = (
         "ray.util.client.server",
@@ -105,36 +105,36 @@ def test_the_head_runs_only_what_a_party_uses_and_a_driver_runs_tasks_on_it(head
     assert out.stdout.strip().splitlines()[-1] == "90"
 
     session = set(head_processes(pid))
-    assert rayhead.stop(head_settings) is True
-    assert rayhead.running_pid(head_settings) is None
+    assert head.stop(head_settings) is True
+    assert head.running_pid(head_settings) is None
     assert not [p for p in session if psutil.pid_exists(p) and _alive(p)]
 
 
 def test_a_dead_raylet_takes_the_head_down_and_the_log_names_it(head_settings):
-    pid = rayhead.start(head_settings)
+    pid = head.start(head_settings)
     procs = head_processes(pid)
     raylet = next(p for p, cmd in procs.items() if "/raylet/raylet" in cmd)
     os.kill(raylet, signal.SIGKILL)
     wait_gone(pid)
     assert not [p for p in procs if p != pid and _alive(p)]
-    log = rayhead.log_file(head_settings).read_text()
+    log = head.log_file(head_settings).read_text()
     assert f"raylet (pid {raylet}) exited: killed by SIGKILL" in log
-    assert not rayhead.is_up(head_settings)
+    assert not head.is_up(head_settings)
     # the party starts a new head on the same ports
-    again = rayhead.start(head_settings)
-    assert again != pid and rayhead.is_up(head_settings)
+    again = head.start(head_settings)
+    assert again != pid and head.is_up(head_settings)
 
 
 def test_stop_ends_rays_processes_even_when_the_supervisor_was_killed(head_settings):
-    pid = rayhead.start(head_settings)
+    pid = head.start(head_settings)
     procs = head_processes(pid)
     os.kill(pid, signal.SIGKILL)  # Ray's processes are left without their watcher
     wait_gone(pid)
     assert [p for p in procs if p != pid and _alive(p)]
-    assert rayhead.stop(head_settings) is True
+    assert head.stop(head_settings) is True
     assert not [p for p in procs if _alive(p)]
-    assert not rayhead.is_up(head_settings)
-    assert rayhead.stop(head_settings) is False  # nothing left: says so
+    assert not head.is_up(head_settings)
+    assert head.stop(head_settings) is False  # nothing left: says so
 
 
 def _alive(pid: int) -> bool:

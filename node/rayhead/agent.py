@@ -1,11 +1,11 @@
-"""What this party's raylet runs as its dashboard agent: `python …/node/rayhead_agent.py …`
+"""What this party's raylet runs as its dashboard agent: `python …/node/rayhead/agent.py …`
 (the raylet's arguments are ignored; the standard library only, ≈10 MB).
 
 The raylet starts a "dashboard agent" and exits when it exits; with metrics collection off
-(`enable_metrics_collection`, node/rayhead.py) it needs nothing else from it. Ray's own agent
+(`enable_metrics_collection`, node/rayhead/head.py) it needs nothing else from it. Ray's own agent
 (≈125 MB) serves what a party never uses, on every interface: metrics export, and an HTTP
 server (52365) for the dashboard's log and job APIs — whoever reaches that port can submit a
-Ray job, i.e. run a command on the host. `node/rayhead_hook.py` has the raylet start this
+Ray job, i.e. run a command on the host. `node/rayhead/hook.py` has the raylet start this
 instead: it stays until its parent (the raylet) is gone, or SIGTERM, and exits 0.
 """
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from node.rayhead_supervisor import READY, STOP_GRACE_S, proc_stat
+from node.rayhead.supervisor import READY, STOP_GRACE_S, proc_stat
 from node.settings import NodeSettings
 
 
@@ -75,13 +75,13 @@ def start_command(settings: NodeSettings) -> list[str]:
 
 
 def supervised_command(settings: NodeSettings) -> list[str]:
-    """The head as one long-lived process: node/rayhead_supervisor.py running `ray start`."""
-    return [sys.executable, "-m", "node.rayhead_supervisor", *start_command(settings)]
+    """The head as one long-lived process: node/rayhead/supervisor.py running `ray start`."""
+    return [sys.executable, "-m", "node.rayhead.supervisor", *start_command(settings)]
 
 
 def head_environment(settings: NodeSettings) -> dict[str, str]:
     from node.dataroot.paths import scratch_dir
-    from node.rayhead_hook import HOOK
+    from node.rayhead.hook import HOOK
 
     # every Ray worker of this party (SPU runtime included) inherits TMPDIR: inside the data root
     return dict(
@@ -91,7 +91,7 @@ def head_environment(settings: NodeSettings) -> dict[str, str]:
         # Ray starts one idle worker per CPU when the first driver connects: the actors of this
         # node's jobs and sessions did not use them, they stayed idle (≈80 MB each)
         RAY_prestart_worker_first_driver="0",
-        # no metrics agent (node/rayhead_agent.py stands in for the dashboard agent): nothing
+        # no metrics agent (node/rayhead/agent.py stands in for the dashboard agent): nothing
         # of the head exports metrics to it
         RAY_enable_metrics_collection="0",
         TMPDIR=str(scratch_dir(settings.data_root)),
@@ -189,7 +189,7 @@ def _ours(pid: int) -> bool:
     """The pid file's process is a head supervisor, or gone (its session may still run Ray):
     not another program that got the pid of a supervisor long gone."""
     try:
-        return b"node.rayhead_supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"node.rayhead.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True
 

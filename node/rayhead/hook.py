@@ -1,11 +1,11 @@
 """What this party's Ray head leaves out: loaded by `ray start` through `RAY_START_HOOK`
-(see node/rayhead.py), in the `ray start` process, before it starts anything.
+(see node/rayhead/head.py), in the `ray start` process, before it starts anything.
 
 A party's head serves one machine's drivers and workers, reached by their GCS address. It never
 serves a Ray client (`ray://`), never autoscales and nobody opens its dashboard, so it starts
 neither the Ray client server (≈85 MB), nor the autoscaler monitor (≈85 MB), nor the dashboard
 API server (≈135 MB); and the raylet's dashboard agent (≈125 MB, with an HTTP job API on every
-interface) is node/rayhead_agent.py, a process that only lives as long as the raylet.
+interface) is node/rayhead/agent.py, a process that only lives as long as the raylet.
 
 `ray start` has no flag for these that works on a head with the client installed
 (`--ray-client-server-port` refuses 0) or at all (the dashboard's API server starts even with
@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-HOOK = "node.rayhead_hook.configure"  # the value of RAY_START_HOOK
+HOOK = "node.rayhead.hook.configure"  # the value of RAY_START_HOOK
 AGENT_FLAG = "--dashboard_agent_command="
-AGENT_SCRIPT = str(Path(__file__).with_name("rayhead_agent.py"))
+AGENT_SCRIPT = str(Path(__file__).with_name("agent.py"))
 
 
 def configure(ray_params: Any, head: bool) -> None:
@@ -53,7 +53,7 @@ def configure(ray_params: Any, head: bool) -> None:
 
 
 def _agent_flag(arg: str) -> str:
-    """The raylet's `--dashboard_agent_command=…` with node/rayhead_agent.py instead."""
+    """The raylet's `--dashboard_agent_command=…` with node/rayhead/agent.py instead."""
     if not arg.startswith(AGENT_FLAG):
         return arg
     return AGENT_FLAG + subprocess.list2cmdline([sys.executable, AGENT_SCRIPT])
