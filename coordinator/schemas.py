@@ -229,13 +229,13 @@ class JobResultOut(BaseModel):
 
 
 class LinkOut(BaseModel):
-    """One link check a node ran from its side (`python -m node health`, node/probe.py): did
+    """One link check a node ran from its side (`python -m node health`, node/ops/probe.py): did
     `party` reach `peer`'s mTLS probe at `address`, and did it present `peer`'s certificate."""
 
     party: str
     peer: str
     address: str
-    outcome: str  # node.probe.LinkOutcome: ok, wrong_party, unreachable, timeout, untrusted, …
+    outcome: str  # node.ops.probe.LinkOutcome: ok, wrong_party, unreachable, timeout, untrusted, …
     ok: bool
     warn: bool = False
     message: str  # one line; a failure says what to do

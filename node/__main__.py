@@ -91,7 +91,7 @@ def cmd_worker(args) -> int:
 
 def _run_both_workers(settings, args) -> int:
     """One command for operators: a SecretFlow worker and a light-task worker, supervised."""
-    from node.supervise import node_children, supervise
+    from node.ops.supervise import node_children, supervise
 
     children = node_children(settings, loglevel=args.loglevel, slots=args.slots, probe=False)
     return supervise(children, say=lambda m: console.print(f"[red]{m}[/]"))
@@ -102,7 +102,7 @@ def cmd_probe(args) -> int:
     import logging
     import threading
 
-    from node.probe import serve
+    from node.ops.probe import serve
 
     settings = _settings()
     port = args.port or settings.probe_port
@@ -137,8 +137,8 @@ def cmd_probe(args) -> int:
 
 
 def cmd_up(args) -> int:
+    from node.ops.supervise import node_children, supervise
     from node.rayhead import head
-    from node.supervise import node_children, supervise
 
     settings = _settings()
     children = node_children(settings, loglevel=args.loglevel, slots=args.slots)
@@ -241,7 +241,7 @@ def cmd_send_task(args) -> int:
 
 # --- health -----------------------------------------------------------------------------------
 def cmd_health(args) -> int:
-    from node.health import run_checks
+    from node.ops.health import run_checks
 
     report = run_checks(_settings(), check_worker=not args.no_worker, check_links=not args.no_links)
     if args.json:
@@ -268,7 +268,7 @@ def cmd_health(args) -> int:
 def cmd_metrics(args) -> int:
     import logging
 
-    from node import metrics
+    from node.ops import metrics
 
     settings = _settings()
     port = args.port if args.port is not None else settings.metrics_port

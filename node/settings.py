@@ -64,7 +64,7 @@ class NodeSettings(BaseSettings):
     fed_listen_host: str = "0.0.0.0"
     spu_listen_host: str = "0.0.0.0"
 
-    # the standing mTLS probe (node/probe.py): links between parties can be checked before a job
+    # the standing mTLS probe (node/ops/probe.py): links between parties can be checked before a job
     probe_port: int | None = Field(
         default=None,
         ge=1,
@@ -117,7 +117,7 @@ class NodeSettings(BaseSettings):
     worker_name: str = Field(default_factory=socket.gethostname)
     log_level: str = "info"
 
-    # the Prometheus exporter (node/metrics.py, `python -m node metrics`)
+    # the Prometheus exporter (node/ops/metrics.py, `python -m node metrics`)
     metrics_port: int | None = Field(
         default=None,
         ge=0,

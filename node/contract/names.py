@@ -19,7 +19,7 @@ STATUS_CHANNEL = "task_status_events"
 
 TASK_EXECUTE = "tasks.secretflow.execute_task"
 TASK_HELLO = "tasks.secretflow.hello.hello_task"
-TASK_HEALTH = "tasks.node.health"
+TASK_HEALTH = "tasks.node.ops.health"
 TASK_LIST_DATASETS = "tasks.node.list_datasets"
 
 TASK_QUEUES = {

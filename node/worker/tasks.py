@@ -241,13 +241,13 @@ def hello_task(name: str | None = None) -> dict:
 
 @app.task(name=TASK_HEALTH)
 def health_task() -> dict:
-    from node.health import run_checks
+    from node.ops.health import run_checks
 
     return run_checks(get_settings()).as_dict()
 
 
 @app.task(name=TASK_LIST_DATASETS)
 def list_datasets_task() -> dict:
-    from node.health import list_datasets
+    from node.ops.health import list_datasets
 
     return {"party": get_settings().party, "datasets": list_datasets(get_settings())}

@@ -150,7 +150,7 @@ def test_a_party_installed_from_its_bundle_refuses_a_rotated_out_certificate(ca_
     # alice's host, installed from the bundle alone: her node's settings read the list
     host = unpack(res.path, tmp_path / "alice-host")
     assert old_bob.serial_number in revoked_serials(host / "crl.pem", host / "ca.crt")
-    from node.health import run_checks
+    from node.ops.health import run_checks
     from node.settings import NodeSettings
 
     settings = NodeSettings(

@@ -17,8 +17,8 @@ import pytest
 from certs.authority import init_federation
 from coordinator.api.routes.parties import health_links
 from coordinator.schemas import PartyOut
-from node.health import run_checks
-from node.probe import serve
+from node.ops.health import run_checks
+from node.ops.probe import serve
 from node.settings import NodeSettings
 
 APP_JS = Path(__file__).resolve().parents[2] / "coordinator" / "static" / "app.js"

@@ -14,7 +14,7 @@ from coordinator.topology import load_topology
 from deploy.compose import config
 from deploy.local.demo import make_federation
 from deploy.local.topology import password_var, write_topology
-from node.health import run_checks
+from node.ops.health import run_checks
 from node.settings import NodeSettings
 
 EXAMPLE = config.SOURCE_TOPOLOGY

@@ -12,7 +12,7 @@ from certs.revocation import write_crl
 from certs.rotate import rotate
 from deploy.local import demo
 from deploy.local.demo import prepare
-from node.health import run_checks
+from node.ops.health import run_checks
 
 pytestmark = pytest.mark.timeout(120)
 

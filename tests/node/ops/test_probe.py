@@ -1,4 +1,4 @@
-"""The standing mTLS probe (node/probe.py), its settings, its health checks and the commands that
+"""The standing mTLS probe (node/ops/probe.py), its settings, its health checks and the commands that
 run it (`python -m node probe`, `python -m node up`): real sockets, real certificates."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from certs.authority import Authority, init_federation
-from node.health import run_checks
-from node.probe import LinkOutcome, check_peer, serve
+from node.ops.health import run_checks
+from node.ops.probe import LinkOutcome, check_peer, serve
+from node.ops.supervise import supervise
 from node.settings import NodeSettings, split_host_port
-from node.supervise import supervise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTIES = ["alice", "bob", "carol", "coordinator"]
@@ -450,7 +450,7 @@ def test_slow_handshakes_cannot_hold_the_probe(certs, tmp_path, ports, monkeypat
     the handshake time in all (not per read), one address holds at most MAX_PER_SOURCE slots
     (before: all 32, and every peer was turned away), and a peer from another address is
     answered meanwhile."""
-    from node import probe
+    from node.ops import probe
 
     monkeypatch.setattr(probe, "HANDSHAKE_TIMEOUT_S", 2.0)
     alice = node_settings("alice", certs, tmp_path, probe_port=ports.one())

@@ -1,10 +1,10 @@
-"""node.health.list_datasets: what a party shows of its data root (names, sizes, headers)."""
+"""node.ops.health.list_datasets: what a party shows of its data root (names, sizes, headers)."""
 
 from __future__ import annotations
 
 import os
 
-from node.health import list_datasets
+from node.ops.health import list_datasets
 from tests.node.sessions.test_host import settings
 
 

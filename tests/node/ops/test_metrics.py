@@ -1,4 +1,4 @@
-"""node/metrics.py: the node's Prometheus exporter against a real redis-server, scraped over
+"""node/ops/metrics.py: the node's Prometheus exporter against a real redis-server, scraped over
 HTTP. Status events are written by the node's own StatusNotifier, queued messages by a Celery
 client, and the processes are real (stand-ins with the command lines of a worker and a job)."""
 
@@ -29,7 +29,7 @@ from node.contract import (
     task_request_id,
 )
 from node.contract.clients import client_app
-from node.metrics import NodeExporter, serve
+from node.ops.metrics import NodeExporter, serve
 from node.worker.notifier import StatusNotifier
 from tests.prometheus import Samples, scrape, value
 

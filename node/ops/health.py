@@ -1,4 +1,4 @@
-"""Node health checks (docs/node.md), shared by `python -m node health` and tasks.node.health."""
+"""Node health checks (docs/node.md), shared by `python -m node health` and tasks.node.ops.health."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from node.settings import NodeSettings
 
 if TYPE_CHECKING:
-    from node.probe import LinkCheck
+    from node.ops.probe import LinkCheck
 
 EXPIRY_WARN_DAYS = 30
 LINK_TIMEOUT_S = 3.0  # per peer, all peers at once: the coordinator waits 8 s for the report
@@ -220,7 +220,7 @@ def _link_check(link: LinkCheck) -> Check:
 
 
 def _start_links(settings: NodeSettings, pool: ThreadPoolExecutor) -> dict[str, Future[LinkCheck]]:
-    from node.probe import check_peer
+    from node.ops.probe import check_peer
 
     return {
         peer: pool.submit(check_peer, settings, peer, address, LINK_TIMEOUT_S)
