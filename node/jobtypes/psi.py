@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from node.dataroot.paths import (
     resolve_in_root,
 )
 from node.dataroot.tables import check_table
-from node.jobtypes.spec import JobRefused, JobType
+from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared
 from node.settings import NodeSettings
 
 WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
@@ -34,7 +33,30 @@ def work_dir(settings: NodeSettings, params: TaskParams) -> Path:
     return settings.data_root / WORK_DIR / f"{params.execution_id}.{params.party}"
 
 
-def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
+class PsiPrepared(Prepared):
+    """A PSI checked and placed by this party, as its job process gets it."""
+
+    protocol: str
+    receiver: str
+    keys: dict[str, list[str]]  # party → its key columns
+    input_path: str  # the key-only copy the PSI reads
+    source_path: str  # the table as given: the output's rows come from it
+    output_path: str
+    output_parts: list[str]  # the output's path in the data root, part by part
+    output_folder: tuple[int, int]  # the output folder's (st_dev, st_ino), fixed at preflight
+    output_name: str  # as the request named it
+    data_root: str
+    sort: bool
+    broadcast_result: bool
+    duplicates: str
+    columns: list[str]
+    plain: bool
+
+    def writes_output(self, party: str) -> bool:
+        return party == self.receiver or self.broadcast_result
+
+
+def prepare(params: TaskParams, settings: NodeSettings) -> PsiPrepared:
     try:
         cfg = PSITaskConfig.model_validate(params.task_config)
     except ValidationError as exc:
@@ -93,26 +115,26 @@ def prepare(params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
         if writes_output:
             release_output(settings.data_root, parts, params.execution_id)
         raise
-    return {
-        "protocol": cfg.protocol,
-        "receiver": cfg.receiver,
-        "keys": cfg.keys,
-        "input_path": str(table.psi_input),
-        "source_path": str(table.source),
-        "work_dir": str(work_dir(settings, params)),
-        "output_path": str(target.data_root.joinpath(*target.parts)),
-        "output_parts": list(target.parts),
-        "output_folder": list(target.folder),
-        "output_claim": list(parts) if writes_output else None,  # released by the task
-        "output_name": cfg.output_paths[party],
-        "data_root": str(settings.data_root),
-        "sort": cfg.sort,
-        "broadcast_result": cfg.broadcast_result,
-        "duplicates": str(cfg.duplicates),
-        "input_check": table.metrics(),
-        "columns": table.columns,
-        "plain": table.plain,
-    }
+    return PsiPrepared(
+        protocol=cfg.protocol,
+        receiver=cfg.receiver,
+        keys=cfg.keys,
+        input_path=str(table.psi_input),
+        source_path=str(table.source),
+        work_dir=str(work_dir(settings, params)),
+        output_path=str(target.data_root.joinpath(*target.parts)),
+        output_parts=list(target.parts),
+        output_folder=target.folder,
+        output_claim=list(parts) if writes_output else None,  # released by the task
+        output_name=cfg.output_paths[party],
+        data_root=str(settings.data_root),
+        sort=cfg.sort,
+        broadcast_result=cfg.broadcast_result,
+        duplicates=str(cfg.duplicates),
+        input_check=table.metrics(),
+        columns=table.columns,
+        plain=table.plain,
+    )
 
 
 def _exists(name: str, why: str) -> JobRefused:
@@ -155,86 +177,40 @@ def _check_and_place(
     return table, target
 
 
-def run(
-    prepared: dict[str, Any], params: TaskParams, devices: dict, report: Callable[..., None]
-) -> dict[str, Any]:
+def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
+    params = ctx.params
     party = params.party
     parties = params.sf_init_config.parties
-    spu = devices["spu"]
-    writes_output = party == prepared["receiver"] or prepared["broadcast_result"]
-    target = OutputTarget(
-        Path(prepared["data_root"]),
-        tuple(prepared["output_parts"]),
-        (prepared["output_folder"][0], prepared["output_folder"][1]),
-        params.execution_id,
-    )
+    spu = ctx.devices["spu"]
+    writes_output = prepared.writes_output(party)
     # the PSI works on each party's key-only copy (k0, k1, … hex; each key once) and writes its
     # key-only answer into the work folder; the output is then made of the party's own rows
-    psi_output = Path(prepared["work_dir"]) / "psi-output.csv"
-    psi_keys = [f"k{i}" for i in range(len(prepared["keys"][party]))]
-    keys = {p: psi_keys for p in parties}
+    assert prepared.work_dir is not None
+    psi_output = Path(prepared.work_dir) / "psi-output.csv"
+    psi_keys = [f"k{i}" for i in range(len(prepared.keys[party]))]
     # Each party's driver supplies only its own real paths; the peer's entries are placeholders
     # (RayFed runs an actor's call only at the actor's own party).
-    inputs = {p: prepared["input_path"] if p == party else "" for p in parties}
-    outputs = {p: str(psi_output) if p == party else "" for p in parties}
+    method, kwargs = _spu_call(prepared, psi_keys)
+    calls = {
+        p: {
+            **kwargs,
+            "input_path": prepared.input_path if p == party else "",
+            "output_path": str(psi_output) if p == party else "",
+        }
+        for p in spu.actors
+    }
     import ray
 
-    calls: dict[str, tuple[str, tuple[Any, ...]]] = {}
-    for p in spu.actors:
-        if prepared["protocol"] == "PROTOCOL_ECDH":
-            # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
-            # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
-            # PSI runs the same ECDH core without that race. It writes a header-only output for
-            # an empty intersection.
-            calls[p] = (
-                "psi_csv",
-                (
-                    keys[p],
-                    inputs[p],
-                    outputs[p],
-                    prepared["receiver"],
-                    "ECDH_PSI_2PC",
-                    False,  # precheck_input: the node checked the table itself, keys are unique
-                    prepared["sort"],
-                    prepared["broadcast_result"],
-                    1 << 20,  # bucket_size
-                    "CURVE_FOURQ",
-                ),
-            )
-        else:
-            calls[p] = (
-                "psi",
-                (
-                    keys[p],
-                    inputs[p],
-                    outputs[p],
-                    prepared["receiver"],
-                    # keys_unique=true: the node hands each key once. (An empty intersection
-                    # would abort the receiver — "join_sorted_input.inter.csv failed" — while
-                    # the sender waits out its timeout; the key-only copies' common sentinel
-                    # line, node.dataroot.lines.SENTINEL, makes it never empty.)
-                    False,  # table_keys_duplicated
-                    "NULL",  # output_csv_na_rep
-                    prepared["broadcast_result"],
-                    prepared["protocol"],
-                    "CURVE_FOURQ",  # ecdh_curve
-                    "ADVANCED_JOIN_TYPE_INNER_JOIN",
-                    "ROLE_RECEIVER",  # left_side
-                    True,  # skip_duplicates_check (checked before any SecretFlow work)
-                    not prepared["sort"],  # disable_alignment
-                    False,  # check_hash_digest
-                ),
-            )
     # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
     # behind a wait for the peer's report (which we do not need). In a warm session the call
     # goes through the runtime's check that both parties run this job (node.sfjob.spu_runtime).
-    token = prepared.get("session_token")
+    token = ctx.session_token
     refs = {
         p: (
-            actor.checked.remote(token, calls[p][0], *calls[p][1])
+            actor.checked.remote(token, method, **calls[p])
             if token
-            else getattr(actor, calls[p][0]).remote(*calls[p][1])
+            else getattr(actor, method).remote(**calls[p])
         )
         for p, actor in spu.actors.items()
     }
@@ -247,29 +223,73 @@ def run(
         # counts include the sentinel line both key-only copies end with
         "intersection_count": max(count - 1, 0) if count >= 0 and writes_output else None,
         "original_count": int(own["original_count"]) - 1,
-        "output_path": prepared["output_name"] if writes_output else None,
+        "output_path": prepared.output_name if writes_output else None,
         "output_rows": None,
-        "duplicates": prepared["duplicates"],
-        "protocol": prepared["protocol"],
-        "receiver": prepared["receiver"],
+        "duplicates": prepared.duplicates,
+        "protocol": prepared.protocol,
+        "receiver": prepared.receiver,
         "parties": list(parties),
-        "input_check": prepared.get("input_check"),
+        "input_check": prepared.input_check,
         # peers this party's PSI report went to over the cross-silo link (RayFed's own record)
         "report_sent_to": _sent_to(refs[party], parties, party),
     }
     if writes_output:
         t = time.perf_counter()
-        result["output_rows"] = write_output(
-            Path(prepared["source_path"]),
-            psi_output,
-            prepared["keys"][party],
-            target,
-            every_row=prepared["duplicates"] == "join",
-            plain=bool(prepared.get("plain")),
+        target = OutputTarget(
+            Path(prepared.data_root),
+            tuple(prepared.output_parts),
+            prepared.output_folder,
+            params.execution_id,
         )
-        record_output_owner(Path(prepared["data_root"]), prepared["output_name"], params.task_id)
+        result["output_rows"] = write_output(
+            Path(prepared.source_path),
+            psi_output,
+            prepared.keys[party],
+            target,
+            every_row=prepared.duplicates == "join",
+            plain=prepared.plain,
+        )
+        record_output_owner(Path(prepared.data_root), prepared.output_name, params.task_id)
         result["output_s"] = round(time.perf_counter() - t, 3)
     return result
+
+
+def _spu_call(prepared: PsiPrepared, psi_keys: list[str]) -> tuple[str, dict[str, Any]]:
+    """The SPU runtime's method (node.sfjob.spu_runtime.PartylineSPURuntime) and its arguments
+    by name, except each party's own input and output paths."""
+    if prepared.protocol == "PROTOCOL_ECDH":
+        # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
+        # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
+        # PSI runs the same ECDH core without that race. It writes a header-only output for
+        # an empty intersection.
+        return "psi_csv", {
+            "key": psi_keys,
+            "receiver": prepared.receiver,
+            "protocol": "ECDH_PSI_2PC",
+            "precheck_input": False,  # the node checked the table itself: keys are unique
+            "sort": prepared.sort,
+            "broadcast_result": prepared.broadcast_result,
+            "bucket_size": 1 << 20,
+            "curve_type": "CURVE_FOURQ",
+        }
+    return "psi", {
+        "keys": psi_keys,
+        "receiver": prepared.receiver,
+        # keys_unique=true: the node hands each key once. (An empty intersection would abort
+        # the receiver — "join_sorted_input.inter.csv failed" — while the sender waits out its
+        # timeout; the key-only copies' common sentinel line, node.dataroot.lines.SENTINEL,
+        # makes it never empty.)
+        "table_keys_duplicated": False,
+        "output_csv_na_rep": "NULL",
+        "broadcast_result": prepared.broadcast_result,
+        "protocol": prepared.protocol,
+        "ecdh_curve": "CURVE_FOURQ",
+        "advanced_join_type": "ADVANCED_JOIN_TYPE_INNER_JOIN",
+        "left_side": "ROLE_RECEIVER",
+        "skip_duplicates_check": True,  # checked before any SecretFlow work
+        "disable_alignment": not prepared.sort,
+        "check_hash_digest": False,
+    }
 
 
 def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
@@ -279,4 +299,4 @@ def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
     return [p for p in parties if p != party and was_sent(p)]
 
 
-JOB = JobType(name="psi", prepare=prepare, run=run, needs_spu=True)
+JOB = JobType(name="psi", prepared=PsiPrepared, prepare=prepare, run=run, needs_spu=True)

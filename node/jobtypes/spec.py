@@ -1,10 +1,24 @@
-"""What a job type is: two steps, and the refusal a `prepare` step raises."""
+"""What a job type is — the contract between a job type's module and the node that runs it.
+
+A job type declares, in one module, one `JobType`:
+  - `prepare` (light, in the Celery task, before any SecretFlow work): validates its typed
+    task_config, checks its inputs inside the data root, claims its outputs; returns its
+    `Prepared` model or raises `JobRefused`;
+  - `run` (heavy, in the job's SecretFlow process, cold or warm): given that model and the
+    `JobContext` (the params, the devices, the stage reporter), returns the job's result.
+The `Prepared` model crosses from the task to the job's process as JSON and is validated there
+again (`JobType.load`).
+"""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from node.contract import ErrorType, TaskParams
 from node.settings import NodeSettings
@@ -18,13 +32,47 @@ class JobRefused(ValueError):
         self.type = type_
 
 
+class Prepared(BaseModel):
+    """What every job type's prepared model holds for the task that runs it: what to remove or
+    release on every exit path, and what its input check cost."""
+
+    work_dir: str | None = None  # the job's scratch folder in the data root: removed after it
+    output_claim: list[str] | None = None  # an output name claimed until its rename: released
+    input_check: dict[str, Any] | None = None  # the table check's counts and `check_s`
+
+    def clean_up(self, settings: NodeSettings, execution_id: str) -> None:
+        """After the job, whatever its end: nothing of it stays but its output."""
+        from node.dataroot.paths import release_output
+
+        if self.work_dir:
+            shutil.rmtree(Path(self.work_dir), ignore_errors=True)
+        if self.output_claim:  # renamed into place, or never will be by this job
+            release_output(settings.data_root, tuple(self.output_claim), execution_id)
+
+
+P = TypeVar("P", bound=Prepared)
+
+
 @dataclass(frozen=True)
-class JobType:
-    """A job type supplies two steps: `prepare` (light, runs in the Celery task before any
-    SecretFlow work: validates the task config and resolves paths inside the data root) and
-    `run` (heavy, runs in the supervised job process with the devices)."""
+class JobContext:
+    """What a job's run gets besides its prepared model."""
+
+    params: TaskParams
+    devices: dict  # party → PYU, and "spu" → the SPU device when the job has one
+    report: Callable[..., None]  # report(stage, progress): a stage the job reached
+    session_token: str | None = None  # warm: what both parties' SPU runtimes check first
+
+
+@dataclass(frozen=True)
+class JobType(Generic[P]):
+    """One job type: its name (the task_type), its prepared model and its two steps."""
 
     name: str
-    prepare: Callable[[TaskParams, NodeSettings], dict[str, Any]]
-    run: Callable[[dict[str, Any], TaskParams, dict, Callable[..., None]], dict[str, Any]]
+    prepared: type[P]
+    prepare: Callable[[TaskParams, NodeSettings], P]
+    run: Callable[[P, JobContext], dict[str, Any]]
     needs_spu: bool = True
+
+    def load(self, data: dict[str, Any]) -> P:
+        """The prepared model as the job's process receives it."""
+        return self.prepared.model_validate(data)

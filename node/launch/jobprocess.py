@@ -1,6 +1,8 @@
 """A job's child process — `python -m node.sfjob.executor` (or a session driver) — and its message
 pipe: spawned in its own process group, killed with its parent (PR_SET_PDEATHSIG), its
-teardown reaped in the background after the result (node.launch.runner supervises the job)."""
+teardown reaped in the background after the result (node.launch.runner supervises the job).
+One cold job process is kept pre-started (the "spare"): it has already imported secretflow
+(~12 s) and waits for its job on stdin."""
 
 from __future__ import annotations
 
@@ -15,10 +17,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
+from node.launch.child_spec import (
+    MSG_FD_ENV,
+    ChildExited,
+    ChildMessage,
+    Closed,
+    JobSpec,
+    Ready,
+    encode,
+    parse_message,
+)
 from node.settings import NodeSettings
-from node.sfjob.executor import MSG_FD_ENV
 
 TEARDOWN_GRACE_S = 90.0  # after the result, how long the child may take to shut down
 
@@ -30,7 +40,7 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class JobProcess:
-    """One child `python -m node.sfjob.executor` and its message pipe."""
+    """One child `python -m node.sfjob.executor` and its message pipe (a `child_spec.JobChild`)."""
 
     def __init__(
         self, settings: NodeSettings, spawn_log: Path, module: str = "node.sfjob.executor"
@@ -67,8 +77,8 @@ class JobProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def read_messages(self, timeout: float) -> list[dict[str, Any]]:
-        """Messages available within `timeout` s ([] on timeout; [{"type": "eof"}] at EOF)."""
+    def read_messages(self, timeout: float) -> list[ChildMessage]:
+        """Messages available within `timeout` s ([] on timeout; [ChildExited()] at EOF)."""
         sel = selectors.DefaultSelector()
         sel.register(self._r, selectors.EVENT_READ)
         try:
@@ -78,18 +88,14 @@ class JobProcess:
             sel.close()
         chunk = os.read(self._r, 65536)
         if not chunk:
-            return [{"type": "eof"}]
+            return [ChildExited()]
         self._buf += chunk
         *lines, self._buf = self._buf.split(b"\n")
         out = []
         for line in lines:
-            if line.strip():
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if msg.get("type") == "ready":
-                    self.ready = True
+            msg = parse_message(line) if line.strip() else None
+            if msg is not None:
+                self.ready = self.ready or isinstance(msg, Ready)
                 out.append(msg)
         return out
 
@@ -97,13 +103,13 @@ class JobProcess:
         end = time.monotonic() + timeout
         while not self.ready and self.alive() and time.monotonic() < end:
             for msg in self.read_messages(min(0.5, max(0.0, end - time.monotonic()))):
-                if msg["type"] == "eof":
+                if isinstance(msg, ChildExited):
                     return False
         return self.ready
 
-    def send_job(self, spec: dict[str, Any]) -> None:
+    def send_job(self, spec: JobSpec) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
+        self.proc.stdin.write(encode(spec))
         self.proc.stdin.flush()
 
     def exit_code(self, timeout: float) -> int | None:
@@ -138,22 +144,59 @@ def reap_in_background(proc: JobProcess, job_dir: Path) -> None:
 
     def reap() -> None:
         end = time.monotonic() + TEARDOWN_GRACE_S
-        info: dict[str, Any] = {}
-        while time.monotonic() < end:
+        info: Closed | ChildExited | None = None
+        while info is None and time.monotonic() < end:
             msgs = proc.read_messages(min(1.0, max(0.0, end - time.monotonic())))
-            closed = [m for m in msgs if m["type"] in ("closed", "eof")]
-            if closed:
-                info = closed[0]
-                break
+            info = next((m for m in msgs if isinstance(m, Closed | ChildExited)), None)
         if proc.alive():
             with contextlib.suppress(Exception):
                 proc.proc.wait(timeout=5)
+        record = info.model_dump(exclude_none=True) if info is not None else {}
         if proc.alive():
-            info["killed_after_s"] = TEARDOWN_GRACE_S
+            record["killed_after_s"] = TEARDOWN_GRACE_S
         proc.kill()
         with contextlib.suppress(OSError):  # whole or not at all: readers poll for it
             tmp = job_dir / "teardown.json.tmp"
-            tmp.write_text(json.dumps(info))
+            tmp.write_text(json.dumps(record))
             os.replace(tmp, job_dir / "teardown.json")
 
     threading.Thread(target=reap, name="job-reaper", daemon=True).start()
+
+
+class Spare:
+    """The pre-started cold job process for the next job (one per pool process)."""
+
+    def __init__(self) -> None:
+        self._proc: JobProcess | None = None
+        self._lock = threading.Lock()
+
+    def keep(self, settings: NodeSettings) -> None:
+        """Have one ready (when the node keeps a spare at all)."""
+        if not settings.spare_runner:
+            return
+        with self._lock:
+            if self._proc is None or not self._proc.alive():
+                self._proc = spawn(settings)
+
+    def discard(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+
+    def take(self, settings: NodeSettings) -> JobProcess:
+        """The spare if it is alive, else a new job process."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and proc.alive():
+            return proc
+        if proc is not None:
+            proc.close()
+        return spawn(settings)
+
+
+def spawn(settings: NodeSettings) -> JobProcess:
+    return JobProcess(settings, settings.state_dir / "runner" / "spawn.log")
+
+
+SPARE = Spare()

@@ -4,8 +4,8 @@ SecretFlow's fed layer and RayFed call os._exit(1) on errors, and an absent or u
 retried for hours — so the job never runs inside the Celery worker. The supervisor here enforces
 a start timeout (cross-silo links up), the overall limit (task time limit / deadline), kills the
 child's whole process group on timeout or cancel, and turns every ending into an Outcome with a
-reason. One child is kept pre-started (the "spare"): it has already imported secretflow (~12 s)
-and waits for its job on stdin.
+reason. The child is a `child_spec.JobChild`: a cold job process of its own or a job in a warm
+session — the caller opens it; this module never asks which.
 """
 
 from __future__ import annotations
@@ -13,18 +13,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from node.contract import ErrorInfo, ErrorType, Stage, TaskParams
 from node.launch import failures
-from node.launch.jobprocess import JobProcess
-from node.sessions.client import HostUnavailable, SessionJob
+from node.launch.child_spec import (
+    ChildExited,
+    ChildMessage,
+    JobChild,
+    JobFailed,
+    JobResult,
+    JobSpec,
+    StageReached,
+)
+from node.rayhead import head
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -32,43 +41,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0
 RAY_CHECK_EVERY_S = 1.0  # how often the supervisor checks that this party's Ray head answers
 LOG_LINES = 200  # job-log lines kept as an error's details
-
-
-_spare: JobProcess | None = None
-_spare_lock = threading.Lock()
-
-
-def _spawn(settings: NodeSettings) -> JobProcess:
-    return JobProcess(settings, settings.state_dir / "runner" / "spawn.log")
-
-
-def ensure_spare(settings: NodeSettings) -> None:
-    """Keep one pre-started job process (secretflow imported) for the next job."""
-    global _spare
-    if not settings.spare_runner:
-        return
-    with _spare_lock:
-        if _spare is None or not _spare.alive():
-            _spare = _spawn(settings)
-
-
-def discard_spare() -> None:
-    global _spare
-    with _spare_lock:
-        if _spare is not None:
-            _spare.kill()
-            _spare = None
-
-
-def _take(settings: NodeSettings) -> JobProcess:
-    global _spare
-    with _spare_lock:
-        proc, _spare = _spare, None
-    if proc is not None and proc.alive():
-        return proc
-    if proc is not None:
-        proc.close()
-    return _spawn(settings)
+POLL_S = 0.25  # how long one read of the child's messages waits
 
 
 class OutcomeStatus(StrEnum):
@@ -84,8 +57,10 @@ class Outcome:
     status: OutcomeStatus
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
-    log_path: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, error: ErrorInfo) -> Outcome:
+        return cls(OutcomeStatus.ERROR, error=error)
 
 
 def log_tail(path: Path | None, lines: int = 30) -> list[str]:
@@ -99,155 +74,168 @@ def log_tail(path: Path | None, lines: int = 30) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
+@dataclass
+class Limits:
+    """When the supervisor gives up on a job (monotonic clock)."""
+
+    start_timeout_s: float  # from the job's start to its cluster being up
+    end: float  # the node's time limit or the job's deadline, whichever is first
+    deadline: float | None  # the job's own deadline
+
+    def exceeded(self, now: float, limit_s: float) -> ErrorInfo | None:
+        if now <= self.end:
+            return None
+        why = (
+            "the job's deadline passed"
+            if self.deadline and now > self.deadline
+            else f"the node's time limit of {limit_s:.0f} s was exceeded"
+        )
+        return ErrorInfo(type=ErrorType.TIME_LIMIT_EXCEEDED, message=f"job stopped: {why}")
+
+
 def run_job(
     params: TaskParams,
     prepared: dict[str, Any],
     settings: NodeSettings,
+    open_child: Callable[[], JobChild | ErrorInfo],
     *,
     on_stage: Callable[[str, float | None], object],
     cancelled: threading.Event,
     deadline_monotonic: float | None = None,
 ) -> Outcome:
-    """Run one job in a child process and supervise it to an Outcome."""
-    from node.rayhead import head
-
+    """Run one job in the child that `open_child` gives and supervise it to an Outcome."""
+    t_start = time.monotonic()
     job_dir = settings.state_dir / "jobs" / f"{params.execution_id}.{params.party}"
     job_dir.mkdir(parents=True, exist_ok=True)
-    log_path = job_dir / "job.log"
-    t_start = time.monotonic()
-    peers = tuple(p for p in params.sf_init_config.parties if p != params.party)
     situation = failures.Situation(
-        peers=peers,
+        peers=tuple(p for p in params.sf_init_config.parties if p != params.party),
         connected=False,
         start_timeout_s=settings.start_timeout_s,
         ray_address=settings.ray_address,
     )
-    timings: dict[str, float] = {}
     if not head.is_up(settings):  # checked before anything is started: a dead head fails now
-        return Outcome(
-            OutcomeStatus.ERROR, error=failures.ray_head_down(situation), timings=timings
-        )
-    proc: JobProcess | SessionJob
-    if params.session is not None:  # the session host checks the ports of a new session
-        try:
-            proc = SessionJob(settings)
-        except HostUnavailable as exc:  # (restarting): its sessions are gone; a retry starts anew
-            return Outcome(
-                OutcomeStatus.ERROR,
-                error=ErrorInfo(type=ErrorType.SESSION_LOST, message=str(exc)),
-                timings=timings,
-            )
-    else:
-        busy = busy_port(params, settings)
-        if busy is not None:  # a listener of an earlier job still holds it: say so, at once
-            return Outcome(OutcomeStatus.ERROR, error=failures.port_in_use(*busy), timings=timings)
-        proc = _take(settings)
-    timings["warm"] = 1.0 if proc.ready else 0.0
-    limit_end = t_start + settings.task_time_limit_s
-    if deadline_monotonic is not None:
-        limit_end = min(limit_end, deadline_monotonic)
-
-    def fail(error: ErrorInfo) -> Outcome:
-        proc.kill()
-        return Outcome(OutcomeStatus.ERROR, error=error, log_path=log_path, timings=timings)
-
-    def tail() -> list[str]:
-        return log_tail(log_path, LOG_LINES)
-
+        return Outcome.failed(failures.ray_head_down(situation))
+    child = open_child()
+    if isinstance(child, ErrorInfo):
+        return Outcome.failed(child)
+    end = t_start + settings.task_time_limit_s
+    limits = Limits(
+        settings.start_timeout_s,
+        min(end, deadline_monotonic) if deadline_monotonic is not None else end,
+        deadline_monotonic,
+    )
+    watch = _Watch(child, settings, situation, limits, job_dir, on_stage)
+    spec = JobSpec(
+        params=params,
+        prepared=prepared,
+        settings=settings.for_job_process(),  # no secret crosses to the job
+        log_path=str(job_dir / "job.log"),
+    )
     try:
-        if not proc.wait_ready(READY_TIMEOUT_S):
-            rc = proc.exit_code(0)
-            return fail(
-                ErrorInfo(
-                    type=ErrorType.RUNNER_START_ERROR,
-                    message=(
-                        f"its job process did not start (exit code {rc}); see "
-                        f"{settings.state_dir / 'runner' / 'spawn.log'}"
-                    ),
-                    details="\n".join(log_tail(settings.state_dir / "runner" / "spawn.log", 80)),
-                )
-            )
-        timings["ready_wait_s"] = round(time.monotonic() - t_start, 3)
-        proc.send_job(
-            {
-                "params": params.model_dump(mode="json"),
-                "prepared": prepared,
-                "settings": settings.for_job_process(),  # no secret crosses to the job
-                "log_path": str(log_path),
-            }
-        )
-        (job_dir / "pid").write_text(str(proc.pid))
-        t_sent = time.monotonic()
-        if isinstance(proc, SessionJob) and proc.session:
-            timings["session_job"] = float(proc.session.get("job") or 0)
-        next_ray_check = t_sent + RAY_CHECK_EVERY_S
+        return watch.run(spec, cancelled)
+    except BaseException:
+        child.kill()
+        raise
+
+
+class _Watch:
+    """One job's child, watched from its start to its Outcome: one handler per message."""
+
+    def __init__(
+        self,
+        child: JobChild,
+        settings: NodeSettings,
+        situation: failures.Situation,
+        limits: Limits,
+        job_dir: Path,
+        on_stage: Callable[[str, float | None], object],
+    ) -> None:
+        self.child, self.settings, self.situation = child, settings, situation
+        self.limits, self.job_dir, self.on_stage = limits, job_dir, on_stage
+        self.log_path = job_dir / "job.log"
+
+    def run(self, spec: JobSpec, cancelled: threading.Event) -> Outcome:
+        if not self.child.wait_ready(READY_TIMEOUT_S):
+            return self.fail(self._not_started())
+        self.child.send_job(spec)
+        (self.job_dir / "pid").write_text(str(self.child.pid))
+        self.t_sent = time.monotonic()
+        next_ray_check = self.t_sent + RAY_CHECK_EVERY_S
         while True:
             now = time.monotonic()
             if cancelled.is_set():
-                proc.kill()
+                self.child.kill()
                 return Outcome(
                     OutcomeStatus.CANCELLED,
                     error=ErrorInfo(
                         type=ErrorType.CANCELLED, message="task cancelled; job process stopped"
                     ),
-                    log_path=log_path,
-                    timings=timings,
                 )
             if now >= next_ray_check:
                 next_ray_check = now + RAY_CHECK_EVERY_S
-                if not head.is_up(settings):
-                    return fail(failures.ray_head_down(situation))
-            if not situation.connected and now - t_sent > settings.start_timeout_s:
-                return fail(failures.link_timeout(situation, tail()))
-            if now > limit_end:
-                why = (
-                    "the job's deadline passed"
-                    if deadline_monotonic and now > deadline_monotonic
-                    else f"the node's time limit of {settings.task_time_limit_s:.0f} s was exceeded"
-                )
-                return fail(
-                    ErrorInfo(type=ErrorType.TIME_LIMIT_EXCEEDED, message=f"job stopped: {why}")
-                )
-            for msg in proc.read_messages(0.25):
-                kind = msg["type"]
-                if kind == "stage":
-                    if msg["stage"] == Stage.CLUSTER_INITIALIZED:
-                        situation = dataclasses.replace(situation, connected=True)
-                    timings[msg["stage"]] = round(time.monotonic() - t_sent, 3)
-                    on_stage(msg["stage"], msg.get("progress"))
-                elif kind == "result":
-                    proc.finish(job_dir)
-                    return Outcome(
-                        OutcomeStatus.SUCCESS,
-                        result=msg["result"],
-                        log_path=log_path,
-                        timings=timings,
-                    )
-                elif kind == "error":
-                    err = msg["error"]
-                    if not head.is_up(settings):  # the head died under the job
-                        return fail(failures.ray_head_down(situation))
-                    if err.get("refusal"):  # the job itself refused (typed, one line)
-                        return fail(ErrorInfo(type=err["type"], message=err["message"]))
-                    return fail(
-                        failures.from_exception(
-                            situation, err["type"], err["message"], err.get("trace", ""), tail()
-                        )
-                    )
-                elif kind == "eof":
-                    rc = proc.exit_code(30)
-                    if not head.is_up(settings):
-                        return fail(failures.ray_head_down(situation))
-                    return fail(failures.from_crash(situation, rc, tail()))
-    except BaseException:
-        proc.kill()
-        raise
+                if not head.is_up(self.settings):
+                    return self.fail(failures.ray_head_down(self.situation))
+            stopped = self._over_time(now)
+            if stopped is not None:
+                return self.fail(stopped)
+            for msg in self.child.read_messages(POLL_S):
+                outcome = self.handle(msg)
+                if outcome is not None:
+                    return outcome
+
+    def _over_time(self, now: float) -> ErrorInfo | None:
+        if not self.situation.connected and now - self.t_sent > self.limits.start_timeout_s:
+            return failures.link_timeout(self.situation, self.tail())
+        return self.limits.exceeded(now, self.settings.task_time_limit_s)
+
+    def handle(self, msg: ChildMessage) -> Outcome | None:
+        """The Outcome a message ends the job with, or None while it runs on."""
+        if isinstance(msg, StageReached):
+            if msg.stage == Stage.CLUSTER_INITIALIZED:
+                self.situation = dataclasses.replace(self.situation, connected=True)
+            self.on_stage(msg.stage, msg.progress)
+            return None
+        if isinstance(msg, JobResult):
+            self.child.finish(self.job_dir)
+            return Outcome(OutcomeStatus.SUCCESS, result=msg.result)
+        if isinstance(msg, JobFailed):
+            return self.fail(self._failure(msg))
+        if isinstance(msg, ChildExited):
+            rc = self.child.exit_code(30)
+            if not head.is_up(self.settings):
+                return self.fail(failures.ray_head_down(self.situation))
+            return self.fail(failures.from_crash(self.situation, rc, self.tail()))
+        return None  # ready, session: nothing to act on
+
+    def _failure(self, msg: JobFailed) -> ErrorInfo:
+        err = msg.error
+        if not head.is_up(self.settings):  # the head died under the job
+            return failures.ray_head_down(self.situation)
+        if err.refusal:  # the job itself refused (typed, one line)
+            return ErrorInfo(type=err.type, message=err.message)
+        return failures.from_exception(
+            self.situation, err.type, err.message, err.trace, self.tail()
+        )
+
+    def _not_started(self) -> ErrorInfo:
+        rc = self.child.exit_code(0)
+        spawn_log = self.settings.state_dir / "runner" / "spawn.log"
+        return ErrorInfo(
+            type=ErrorType.RUNNER_START_ERROR,
+            message=f"its job process did not start (exit code {rc}); see {spawn_log}",
+            details="\n".join(log_tail(spawn_log, 80)),
+        )
+
+    def fail(self, error: ErrorInfo) -> Outcome:
+        self.child.kill()
+        return Outcome.failed(error)
+
+    def tail(self) -> list[str]:
+        return log_tail(self.log_path, LOG_LINES)
 
 
 def busy_port(params: TaskParams, settings: NodeSettings) -> tuple[str, int] | None:
     """(link, port) of this job's own fed or SPU port when it cannot be bound now."""
-    import socket
-
     sf = params.sf_init_config
     own = [
         ("fed", settings.fed_listen_host, int(sf.cluster[sf.self_party].address.rpartition(":")[2]))

@@ -5,5 +5,9 @@
 - `registry`: the host's record of each session, and the ids of those it started;
 - `wire`: the host's side of its socket's line protocol;
 - `client`: what a Celery task uses to run its job in a session;
-- `paths`: where the host listens.
+- `paths`: where the host listens;
+- `service`: the host as a child of the SecretFlow worker; `cli`: `python -m node sessions`.
+
+May import: node.contract, node.settings, node.rayhead, node.launch (the child's contract, its
+process, the port check), node.sfjob (the driver's stages). The worker imports `client`.
 """

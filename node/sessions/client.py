@@ -1,5 +1,6 @@
 """A Celery task's handle on its job in a warm session: the runner supervises it like a job
-process of its own (same messages, same `kill`), through the session host's socket."""
+process of its own (a `node.launch.child_spec.JobChild`: the same messages, the same `kill`),
+through the session host's socket."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node.launch.child_spec import (
+    ChildExited,
+    ChildMessage,
+    JobSpec,
+    SessionStarted,
+    parse_message,
+)
 from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
 from node.settings import NodeSettings
 
@@ -60,7 +68,7 @@ def _connect(path: Path, wait_s: float) -> socket.socket:
 
 
 class SessionJob:
-    """One job handed to the session host; quacks like node.launch.jobprocess.JobProcess."""
+    """One job handed to the session host (a `JobChild`)."""
 
     ready = True  # the host waits for its driver itself
 
@@ -68,13 +76,13 @@ class SessionJob:
         self.path = socket_path(settings)
         self.sock = _connect(self.path, RESTART_WAIT_S)
         self._buf = b""
-        self._pending: list[dict[str, Any]] = []
-        self.session: dict[str, Any] = {}
+        self._pending: list[ChildMessage] = []
+        self.session: SessionStarted | None = None
         self.rc: int | None = None
 
     @property
     def pid(self) -> int:
-        return int(self.session.get("pid") or 0)
+        return self.session.pid if self.session is not None else 0
 
     def alive(self) -> bool:
         return self.sock.fileno() >= 0
@@ -82,22 +90,23 @@ class SessionJob:
     def wait_ready(self, timeout: float) -> bool:
         return True
 
-    def send_job(self, spec: dict[str, Any]) -> None:
+    def send_job(self, spec: JobSpec) -> None:
         """Send the job; wait for the host's first answer (which session, which driver)."""
-        self.sock.sendall((json.dumps({"op": "run", "spec": spec}, default=str) + "\n").encode())
+        request = {"op": "run", "spec": spec.model_dump(mode="json")}
+        self.sock.sendall((json.dumps(request) + "\n").encode())
         for msg in self._read(FIRST_ANSWER_TIMEOUT_S):
-            if msg["type"] == "session" and not self.session:
+            if isinstance(msg, SessionStarted) and self.session is None:
                 self.session = msg
             else:
                 self._pending.append(msg)
 
-    def read_messages(self, timeout: float) -> list[dict[str, Any]]:
+    def read_messages(self, timeout: float) -> list[ChildMessage]:
         if self._pending:
             out, self._pending = self._pending, []
             return out
         return self._read(timeout)
 
-    def _read(self, timeout: float) -> list[dict[str, Any]]:
+    def _read(self, timeout: float) -> list[ChildMessage]:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ)
         try:
@@ -110,15 +119,15 @@ class SessionJob:
         except OSError:
             chunk = b""
         if not chunk:
-            return [{"type": "eof"}]
+            return [ChildExited()]
         self._buf += chunk
         *lines, self._buf = self._buf.split(b"\n")
         out = []
         for line in lines:
-            if line.strip():
-                msg = json.loads(line)
-                if msg.get("type") == "eof":
-                    self.rc = msg.get("rc")
+            msg = parse_message(line) if line.strip() else None
+            if isinstance(msg, ChildExited):
+                self.rc = msg.rc
+            if msg is not None:
                 out.append(msg)
         return out
 

@@ -37,6 +37,14 @@ from concurrent.futures import Future
 from typing import Any
 
 from node.contract import ErrorInfo, ErrorType, TaskParams
+from node.launch.child_spec import (
+    ChildExited,
+    JobFailed,
+    JobResult,
+    JobSpec,
+    SessionStarted,
+    refusal,
+)
 from node.launch.jobprocess import JobProcess
 from node.launch.runner import READY_TIMEOUT_S, busy_port
 from node.rayhead import head
@@ -174,7 +182,7 @@ class Host:
         with self._lock:
             return [s.as_dict() for s in self._sessions.values()]
 
-    def _claim(self, params: TaskParams) -> tuple[WarmSession | None, bool, dict | None]:
+    def _claim(self, params: TaskParams) -> tuple[WarmSession | None, bool, JobFailed | None]:
         """(session, is_new, error message) for a job; the session comes back marked busy."""
         assert params.session is not None
         ref, key = params.session, identity(params)
@@ -198,7 +206,7 @@ class Host:
                     return (
                         None,
                         False,
-                        wire.refusal(
+                        refusal(
                             ErrorType.INTERNAL,
                             f"its warm session {ref.id} is already running job {sess.busy}",
                         ),
@@ -207,7 +215,7 @@ class Host:
                     return (
                         None,
                         False,
-                        wire.refusal(
+                        refusal(
                             ErrorType.INVALID_PARAMS,
                             f"job {params.execution_id} names session {ref.id} with other parties "
                             "or ports than the session was started with",
@@ -219,7 +227,7 @@ class Host:
                 return (
                     None,
                     False,
-                    wire.refusal(
+                    refusal(
                         ErrorType.SESSION_LOST,
                         f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
                         "the next attempt starts a new one",
@@ -262,14 +270,12 @@ class Host:
                 closed = self.close(req.get("ids"))
                 wire.send(conn, {"type": "closed", "ids": closed})
                 return
-            self._run(conn, req["spec"])
+            self._run(conn, JobSpec.model_validate(req["spec"]))
 
-    def _run(self, conn: socket.socket, spec: dict[str, Any]) -> None:
-        params = TaskParams.model_validate(spec["params"])
+    def _run(self, conn: socket.socket, spec: JobSpec) -> None:
+        params = spec.params
         if params.session is None:
-            wire.send(
-                conn, wire.refusal(ErrorType.INVALID_PARAMS, "a job without a session was sent")
-            )
+            wire.send(conn, refusal(ErrorType.INVALID_PARAMS, "a job without a session was sent"))
             return
         sess, new, err = self._claim(params)
         if err is not None or sess is None:
@@ -282,7 +288,7 @@ class Host:
             raise
 
     def _start_job(
-        self, conn: socket.socket, spec: dict[str, Any], params: TaskParams,
+        self, conn: socket.socket, spec: JobSpec, params: TaskParams,
         sess: WarmSession, new: bool,
     ) -> None:  # fmt: skip
         if new:
@@ -292,7 +298,7 @@ class Host:
                 from node.launch import failures
 
                 info: ErrorInfo = failures.port_in_use(*busy)
-                wire.send(conn, wire.refusal(info.type, info.message))
+                wire.send(conn, refusal(info.type, info.message))
                 return
             try:
                 sess.proc = self._take_driver()
@@ -300,9 +306,7 @@ class Host:
                 self._end(sess, "no driver could be started", owner=True)
                 wire.send(
                     conn,
-                    wire.refusal(
-                        ErrorType.RUNNER_START_ERROR, f"no session driver could start: {exc}"
-                    ),
+                    refusal(ErrorType.RUNNER_START_ERROR, f"no session driver could start: {exc}"),
                 )
                 return
             with self._lock:
@@ -311,14 +315,13 @@ class Host:
                 self._end(sess, self._ended.get(sess.id, "closed"), owner=True)
                 wire.send(
                     conn,
-                    wire.refusal(ErrorType.SESSION_LOST, f"its warm session {sess.id} was closed"),
+                    refusal(ErrorType.SESSION_LOST, f"its warm session {sess.id} was closed"),
                 )
                 return
         proc = sess.proc
         assert proc is not None
         if not wire.send(
-            conn,
-            {"type": "session", "id": sess.id, "new": new, "pid": proc.pid, "job": sess.jobs + 1},
+            conn, SessionStarted(id=sess.id, new=new, pid=proc.pid, job=sess.jobs + 1)
         ):
             self._end(sess, "its job's task was gone before the job started", owner=True)
             return
@@ -326,7 +329,7 @@ class Host:
             self._end(sess, "its driver did not start", owner=True)
             wire.send(
                 conn,
-                wire.refusal(
+                refusal(
                     ErrorType.RUNNER_START_ERROR,
                     f"the driver of session {sess.id} did not start (exit code "
                     f"{proc.proc.poll()}); see {self.settings.state_dir / 'runner'}",
@@ -339,17 +342,15 @@ class Host:
     def _relay(self, conn: socket.socket, sess: WarmSession, proc: JobProcess) -> None:
         while True:
             for msg in proc.read_messages(0.25):
-                if msg["type"] == "eof":
+                if isinstance(msg, ChildExited):
                     with contextlib.suppress(Exception):
                         proc.proc.wait(timeout=10)
-                    msg["rc"] = proc.proc.poll()
-                    self._end(
-                        sess, f"its driver exited (code {msg['rc']}) during a job", owner=True
-                    )
+                    msg = ChildExited(rc=proc.proc.poll())
+                    self._end(sess, f"its driver exited (code {msg.rc}) during a job", owner=True)
                     wire.send(conn, msg)
                     return
                 delivered = wire.send(conn, msg)
-                if msg["type"] == "result":
+                if isinstance(msg, JobResult):
                     if not delivered:
                         self._end(sess, "its job's task was gone when the result came", owner=True)
                         return
@@ -358,7 +359,7 @@ class Host:
                     if sess.retire_after_job:
                         self._end(sess, sess.retire_after_job, owner=True)
                     return
-                if msg["type"] == "error":
+                if isinstance(msg, JobFailed):
                     self._end(sess, "its job failed", owner=True)
                     return
             if wire.gone(conn):

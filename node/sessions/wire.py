@@ -8,18 +8,15 @@ import select
 import socket
 from typing import Any
 
-from node.contract import ErrorType
+from node.launch.child_spec import Message, encode
 
 
-def refusal(kind: ErrorType, message: str) -> dict[str, Any]:
-    """The message that refuses a request (the task reports it as the job's error)."""
-    return {"type": "error", "error": {"type": kind.value, "message": message, "refusal": True}}
-
-
-def send(conn: socket.socket, msg: dict[str, Any]) -> bool:
-    """Send one message; False when the task's side is gone."""
+def send(conn: socket.socket, msg: Message | dict[str, Any]) -> bool:
+    """Send one message (a job's: `child_spec`; an answer to list or close: a dict); False when
+    the task's side is gone."""
+    line = encode(msg) if isinstance(msg, Message) else (json.dumps(msg) + "\n").encode()
     try:
-        conn.sendall((json.dumps(msg, default=str) + "\n").encode())
+        conn.sendall(line)
         return True
     except OSError:
         return False

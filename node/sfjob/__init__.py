@@ -2,6 +2,9 @@
 (warm), and the Ray workers and actors of its Ray job.
 
 - `executor`: the cold job process, `python -m node.sfjob.executor` (one job, then teardown);
+- `stages`: the one path of every job, cold or warm — cluster → devices → the job type's run —
+  and `Federation`, how a job gets its cluster and devices;
+- `pipe`: the child's end of its pipe to the task (node.launch.child_spec);
 - `cluster`: sf.init in Ray production mode against this party's Ray head, and its shutdown;
 - `devices`: the PYU and SPU devices of a job;
 - `fedlink`: the cross-silo link's receiver, hardened (a peer's pickle checked by
@@ -10,6 +13,7 @@
 - `sflite`, `packages`: SecretFlow's device layer imported without its heavy parts;
 - `rayworker`: what every Ray worker of a job runs first.
 
-May import: node.contract, node.settings, node.heap, node.jobtypes (a job's run), and
-node.dataroot (its output). Nothing of node.worker, node.launch or node.sessions.
+May import: node.contract, node.settings, node.heap, node.jobtypes (a job's run),
+node.dataroot (its output), node.launch.child_spec (the pipe's contract). Nothing else of
+node.launch, nothing of node.worker or node.sessions.
 """

@@ -118,8 +118,8 @@ class PartylineSPURuntime:
         party, device = getattr(self, "party", "?"), getattr(self, "id", "?")
         return f"PartylineSPURuntime(device_id={device}, party={party})"
 
-    def checked(self, token: str, method: str, *args: Any) -> Any:
-        """Run `self.<method>(*args)` once every party's runtime called with the same token."""
+    def checked(self, token: str, method: str, **kwargs: Any) -> Any:
+        """Run `self.<method>(**kwargs)` once every party's runtime called with the same token."""
         if method not in SESSION_METHODS:
             raise ValueError(f"method {method!r} may not be called through a session")
         tokens = [str(t) for t in self.link.all_gather(token)]
@@ -129,7 +129,7 @@ class PartylineSPURuntime:
                 f"the parties of this session are not running the same job: {self.party} runs "
                 f"{token}, the peer runs {', '.join(others)}"
             )
-        return getattr(self, method)(*args)
+        return getattr(self, method)(**kwargs)
 
     def psi(
         self,

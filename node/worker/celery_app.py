@@ -58,17 +58,17 @@ app = create_app(get_settings())
 def _start_spare(**_kw) -> None:
     if os.environ.get(ROLE_ENV, "sf") == "sf":
         from node.dataroot.table_arrow import preload
-        from node.launch.runner import ensure_spare
+        from node.launch.jobprocess import SPARE
 
-        ensure_spare(get_settings())
+        SPARE.keep(get_settings())
         preload()  # the first job's table check does not wait for numpy and Arrow to import
 
 
 @worker_process_shutdown.connect
 def _stop_spare(**_kw) -> None:
-    from node.launch.runner import discard_spare
+    from node.launch.jobprocess import SPARE
 
-    discard_spare()
+    SPARE.discard()
 
 
 # --- heartbeat: evidence that this party's workers are alive (the coordinator watches "sf"; ------

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import shutil
 import signal
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
@@ -33,29 +31,35 @@ from node.contract import (
     TaskStatus,
     utcnow,
 )
-from node.contract import clients as contract_clients
 from node.contract import (
     task_request_id as make_trid,
 )
-from node.dataroot.paths import release_output
-from node.jobtypes.table import JobRefused, get_job
+from node.contract.clients import redis_client
+from node.jobtypes.spec import JobRefused, Prepared
+from node.jobtypes.table import get_job
+from node.launch import failures
+from node.launch.child_spec import JobChild
+from node.launch.jobprocess import SPARE
+from node.launch.runner import Outcome, OutcomeStatus, busy_port, run_job
+from node.sessions.client import HostUnavailable, SessionJob
 from node.settings import NodeSettings, get_settings
-from node.worker import replay
+from node.worker import housekeeping, replay
 from node.worker.celery_app import app
 from node.worker.notifier import StatusNotifier
 
 _redis: redis.Redis | None = None
 
 
-def redis_client(settings: NodeSettings) -> redis.Redis:
+def worker_redis(settings: NodeSettings) -> redis.Redis:
+    """This pool process's one client of the party's Redis (made on first use)."""
     global _redis
     if _redis is None:
-        _redis = contract_clients.redis_client(settings.broker_url, settings.redis_ca_file)
+        _redis = redis_client(settings.broker_url, settings.redis_ca_file)
     return _redis
 
 
-def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) -> dict[str, Any]:
-    """Everything a node refuses before any SecretFlow work; returns the job's prepared config."""
+def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) -> Prepared:
+    """Everything a node refuses before any SecretFlow work; returns the job's prepared model."""
     sf = params.sf_init_config
     if sf.self_party != settings.party:
         raise JobRefused(
@@ -108,106 +112,143 @@ def _ids_from_raw(task_request_id: str, raw: Any) -> dict[str, str]:
     }
 
 
-def _error_result(ids: dict[str, str], party: str, started: dt.datetime, err: ErrorInfo) -> dict:
-    return TaskResult(
-        status=ResultStatus.ERROR,
-        error=err,
-        task_metadata=TaskMetadata(**ids, party=party, started_at=started, completed_at=utcnow()),
-    ).model_dump(mode="json")
-
-
 @app.task(name=TASK_EXECUTE, bind=True)
 def execute_task(self, task_request_id: str, task_params: dict) -> dict:
+    """A job from its task message to its result: refused before any SecretFlow work, or run
+    in its child (cold or warm) and reported stage by stage."""
     settings = get_settings()
-    client = redis_client(settings)
-    started = utcnow()
-    ids = _ids_from_raw(task_request_id, task_params)
-    notifier = StatusNotifier(
-        client,
-        task_request_id=task_request_id,
-        party=settings.party,
-        task_name=TASK_EXECUTE,
-        worker=f"{settings.worker_name}/{socket.gethostname()}",
-        task_id=ids["task_id"],
-        subtask_id=ids["subtask_id"],
-        execution_id=ids["execution_id"],
-    )
-
-    def refuse(kind: ErrorType, message: str):
-        err = ErrorInfo(type=kind, message=f"party {settings.party} refused the task: {message}")
-        result = _error_result(ids, settings.party, started, err)
-        notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
-        raise NodeTaskError(err.message, result)
-
-    try:
-        params = TaskParams.model_validate(task_params)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task_params"
-        notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
-        refuse(ErrorType.INVALID_PARAMS, f"{where}: {first['msg']}")
+    client = worker_redis(settings)
+    job = _TaskRun(task_request_id, task_params, settings, client)
+    params = job.validate(task_params)
     if not replay.claim(client, task_request_id, params.deadline):
         # the same signed message again: no event, no result — the first run's stand
         replay.refused(client, settings.party, "Replay", task_request_id)
         raise Ignore()
-    notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+    job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
     try:
         prepared = preflight(task_request_id, params, settings)
     except JobRefused as exc:
-        refuse(exc.type, str(exc))
+        job.refuse(exc.type, str(exc))
     finally:
         heap.release()  # the table check's blocks and hashes: not kept while the job runs
+    try:
+        outcome = _run(job, params, prepared)
+    finally:
+        prepared.clean_up(settings, job.ids["execution_id"])
+        housekeeping.after_job(settings)
+        if params.session is None:  # a cold job: the next one finds a job process ready
+            SPARE.keep(settings)
+        else:  # jobs run in warm sessions here: an idle cold job process only holds memory
+            SPARE.discard()
+    return job.report(outcome, prepared)
 
-    from node.launch import runner
 
+def open_child(params: TaskParams, settings: NodeSettings) -> JobChild | ErrorInfo:
+    """The child that runs this job — a job in its warm session, or a cold job process (the
+    spare) — or why there can be none now."""
+    if params.session is not None:  # the session host checks the ports of a new session
+        try:
+            return SessionJob(settings)
+        except HostUnavailable as exc:  # (restarting): its sessions are gone; a retry starts anew
+            return ErrorInfo(type=ErrorType.SESSION_LOST, message=str(exc))
+    busy = busy_port(params, settings)
+    if busy is not None:  # a listener of an earlier job still holds it: say so, at once
+        return failures.port_in_use(*busy)
+    return SPARE.take(settings)
+
+
+def _run(job: _TaskRun, params: TaskParams, prepared: Prepared) -> Outcome:
+    """The job in its child, supervised; SIGTERM (a cancel) stops it."""
     cancelled = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # only possible in the main thread (prefork pool)
         signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
     deadline_mono = time.monotonic() + (params.deadline - utcnow()).total_seconds()
-    notifier.emit(TaskStatus.RUNNING, None, progress=0.05)
+    job.notifier.emit(TaskStatus.RUNNING, None, progress=0.05)
     try:
-        outcome = runner.run_job(
+        return run_job(
             params,
-            prepared,
-            settings,
-            on_stage=lambda stage, progress: notifier.emit(
+            prepared.model_dump(mode="json"),
+            job.settings,
+            lambda: open_child(params, job.settings),
+            on_stage=lambda stage, progress: job.notifier.emit(
                 TaskStatus.PROGRESS, stage, progress=progress
             ),
             cancelled=cancelled,
             deadline_monotonic=deadline_mono,
         )
     except SoftTimeLimitExceeded:
-        outcome = runner.Outcome(
-            runner.OutcomeStatus.ERROR,
-            error=ErrorInfo(
-                type=ErrorType.TIME_LIMIT_EXCEEDED, message="Celery soft time limit exceeded"
-            ),
+        return Outcome.failed(
+            ErrorInfo(type=ErrorType.TIME_LIMIT_EXCEEDED, message="Celery soft time limit exceeded")
         )
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
-        if prepared.get("work_dir"):  # key-only copies, the PSI's answer: never kept
-            shutil.rmtree(prepared["work_dir"], ignore_errors=True)
-        if prepared.get("output_claim"):  # renamed into place, or never will be by this job
-            release_output(settings.data_root, tuple(prepared["output_claim"]), ids["execution_id"])
-        from node.worker import housekeeping
 
-        housekeeping.after_job(settings)
-        if params.session is None:  # a cold job: the next one finds a job process ready
-            runner.ensure_spare(settings)
-        else:  # jobs run in warm sessions here: an idle cold job process only holds memory
-            runner.discard_spare()
 
-    if outcome.status is runner.OutcomeStatus.SUCCESS:
-        assert outcome.result is not None  # the job process sends its result with "success"
-        result = outcome.result
-        check = prepared.get("input_check") or {}
+class _TaskRun:
+    """One execute task's ids, its status notifier, and its endings (result or NodeTaskError)."""
+
+    def __init__(
+        self, task_request_id: str, raw: Any, settings: NodeSettings, client: redis.Redis
+    ) -> None:
+        self.settings = settings
+        self.started = utcnow()
+        self.ids = _ids_from_raw(task_request_id, raw)
+        self.notifier = StatusNotifier(
+            client,
+            task_request_id=task_request_id,
+            party=settings.party,
+            task_name=TASK_EXECUTE,
+            worker=f"{settings.worker_name}/{socket.gethostname()}",
+            task_id=self.ids["task_id"],
+            subtask_id=self.ids["subtask_id"],
+            execution_id=self.ids["execution_id"],
+        )
+
+    def validate(self, raw: dict) -> TaskParams:
+        try:
+            return TaskParams.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "task_params"
+            self.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+            self.refuse(ErrorType.INVALID_PARAMS, f"{where}: {first['msg']}")
+
+    def refuse(self, kind: ErrorType, message: str) -> NoReturn:
+        err = ErrorInfo(
+            type=kind, message=f"party {self.settings.party} refused the task: {message}"
+        )
+        self.notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
+        raise NodeTaskError(err.message, self._error_result(err))
+
+    def report(self, outcome: Outcome, prepared: Prepared) -> dict:
+        """The task's result on success; on any other ending NodeTaskError with its cause."""
+        if outcome.status is OutcomeStatus.SUCCESS:
+            assert outcome.result is not None  # the job process sends its result with "success"
+            return self._succeeded(outcome.result, prepared)
+        assert outcome.error is not None  # every other outcome carries its cause
+        cause = outcome.error
+        err = ErrorInfo(
+            type=cause.type,
+            message=f"party {self.settings.party}: {cause.message}",
+            details=cause.details,
+        )
+        status = (
+            TaskStatus.CANCELLED
+            if outcome.status is OutcomeStatus.CANCELLED
+            else TaskStatus.FAILURE
+        )
+        self.notifier.emit(status, Stage.TASK_FINISHED, error=err)
+        raise NodeTaskError(err.message, self._error_result(err))
+
+    def _succeeded(self, result: dict, prepared: Prepared) -> dict:
+        check = prepared.input_check or {}
         if "check_s" in check:  # the table check ran before the job process: its cost too
             metrics = result.setdefault("performance_metrics", {})
             metrics["input_check_s"] = check["check_s"]
             metrics["total_s"] = round(metrics.get("total_s", 0.0) + check["check_s"], 3)
-        notifier.emit(
+        self.notifier.emit(
             TaskStatus.SUCCESS,
             Stage.TASK_FINISHED,
             progress=1.0,
@@ -215,17 +256,16 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
             performance_metrics=result.get("performance_metrics"),
         )
         return result
-    assert outcome.error is not None  # every other outcome carries its cause
-    err = outcome.error
-    err = ErrorInfo(
-        type=err.type, message=f"party {settings.party}: {err.message}", details=err.details
-    )
-    result = _error_result(ids, settings.party, started, err)
-    if outcome.status is runner.OutcomeStatus.CANCELLED:
-        notifier.emit(TaskStatus.CANCELLED, Stage.TASK_FINISHED, error=err)
-    else:
-        notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
-    raise NodeTaskError(err.message, result)
+
+    def _error_result(self, err: ErrorInfo) -> dict:
+        return TaskResult(
+            status=ResultStatus.ERROR,
+            error=err,
+            task_metadata=TaskMetadata(
+                **self.ids, party=self.settings.party, started_at=self.started,
+                completed_at=utcnow(),
+            ),
+        ).model_dump(mode="json")  # fmt: skip
 
 
 @app.task(name=TASK_HELLO)

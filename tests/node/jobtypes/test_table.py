@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from node.contract import ErrorType, TaskParams
 from node.jobtypes import psi
-from node.jobtypes.table import JobRefused, JobType, get_job, job_table, known_job_types
+from node.jobtypes.spec import JobRefused, JobType, Prepared
+from node.jobtypes.table import get_job, job_table, known_job_types
 from node.settings import NodeSettings
 
 BROKER = "redis://node:s3cretpw@127.0.0.1:1/0"
@@ -53,12 +54,19 @@ def test_job_refused_is_a_value_error():
 
 def test_two_job_types_of_one_name_are_refused():
     with pytest.raises(ValueError, match="'psi' declared twice"):
-        job_table([psi.JOB, JobType(name="psi", prepare=psi.prepare, run=psi.run)])
+        job_table(
+            [
+                psi.JOB,
+                JobType(name="psi", prepared=psi.PsiPrepared, prepare=psi.prepare, run=psi.run),
+            ]
+        )
     assert get_job("psi") is psi.JOB  # the node's own table is untouched
 
 
 def test_a_table_with_another_job_type_dispatches_to_it():
-    echo = JobType(name="unit-test-echo", prepare=lambda p, s: {}, run=lambda *a: {})
+    echo = JobType(
+        name="unit-test-echo", prepared=Prepared, prepare=lambda p, s: Prepared(), run=lambda *a: {}
+    )
     jobs = job_table([psi.JOB, echo])
     assert get_job("unit-test-echo", jobs) is echo
     assert known_job_types(jobs) == ["psi", "unit-test-echo"]
@@ -140,7 +148,7 @@ def settings(tmp_path) -> NodeSettings:
 
 
 def test_prepare_good_csv(settings):
-    prepared = psi.prepare(make_params(), settings)
+    prepared = psi.prepare(make_params(), settings).model_dump()
     root = settings.data_root
     assert prepared["protocol"] == "PROTOCOL_ECDH"
     assert prepared["receiver"] == "alice"
@@ -165,7 +173,7 @@ def test_prepare_via_the_table_for_bob(tmp_path):
     s = make_settings(tmp_path, party="bob")
     s.data_root.mkdir()
     (s.data_root / "accounts.csv").write_text("uid,balance\n1,10\n")
-    prepared = get_job("psi").prepare(make_params("bob", protocol="KKRT"), s)
+    prepared = get_job("psi").prepare(make_params("bob", protocol="KKRT"), s).model_dump()
     assert prepared["source_path"] == str(s.data_root / "accounts.csv")
     assert prepared["protocol"] == "PROTOCOL_KKRT"
 
@@ -363,8 +371,8 @@ def test_two_jobs_naming_one_output_the_second_is_refused_until_the_first_ends(s
     with pytest.raises(JobRefused, match="being written by job job-7f3a") as exc_info:
         psi.prepare(other, settings)
     assert exc_info.value.type == ErrorType.OUTPUT_EXISTS
-    release_output(settings.data_root, tuple(first["output_claim"]), "exe-91c2")
-    assert psi.prepare(other, settings)["output_claim"] == ["out", "job-7f3a.csv"]
+    release_output(settings.data_root, tuple(first.output_claim or ()), "exe-91c2")
+    assert psi.prepare(other, settings).output_claim == ["out", "job-7f3a.csv"]
 
 
 def test_a_refusal_after_the_claim_releases_it(settings):

@@ -30,7 +30,7 @@ from node.ops.probe import LinkOutcome, check_peer, serve
 from node.ops.supervise import supervise
 from node.settings import NodeSettings, split_host_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PARTIES = ["alice", "bob", "carol", "coordinator"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.contract import ErrorType, TaskParams
+from node.launch.child_spec import JobSpec
 from node.sessions.driver import identity
 from node.sessions.host import Host
 from node.sessions.paths import socket_path
@@ -76,8 +77,8 @@ def test_jobs_of_one_session_reuse_it_one_at_a_time(tmp_path):
     first, new, err = host._claim(params(execution="exe-1"))
     assert (new, err) == (True, None) and first is not None
     busy, _, err = host._claim(params(execution="exe-2"))
-    assert busy is None and err["error"]["type"] == ErrorType.INTERNAL
-    assert "already running job exe-1" in err["error"]["message"]
+    assert busy is None and err.error.type == ErrorType.INTERNAL
+    assert "already running job exe-1" in err.error.message
     done(host, "ses-1")
     again, new, err = host._claim(params(execution="exe-2"))
     assert again is first and new is False and err is None and again.busy == "exe-2"
@@ -88,7 +89,7 @@ def test_a_job_with_other_ports_than_its_session_is_refused(tmp_path):
     host._claim(params())
     done(host, "ses-1")
     sess, _, err = host._claim(params(execution="exe-2", fed_port=21001))
-    assert sess is None and err["error"]["type"] == ErrorType.INVALID_PARAMS
+    assert sess is None and err.error.type == ErrorType.INVALID_PARAMS
     assert host._sessions["ses-1"].busy is None  # the session itself is untouched
 
 
@@ -97,8 +98,8 @@ def test_an_ended_session_is_never_started_again_under_its_id(tmp_path):
     sess, _, _ = host._claim(params())
     host._end(sess, "its job failed")
     again, _, err = host._claim(params(execution="exe-2"))
-    assert again is None and err["error"]["type"] == ErrorType.SESSION_LOST
-    assert "ses-1 has ended here (its job failed)" in err["error"]["message"]
+    assert again is None and err.error.type == ErrorType.SESSION_LOST
+    assert "ses-1 has ended here (its job failed)" in err.error.message
 
 
 def test_a_restarted_host_refuses_the_sessions_of_the_previous_one(tmp_path):
@@ -106,8 +107,8 @@ def test_a_restarted_host_refuses_the_sessions_of_the_previous_one(tmp_path):
     host._claim(params())
     restarted = Host(settings(tmp_path))
     sess, _, err = restarted._claim(params(execution="exe-2"))
-    assert sess is None and err["error"]["type"] == ErrorType.SESSION_LOST
-    assert "restarted" in err["error"]["message"]
+    assert sess is None and err.error.type == ErrorType.SESSION_LOST
+    assert "restarted" in err.error.message
 
 
 def test_a_new_session_of_the_same_parties_replaces_the_old_one(tmp_path):
@@ -128,7 +129,7 @@ def test_sessions_of_other_party_sets_are_kept_apart_and_capped(tmp_path):
     assert ab is not None and ac is not None and ab.parties != ac.parties
     # a job of alice+carol naming alice+bob's session is refused (other parties, other ports)
     sess, _, err = host._claim(params("ses-ab", execution="exe-9", peer="carol"))
-    assert sess is None and err["error"]["type"] == ErrorType.INVALID_PARAMS
+    assert sess is None and err.error.type == ErrorType.INVALID_PARAMS
     done(host, "ses-ac")
     host._sessions["ses-ab"].last_used -= 100  # the least recently used
     # a third party set over the cap of 2 closes the least recently used idle session
@@ -178,8 +179,8 @@ def test_a_session_from_before_a_ray_head_restart_is_not_used(tmp_path, monkeypa
     done(host, "ses-1")
     monkeypatch.setattr(head, "head_session", lambda _s: "session_2")  # the head restarted
     sess, _, err = host._claim(params(execution="exe-2"))
-    assert sess is None and err["error"]["type"] == ErrorType.SESSION_LOST
-    assert "Ray head restarted" in err["error"]["message"]
+    assert sess is None and err.error.type == ErrorType.SESSION_LOST
+    assert "Ray head restarted" in err.error.message
 
 
 def test_a_busy_session_is_never_killed_to_make_room_for_a_new_one(tmp_path):
@@ -230,9 +231,10 @@ def test_any_failure_after_the_claim_ends_the_session(tmp_path, monkeypatch):
 
     monkeypatch.setattr(host, "_start_job", broken)
     with pytest.raises(OSError):
-        host._run(
-            _GoneConn(), {"params": params("ses-1", execution="exe-2").model_dump(mode="json")}
-        )  # type: ignore[arg-type]
+        spec = JobSpec(
+            params=params("ses-1", execution="exe-2"), prepared={}, settings={}, log_path=""
+        )
+        host._run(_GoneConn(), spec)  # type: ignore[arg-type]
     assert "ses-1" not in host._sessions
     assert "failed while running its job" in host._ended["ses-1"]
 
@@ -256,4 +258,4 @@ def test_a_session_is_not_used_after_a_new_revocation_list_was_installed(tmp_pat
     crl.write_text("list 2, one more serial\n")
     sess, _new, err = host._claim(params("ses-1", execution="exe-2"))
     assert sess is None and err is not None
-    assert err["error"]["type"] == "SessionLost" and "revocation list" in err["error"]["message"]
+    assert err.error.type == "SessionLost" and "revocation list" in err.error.message
