@@ -33,6 +33,8 @@ class Job(Base):
     request: Mapped[dict[str, Any]]
     parties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"names": [...]}
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # why a QUEUED job is not sent yet (a party not ready, a retry waiting for its party)
+    waiting_for: Mapped[str | None] = mapped_column(Text, default=None)
     failed_party: Mapped[str | None] = mapped_column(String(32), default=None)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)

@@ -178,7 +178,10 @@ class JobOut(BaseModel):
     receiver: str | None = None
     protocol: str | None = None
     party_status: dict[str, str] = {}
+    # what went wrong; while a queued job waits for a party: "waiting: <waiting_for>", then
+    # " | " and the error of its failed attempt, if any
     error: str | None = None
+    waiting_for: str | None = None  # why a queued job is not sent yet
     failed_party: str | None = None
     attempt: int
     max_attempts: int

@@ -12,8 +12,6 @@ from node.contract import TERMINAL_STATUSES
 
 # a job in these states holds an attempt: its ports, and a slot at each of its parties
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
-# how a queued job's error starts while it waits for a party ("waiting: <why> | <earlier error>")
-WAITING = "waiting: "
 
 
 @overload

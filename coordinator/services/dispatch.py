@@ -18,7 +18,8 @@ from coordinator.models import Job, SecretflowTask
 from coordinator.params import per_party, psi_template
 from coordinator.parties import PartyUnreachable
 from coordinator.schemas import PSIJobCreate
-from coordinator.services.attempts import ACTIVE, WAITING, deadline_of, unfinished
+from coordinator.services import phases
+from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.topology import JobPorts, PortPool, PortsExhausted
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 
@@ -73,8 +74,9 @@ def dispatch_job(svc: JobService, job_id: str) -> bool:
             else None
         )
         if deadline <= now:
-            job.status, job.finished_at = JobState.TIMED_OUT, now
-            job.error = "deadline passed while the job was queued"
+            phases.ended(
+                job, JobState.TIMED_OUT, now, error="deadline passed while the job was queued"
+            )
             changed = True
         else:
             changed = False
@@ -153,14 +155,7 @@ def store_attempt(
     """The job DISPATCHED as attempt `execution_id`, with one PENDING task per party."""
     with transaction(svc.sessions) as s:
         job = s.get_one(Job, job_id)
-        job.attempt += 1
-        job.execution_id = execution_id
-        job.status = JobState.DISPATCHED
-        job.dispatched_at = now
-        if job.error and job.error.startswith(WAITING):  # no longer waiting
-            job.error = job.error.partition(" | ")[2] or None
-        job.finished_at = None
-        job.result = None
+        phases.dispatched(job, execution_id, now)
         for p, party_params in params.items():
             s.add(
                 SecretflowTask(
@@ -179,19 +174,11 @@ def store_attempt(
 
 def hold_job(svc: JobService, job_id: str, why: str) -> None:
     """Keep a queued job waiting, with the reason on the job (shown until it is sent)."""
-    reason = f"{WAITING}{why}"
     with transaction(svc.sessions) as s:
         job = s.get(Job, job_id)
-        if job is None or job.status != JobState.QUEUED:
+        if job is None or job.status != JobState.QUEUED or not phases.waiting(job, why):
             return
-        previous = job.error or ""
-        if previous.startswith(WAITING):
-            previous = previous.partition(" | ")[2]
-        text = f"{reason} | {previous}" if previous else reason
-        if job.error == text:
-            return
-        job.error = text
-    log.info("job %s %s", job_id, reason)
+    log.info("job %s waiting: %s", job_id, why)
     svc.on_change([job_id])
 
 
@@ -214,9 +201,12 @@ def fail_dispatch(
                 what = "revoked" if t.party in sent else "not sent"
                 t.error = {"type": ErrorType.REVOKED.value, "message": f"{what}: {exc}"}
             t.finished_at = now
-        job.status = JobState.FAILED
-        job.failed_party = exc.party
-        job.error = f"{exc}; the tasks already sent were revoked"
-        job.finished_at = now
+        phases.ended(
+            job,
+            JobState.FAILED,
+            now,
+            error=f"{exc}; the tasks already sent were revoked",
+            failed_party=exc.party,
+        )
     svc.release_attempts([execution_id], succeeded=False)  # and its session, if any, is retired
     svc.on_change([job_id])

@@ -26,7 +26,7 @@ from coordinator.models import Job
 from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.scheduling import QueuedJob, dispatchable
 from coordinator.schemas import PSIJobCreate
-from coordinator.services import rules
+from coordinator.services import phases, rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import dispatch_job, restore_ports
 from coordinator.services.results import record_result
@@ -302,7 +302,7 @@ class JobService:
                 raise JobError(f"no job {job_id!r}", 404)
             if job.status in TERMINAL_JOB_STATES:
                 raise JobError(f"job {job_id} is already {job.status}", 409)
-            job.status, job.error, job.finished_at = JobState.CANCELLED, reason, now
+            phases.ended(job, JobState.CANCELLED, now, error=reason)
             victims, execution_id = unfinished(job), job.execution_id
         self._stop_tasks(job_id, victims, execution_id)
         self.tick()
@@ -323,9 +323,9 @@ class JobService:
             now = utcnow()
             if deadline_of(job) <= now:
                 job.deadline = now + dt.timedelta(seconds=self.default_deadline_s)
-            job.status = JobState.QUEUED
+            phases.queued(job)
             job.max_attempts = max(job.max_attempts, job.attempt + 1)
-            job.error = job.failed_party = job.finished_at = None
+            job.failed_party = None
         self.on_change([job_id])
         self.tick()
         return self.get(job_id)

@@ -31,6 +31,7 @@ from coordinator.intake import IntakeCounters
 from coordinator.merge import TERMINAL_JOB_STATES, TERMINAL_PARTY_STATUSES, JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask
 from coordinator.parties import PartyClients, PartyUnreachable, RemoteFailure
+from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, aware, current_tasks, deadline_of, unfinished
 from coordinator.services.results import celery_result
 from coordinator.services.status import COORDINATOR_SOURCE
@@ -256,8 +257,9 @@ def time_out(
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.status in TERMINAL_JOB_STATES:
             return None
-        job.status, job.finished_at = JobState.TIMED_OUT, now
-        job.error = f"deadline {deadline_of(job).isoformat()} passed"
+        phases.ended(
+            job, JobState.TIMED_OUT, now, error=f"deadline {deadline_of(job).isoformat()} passed"
+        )
         return unfinished(job), job.execution_id
 
 

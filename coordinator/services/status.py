@@ -30,7 +30,7 @@ from coordinator.merge import (
     merge,
 )
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
-from coordinator.services.attempts import WAITING
+from coordinator.services import phases
 from node.contract import RETRYABLE, ErrorInfo, StatusEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -266,22 +266,16 @@ def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
             if t.status == PartyStatus.FAILURE
         ]  # a new attempt only when every failure of this one may be cured by it
         if errors and all(retryable(e) for e in errors) and job.attempt < job.max_attempts:
-            retrying = f"attempt {job.attempt} failed, retrying: {merged.error}"
-            waiting = job.error or ""
-            if current == JobState.QUEUED and waiting.startswith(WAITING):
-                # refined while already waiting: keep saying what it waits for
-                retrying = f"{waiting.partition(' | ')[0]} | {retrying}"
-            job.status = JobState.QUEUED
-            job.error = retrying
+            # (refined while already waiting: it keeps saying what it waits for)
+            phases.queued(job, error=f"attempt {job.attempt} failed, retrying: {merged.error}")
             job.failed_party = merged.failed_party
             out.requeued.append(job.id)
             out.released.append(job.execution_id)
             return
-    job.status = merged.state
-    if merged.state in TERMINAL_JOB_STATES:
-        job.finished_at = now
-        job.error = merged.error
-        job.failed_party = merged.failed_party
+    if merged.state not in TERMINAL_JOB_STATES:
+        phases.progressed(job, merged.state)
+    else:
+        phases.ended(job, merged.state, now, error=merged.error, failed_party=merged.failed_party)
         out.released.append(job.execution_id)
         if merged.state == JobState.SUCCEEDED:
             receiver = (job.request or {}).get("receiver")

@@ -41,7 +41,8 @@ def _job_fields(job: Job) -> dict[str, Any]:
         receiver=request.get("receiver"),
         protocol=request.get("protocol"),
         party_status=party_status,
-        error=job.error,
+        error=shown_error(job),
+        waiting_for=job.waiting_for,
         failed_party=job.failed_party,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
@@ -132,3 +133,11 @@ def job_result(job: Job) -> JobResultOut:
         parties=res.get("parties") or {},
         duration_s=duration,
     )
+
+
+def shown_error(job: Job) -> str | None:
+    """The job's error as the API and the UI show it: what a queued job waits for first."""
+    if not job.waiting_for:
+        return job.error
+    waiting = f"waiting: {job.waiting_for}"
+    return f"{waiting} | {job.error}" if job.error else waiting

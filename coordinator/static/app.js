@@ -737,7 +737,7 @@ function initJob() {
         : job.status === "CANCELLED"
           ? "Cancelled"
           : "Failed"
-      : job.error.startsWith("waiting: ")
+      : job.waiting_for
         ? "Waiting"
         : "Retrying";
     $("#failed-party").textContent = job.failed_party || "";

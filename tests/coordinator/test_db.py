@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, Table, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.db import current_revision, make_engine, migrate, session_factory, transaction
+from coordinator.db import (
+    alembic_config,
+    current_revision,
+    make_engine,
+    migrate,
+    session_factory,
+    transaction,
+)
 from coordinator.models import Base, Job, SecretflowTask, TaskStatusLog
 
-HEAD = "0003"  # the newest migration
+HEAD = "0004"  # the newest migration
 
 
 def test_migrations_create_exactly_the_models(db_url):
@@ -36,10 +45,10 @@ def test_upgrading_counts_the_events_already_logged_per_task(db_url):
     engine = make_engine(db_url)
     now = dt.datetime.now(dt.UTC)
     try:
-        with transaction(session_factory(engine)) as s:  # jobs and logs: as in 0002
-            s.add(Job(id="job-1", status="RUNNING", request={}, parties={}))
+        with transaction(session_factory(engine)) as s:  # logs: as in 0002
             s.add_all(_log(f"e{i}", now) for i in range(3))  # all three: exe-1.alice
-        with engine.begin() as conn:  # tasks as 0002 has them (the model has the new column)
+        with engine.begin() as conn:  # jobs and tasks as 0002 has them (the models have more)
+            _insert_job(conn, id="job-1", status="RUNNING", request={}, parties={}, now=now)
             tasks = Table("secretflow_tasks", MetaData(), autoload_with=conn)
             conn.execute(
                 tasks.insert(),
@@ -59,6 +68,48 @@ def test_upgrading_counts_the_events_already_logged_per_task(db_url):
         assert counts == {"alice": 3, "bob": 0}
     finally:
         engine.dispose()
+
+
+def test_upgrading_moves_what_a_queued_job_waits_for_out_of_its_error_text(db_url):
+    """0004's `waiting_for` holds what a queued job's error said it waited for ("waiting: <why>
+    | <earlier error>"); its error keeps only the earlier error. Downgrading puts it back."""
+    migrate(db_url, "0003")
+    engine = make_engine(db_url)
+    now = dt.datetime.now(dt.UTC)
+    errors = {
+        "job-w": "waiting: party bob is not ready: Ray head down",
+        "job-r": "waiting: party bob is not ready | attempt 1 failed, retrying: PeerLost",
+        "job-f": "party bob: the job failed",
+    }
+    try:
+        with engine.begin() as conn:
+            for job_id, error in errors.items():
+                _insert_job(conn, id=job_id, status="QUEUED", request={}, parties={},
+                            error=error, now=now)  # fmt: skip
+        migrate(db_url)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT id, waiting_for, error FROM jobs ORDER BY id")
+            assert [tuple(r) for r in rows] == [
+                ("job-f", None, "party bob: the job failed"),
+                ("job-r", "party bob is not ready", "attempt 1 failed, retrying: PeerLost"),
+                ("job-w", "party bob is not ready: Ray head down", None),
+            ]
+        command.downgrade(alembic_config(db_url), "0003")
+        with engine.connect() as conn:
+            back = dict(conn.exec_driver_sql("SELECT id, error FROM jobs").all())
+        assert back == errors
+    finally:
+        engine.dispose()
+
+
+def _insert_job(conn, *, now: dt.datetime, **values: Any) -> None:
+    """A job row as the schema of the database stands (the model may have more columns)."""
+    jobs = Table("jobs", MetaData(), autoload_with=conn)
+    conn.execute(
+        jobs.insert(),
+        [{"kind": "psi", "attempt": 0, "max_attempts": 1, "created_at": now,
+          "updated_at": now, **values}],
+    )  # fmt: skip
 
 
 def _task(party: str, celery_id: str) -> SecretflowTask:
