@@ -1,30 +1,32 @@
-"""Sending one queued job (docs/architecture.md §3): hold it while a party is not ready, take its ports, store
-one task per party, then fan out all-or-nothing — and, at start-up, hold the ports of the
-attempts still running. `JobService.tick` picks the jobs (gang scheduling); this sends them.
+"""Sending one queued job (docs/architecture.md §3): hold it while a party is not ready, take its
+ports, store one task per party, then fan out all-or-nothing — and free what an ended attempt
+held (its ports, its warm session); at start-up, hold the ports of the attempts still running.
+`JobService.tick` picks the jobs (gang scheduling); the `Dispatcher` sends them. It is given
+what it uses, and calls nothing of the job service.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import transaction
 from coordinator.merge import JobState, PartyStatus
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job, SecretflowTask
 from coordinator.params import per_party, psi_template
-from coordinator.parties import PartyUnreachable
+from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.schemas import PSIJobCreate
 from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
-from coordinator.topology import JobPorts, PortPool, PortsExhausted
+from coordinator.services.retry_gate import RetryGate
+from coordinator.services.sessions import SessionRegistry
+from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
-
-if TYPE_CHECKING:
-    from coordinator.services.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -56,157 +58,203 @@ def restore_ports(sessions: sessionmaker[Session], ports: PortPool) -> None:
                     log.warning("job %s: ports not restored: %s", job.id, exc)
 
 
-def dispatch_job(svc: JobService, job_id: str) -> bool:
-    """Send one queued job as a new attempt; False when it stays queued (or timed out)."""
-    now = utcnow()
-    with transaction(svc.sessions) as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status != JobState.QUEUED:
-            return False
-        parties = list(job.parties["names"])
-        deadline = deadline_of(job)
-        # a retry waits for the party its failed attempt named when that party went silent
-        # (its task unfinished: blamed by a peer, e.g. PeerLost), not when it told its failure
-        silent = {p for p, _ in unfinished(job)}
-        named = (
-            (job.failed_party, job.execution_id, job.attempt)
-            if job.execution_id and job.failed_party in silent
-            else None
-        )
-        if deadline <= now:
-            phases.ended(
-                job, JobState.TIMED_OUT, now, error="deadline passed while the job was queued"
-            )
-            changed = True
-        else:
-            changed = False
-    if changed:
-        svc.metrics.dispatch_refused("deadline_passed")
-        svc.on_change([job_id])
-        return False
-    for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
-        why = svc.clients.readiness(party)
-        if named and named[0] == party:  # (asked even when not ready: it notes the heartbeat)
-            gate = svc.retry_gate.why_not(svc.clients, job_id, named[1], party, named[2])
-            why = why or gate
-        if why:
-            svc.metrics.dispatch_refused("party_not_ready")
-            hold_job(svc, job_id, why)
-            return False
-    execution_id = new_execution_id()
-    try:  # a warm session's ports when there is one for this job, else ports of its own
-        session = svc.warm.take(execution_id, parties) if svc.warm else None
-        ports = session.ports if session else svc.ports.acquire(execution_id, parties)
-    except PortsExhausted as exc:
-        if svc.warm:  # idle sessions holding that party's ports give them up (after cooldown)
-            svc.warm.evict_idle(exc.party)
-        svc.metrics.dispatch_refused("ports_exhausted")
-        log.warning("job %s waits: %s", job_id, exc)
-        return False
-    try:
-        template = psi_template(
-            job_id=job_id,
-            execution_id=execution_id,
-            request=PSIJobCreate.model_validate(job.request),
-            endpoints=svc.topology.endpoints(ports),
-            deadline=deadline,
-            session=session.ref() if session else None,
-        )
-        params = per_party(template)  # the same session and ports at every party
-        trids = {p: task_request_id(execution_id, p) for p in parties}
-        store_attempt(svc, job_id, execution_id, params, trids, now)
-    except BaseException:  # nothing was sent: neither the ports nor the session are kept
-        svc.release_attempts([execution_id], succeeded=False)
-        raise
-    svc.on_change([job_id])
-    # all-or-nothing: every broker must answer before anything is sent …
-    sent: list[str] = []
-    try:
-        svc.clients.ping_all(parties)
-        for p in parties:
-            svc.clients.send_execute(p, trids[p], params[p], expires_s=svc.start_timeout_s)
-            sent.append(p)
-    except PartyUnreachable as exc:
-        # … and what was sent before a broker failed is revoked at once
-        for p in sent:
-            svc.clients.revoke(p, trids[p])
-        svc.metrics.dispatch_refused("broker_unreachable")
-        fail_dispatch(svc, job_id, execution_id, exc, sent)
-        return False
-    svc.metrics.dispatched(session.mode if session else "cold")
-    log.info(
-        "job %s attempt %s sent to %s%s",
-        job_id,
-        execution_id,
-        ", ".join(parties),
-        f" in warm session {session.id} (job {session.jobs})" if session else "",
-    )
-    return True
+class Dispatcher:
+    """Sends queued jobs as attempts, and frees what ended attempts held."""
 
+    def __init__(
+        self,
+        *,
+        db: sessionmaker[Session],
+        clients: PartyClients,
+        topology: Topology,
+        ports: PortPool,
+        warm: SessionRegistry | None,
+        retry_gate: RetryGate,
+        metrics: CoordinatorMetrics,
+        start_timeout_s: float,
+        on_change: Callable[[Iterable[str]], None],
+    ) -> None:
+        self.db, self.clients, self.topology = db, clients, topology
+        self.ports, self.warm, self.retry_gate = ports, warm, retry_gate
+        self.metrics, self.start_timeout_s, self.on_change = metrics, start_timeout_s, on_change
 
-def store_attempt(
-    svc: JobService,
-    job_id: str,
-    execution_id: str,
-    params: dict[str, dict],
-    trids: dict[str, str],
-    now: dt.datetime,
-) -> None:
-    """The job DISPATCHED as attempt `execution_id`, with one PENDING task per party."""
-    with transaction(svc.sessions) as s:
-        job = s.get_one(Job, job_id)
-        phases.dispatched(job, execution_id, now)
-        for p, party_params in params.items():
-            s.add(
-                SecretflowTask(
-                    job_id=job_id,
-                    task_id=job_id,
-                    subtask_id="psi",
-                    execution_id=execution_id,
-                    party=p,
-                    celery_task_id=trids[p],
-                    task_type="psi",
-                    status=PartyStatus.PENDING,
-                    params=party_params,
+    def release(self, execution_ids: Iterable[str], *, succeeded: bool | None = None) -> None:
+        """Attempts that have ended: free their ports, and idle their warm sessions (a job that
+        SUCCEEDED) or retire them (anything else). `succeeded=None`: read from the database."""
+        ids = set(execution_ids)
+        if self.warm is not None and ids:
+            in_session = self.warm.running(ids)
+            ok: set[str] = set()
+            if in_session and succeeded is None:
+                ok = self._succeeded(in_session)
+            elif succeeded:
+                ok = in_session
+            for execution_id in in_session:
+                self.warm.finished(execution_id, execution_id in ok)
+        for execution_id in ids:
+            self.ports.release(execution_id)  # a no-op for one that ran in a session
+
+    def _succeeded(self, execution_ids: set[str]) -> set[str]:
+        try:
+            with self.db() as s:
+                return set(
+                    s.scalars(
+                        select(Job.execution_id).where(
+                            Job.execution_id.in_(sorted(execution_ids)),
+                            Job.status == JobState.SUCCEEDED,
+                        )
+                    )
                 )
+        except Exception:  # cannot tell: those sessions are not used again
+            log.exception("could not read how attempts %s ended", sorted(execution_ids))
+            return set()
+
+    def dispatch(self, job_id: str) -> bool:
+        """Send one queued job as a new attempt; False when it stays queued (or timed out)."""
+        now = utcnow()
+        with transaction(self.db) as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != JobState.QUEUED:
+                return False
+            parties = list(job.parties["names"])
+            deadline = deadline_of(job)
+            # a retry waits for the party its failed attempt named when that party went silent
+            # (its task unfinished: blamed by a peer, e.g. PeerLost), not when it told its failure
+            silent = {p for p, _ in unfinished(job)}
+            named = (
+                (job.failed_party, job.execution_id, job.attempt)
+                if job.execution_id and job.failed_party in silent
+                else None
             )
-
-
-def hold_job(svc: JobService, job_id: str, why: str) -> None:
-    """Keep a queued job waiting, with the reason on the job (shown until it is sent)."""
-    with transaction(svc.sessions) as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status != JobState.QUEUED or not phases.waiting(job, why):
-            return
-    log.info("job %s waiting: %s", job_id, why)
-    svc.on_change([job_id])
-
-
-def fail_dispatch(
-    svc: JobService, job_id: str, execution_id: str, exc: PartyUnreachable, sent: list[str]
-) -> None:
-    """A fan-out a broker refused: that party's task FAILURE (BrokerUnreachable), the others
-    CANCELLED (Revoked), the job FAILED naming the party, its ports freed."""
-    now = utcnow()
-    with transaction(svc.sessions) as s:
-        job = s.get_one(Job, job_id)
-        for t in job.tasks:
-            if t.execution_id != execution_id:
-                continue
-            if t.party == exc.party:
-                t.status = PartyStatus.FAILURE
-                t.error = {"type": ErrorType.BROKER_UNREACHABLE.value, "message": str(exc)}
+            if deadline <= now:
+                phases.ended(
+                    job, JobState.TIMED_OUT, now, error="deadline passed while the job was queued"
+                )
+                changed = True
             else:
-                t.status = PartyStatus.CANCELLED
-                what = "revoked" if t.party in sent else "not sent"
-                t.error = {"type": ErrorType.REVOKED.value, "message": f"{what}: {exc}"}
-            t.finished_at = now
-        phases.ended(
-            job,
-            JobState.FAILED,
-            now,
-            error=f"{exc}; the tasks already sent were revoked",
-            failed_party=exc.party,
+                changed = False
+        if changed:
+            self.metrics.dispatch_refused("deadline_passed")
+            self.on_change([job_id])
+            return False
+        for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
+            why = self.clients.readiness(party)
+            if named and named[0] == party:  # (asked even when not ready: it notes the heartbeat)
+                gate = self.retry_gate.why_not(self.clients, job_id, named[1], party, named[2])
+                why = why or gate
+            if why:
+                self.metrics.dispatch_refused("party_not_ready")
+                self._hold(job_id, why)
+                return False
+        execution_id = new_execution_id()
+        try:  # a warm session's ports when there is one for this job, else ports of its own
+            session = self.warm.take(execution_id, parties) if self.warm else None
+            ports = session.ports if session else self.ports.acquire(execution_id, parties)
+        except PortsExhausted as exc:
+            if self.warm:  # idle sessions holding that party's ports give them up (after cooldown)
+                self.warm.evict_idle(exc.party)
+            self.metrics.dispatch_refused("ports_exhausted")
+            log.warning("job %s waits: %s", job_id, exc)
+            return False
+        try:
+            template = psi_template(
+                job_id=job_id,
+                execution_id=execution_id,
+                request=PSIJobCreate.model_validate(job.request),
+                endpoints=self.topology.endpoints(ports),
+                deadline=deadline,
+                session=session.ref() if session else None,
+            )
+            params = per_party(template)  # the same session and ports at every party
+            trids = {p: task_request_id(execution_id, p) for p in parties}
+            self._store_attempt(job_id, execution_id, params, trids, now)
+        except BaseException:  # nothing was sent: neither the ports nor the session are kept
+            self.release([execution_id], succeeded=False)
+            raise
+        self.on_change([job_id])
+        # all-or-nothing: every broker must answer before anything is sent …
+        sent: list[str] = []
+        try:
+            self.clients.ping_all(parties)
+            for p in parties:
+                self.clients.send_execute(p, trids[p], params[p], expires_s=self.start_timeout_s)
+                sent.append(p)
+        except PartyUnreachable as exc:
+            # … and what was sent before a broker failed is revoked at once
+            for p in sent:
+                self.clients.revoke(p, trids[p])
+            self.metrics.dispatch_refused("broker_unreachable")
+            self._fail(job_id, execution_id, exc, sent)
+            return False
+        self.metrics.dispatched(session.mode if session else "cold")
+        log.info(
+            "job %s attempt %s sent to %s%s",
+            job_id,
+            execution_id,
+            ", ".join(parties),
+            f" in warm session {session.id} (job {session.jobs})" if session else "",
         )
-    svc.release_attempts([execution_id], succeeded=False)  # and its session, if any, is retired
-    svc.on_change([job_id])
+        return True
+
+    def _store_attempt(
+        self,
+        job_id: str,
+        execution_id: str,
+        params: dict[str, dict],
+        trids: dict[str, str],
+        now: dt.datetime,
+    ) -> None:
+        """The job DISPATCHED as attempt `execution_id`, with one PENDING task per party."""
+        with transaction(self.db) as s:
+            job = s.get_one(Job, job_id)
+            phases.dispatched(job, execution_id, now)
+            for p, party_params in params.items():
+                s.add(
+                    SecretflowTask(
+                        job_id=job_id,
+                        task_id=job_id,
+                        subtask_id="psi",
+                        execution_id=execution_id,
+                        party=p,
+                        celery_task_id=trids[p],
+                        task_type="psi",
+                        status=PartyStatus.PENDING,
+                        params=party_params,
+                    )
+                )
+
+    def _hold(self, job_id: str, why: str) -> None:
+        """Keep a queued job waiting, with the reason on the job (shown until it is sent)."""
+        with transaction(self.db) as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != JobState.QUEUED or not phases.waiting(job, why):
+                return
+        log.info("job %s waiting: %s", job_id, why)
+        self.on_change([job_id])
+
+    def _fail(self, job_id: str, execution_id: str, exc: PartyUnreachable, sent: list[str]) -> None:
+        """A fan-out a broker refused: that party's task FAILURE (BrokerUnreachable), the others
+        CANCELLED (Revoked), the job FAILED naming the party, its ports freed."""
+        now = utcnow()
+        with transaction(self.db) as s:
+            job = s.get_one(Job, job_id)
+            for t in job.tasks:
+                if t.execution_id != execution_id:
+                    continue
+                if t.party == exc.party:
+                    t.status = PartyStatus.FAILURE
+                    t.error = {"type": ErrorType.BROKER_UNREACHABLE.value, "message": str(exc)}
+                else:
+                    t.status = PartyStatus.CANCELLED
+                    what = "revoked" if t.party in sent else "not sent"
+                    t.error = {"type": ErrorType.REVOKED.value, "message": f"{what}: {exc}"}
+                t.finished_at = now
+            phases.ended(
+                job,
+                JobState.FAILED,
+                now,
+                error=f"{exc}; the tasks already sent were revoked",
+                failed_party=exc.party,
+            )
+        self.release([execution_id], succeeded=False)  # and its session, if any, is retired
+        self.on_change([job_id])

@@ -28,7 +28,7 @@ from coordinator.scheduling import QueuedJob, dispatchable
 from coordinator.schemas import PSIJobCreate
 from coordinator.services import phases, rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
-from coordinator.services.dispatch import dispatch_job, restore_ports
+from coordinator.services.dispatch import Dispatcher, restore_ports
 from coordinator.services.results import record_result
 from coordinator.services.retry_gate import RetryGate
 from coordinator.services.sessions import SessionRegistry
@@ -84,11 +84,18 @@ class JobService:
         self.default_deadline_s = default_deadline_s
         self.max_attempts = max_attempts
         self.on_change = on_change or (lambda _ids: None)
-        self.ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
-        self.warm = (
-            SessionRegistry(self.ports, idle_timeout_s=session_idle_s) if warm_sessions else None
+        ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
+        self.dispatcher = Dispatcher(
+            db=sessions,
+            clients=clients,
+            topology=topology,
+            ports=ports,
+            warm=SessionRegistry(ports, idle_timeout_s=session_idle_s) if warm_sessions else None,
+            retry_gate=RetryGate(),  # a retry waits for the party it failed on to be heard
+            metrics=self.metrics,
+            start_timeout_s=start_timeout_s,
+            on_change=self.on_change,
         )
-        self.retry_gate = RetryGate()  # a retry waits for the party it failed on to be heard
         self._dispatch_lock = threading.RLock()
         # jobs queued again whose previous attempt's tasks are still being revoked: not sent
         # before those revokes are out, so a worker cannot take the stale task first
@@ -105,7 +112,15 @@ class JobService:
         )
         # best-effort follow-ups (Celery results) run off the listener's path
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
-        restore_ports(self.sessions, self.ports)  # of the attempts still running
+        restore_ports(self.sessions, ports)  # of the attempts still running
+
+    @property
+    def ports(self) -> PortPool:
+        return self.dispatcher.ports
+
+    @property
+    def warm(self) -> SessionRegistry | None:
+        return self.dispatcher.warm
 
     # --- submit ---------------------------------------------------------------------------
     def submit(self, request: PSIJobCreate) -> Job:
@@ -178,7 +193,7 @@ class JobService:
             with self._revoking_lock:
                 queue = [q for q in queue if q.job_id not in self._revoking]
             for job_id in dispatchable(queue, busy, self.topology.slots):
-                if dispatch_job(self, job_id):
+                if self.dispatcher.dispatch(job_id):
                     dispatched.append(job_id)
         return dispatched
 
@@ -246,31 +261,8 @@ class JobService:
     def release_attempts(
         self, execution_ids: Iterable[str], *, succeeded: bool | None = None
     ) -> None:
-        """Attempts that have ended: free their ports, and idle their warm sessions (a job that
-        SUCCEEDED) or retire them (anything else). `succeeded=None`: read from the database."""
-        ids = set(execution_ids)
-        if self.warm is not None and ids:
-            in_session = self.warm.running(ids)
-            ok: set[str] = set()
-            if in_session and succeeded is None:
-                try:
-                    with self.sessions() as s:
-                        ok = set(
-                            s.scalars(
-                                select(Job.execution_id).where(
-                                    Job.execution_id.in_(sorted(in_session)),
-                                    Job.status == JobState.SUCCEEDED,
-                                )
-                            )
-                        )
-                except Exception:  # cannot tell: those sessions are not used again
-                    log.exception("could not read how attempts %s ended", sorted(in_session))
-            elif succeeded:
-                ok = in_session
-            for execution_id in in_session:
-                self.warm.finished(execution_id, execution_id in ok)
-        for execution_id in ids:
-            self.ports.release(execution_id)  # a no-op for one that ran in a session
+        """Attempts that have ended: their ports and warm sessions freed (Dispatcher.release)."""
+        self.dispatcher.release(execution_ids, succeeded=succeeded)
 
     def close(self) -> None:
         self._background.shutdown(wait=True, cancel_futures=True)

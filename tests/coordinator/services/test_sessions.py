@@ -345,7 +345,7 @@ def test_a_cancelled_job_retires_its_session(service):
 
 
 def test_without_warm_sessions_a_job_runs_cold(service):
-    service.warm = None
+    service.dispatcher.warm = None  # (the service built with warm sessions off)
     job_id = _submit(service)
     assert "session" not in _params(service, job_id)["alice"]
     assert list(service.ports.held) == [service.get(job_id).execution_id]
