@@ -63,6 +63,12 @@ class NodeSettings(BaseSettings):
     )
     fed_listen_host: str = "0.0.0.0"
     spu_listen_host: str = "0.0.0.0"
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more job types, beside the node's own: modules (comma-separated, e.g. "
+        "`acme.jobs.hello`) that each declare a `JOB` (node/jobtypes/spec.py); importable by "
+        "the worker and its job processes",
+    )
 
     # the standing mTLS probe (node/ops/probe.py): links between parties can be checked before a job
     probe_port: int | None = Field(
@@ -135,7 +141,7 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"invalid party name {v!r}: lower-case letters, digits, _ or -")
         return v
 
-    @field_validator("allowed_peers", mode="before")
+    @field_validator("allowed_peers", "job_modules", mode="before")
     @classmethod
     def _peers(cls, v):
         if isinstance(v, str):

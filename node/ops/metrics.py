@@ -35,7 +35,7 @@ from node.contract import (
     TaskStatus,
 )
 from node.contract.clients import redis_client
-from node.jobtypes.table import known_job_types
+from node.jobtypes.table import known_job_types, node_job_types
 from node.rayhead import head
 from node.settings import NodeSettings
 
@@ -276,7 +276,12 @@ def exporter(settings: NodeSettings) -> NodeExporter:
         settings.broker_url, settings.redis_ca_file, socket_timeout=t, socket_connect_timeout=t
     )
     pid_file = head.pid_file(settings)
-    return NodeExporter(settings.party, client, job_types=known_job_types(), ray_pid_file=pid_file)
+    return NodeExporter(
+        settings.party,
+        client,
+        job_types=known_job_types(node_job_types(settings)),
+        ray_pid_file=pid_file,
+    )
 
 
 def serve(collector: Collector, host: str, port: int) -> tuple[Any, threading.Thread]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from node.contract import ResultStatus, Stage, TaskParams, utcnow
 from node.jobtypes.spec import JobContext
-from node.jobtypes.table import get_job
+from node.jobtypes.table import get_job, node_job_types
 from node.settings import NodeSettings
 
 
@@ -75,7 +75,7 @@ def run_stages(
     report: Callable[..., None],
 ) -> dict[str, Any]:
     """Run one job through its stages; its TaskResult (as JSON) when it succeeded."""
-    job = get_job(params.task_type)
+    job = get_job(params.task_type, node_job_types(settings))
     started_at = utcnow()
     t0 = time.perf_counter()
     federation.join_cluster(params, settings)

@@ -36,7 +36,7 @@ from node.contract import (
 )
 from node.contract.clients import redis_client
 from node.jobtypes.spec import JobRefused, Prepared
-from node.jobtypes.table import get_job
+from node.jobtypes.table import get_job, node_job_types
 from node.launch import failures
 from node.launch.child_spec import JobChild
 from node.launch.jobprocess import SPARE
@@ -90,7 +90,7 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
             f"{MAX_DEADLINE_AHEAD_S // 86400} days ahead",
             ErrorType.INVALID_PARAMS,
         )
-    job = get_job(params.task_type)
+    job = get_job(params.task_type, node_job_types(settings))
     if job.needs_spu and params.spu_config is None:
         raise JobRefused(
             f"task type {params.task_type!r} needs spu_config", ErrorType.INVALID_PARAMS

@@ -12,6 +12,7 @@ import pytest
 from deploy.local.federation import LocalFederation
 
 START_TIMEOUT_S = "45"
+HELLO_JOB = "tests.e2e.hello_job"
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -25,7 +26,8 @@ def federation():
     fed = LocalFederation(
         base,
         ["alice", "bob", "carol"],  # carol: in the registry, never in a job of the tests
-        node_env={"NODE_START_TIMEOUT_S": START_TIMEOUT_S},
+        # tests/e2e/hello_job.py: a job type declared under tests/ only (test_job_types.py)
+        node_env={"NODE_START_TIMEOUT_S": START_TIMEOUT_S, "NODE_JOB_MODULES": HELLO_JOB},
         log=lambda m: print(f"[federation] {m}"),
     )
     try:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from node.contract import ErrorType, TaskParams
 from node.jobtypes import psi
 from node.jobtypes.spec import JobRefused, JobType, Prepared
-from node.jobtypes.table import get_job, job_table, known_job_types
+from node.jobtypes.table import JOB_TYPES, get_job, job_table, known_job_types, node_job_types
 from node.settings import NodeSettings
 
 BROKER = "redis://node:s3cretpw@127.0.0.1:1/0"
@@ -73,6 +73,24 @@ def test_a_table_with_another_job_type_dispatches_to_it():
     assert "unit-test-echo" not in known_job_types()  # declared tables, no global registry
     with pytest.raises(TypeError):
         jobs["x"] = echo  # type: ignore[index]
+
+
+def test_a_node_runs_the_job_types_its_settings_name_beside_its_own(tmp_path):
+    s = make_settings(tmp_path, job_modules="tests.e2e.hello_job")
+    jobs = node_job_types(s)
+    assert known_job_types(jobs) == ["hello", "psi"]
+    assert get_job("hello", jobs).name == "hello" and get_job("psi", jobs) is psi.JOB
+    assert node_job_types(make_settings(tmp_path)) is JOB_TYPES  # none named: the built-in table
+
+
+@pytest.mark.parametrize(
+    ("module", "why"),
+    [("tests.no_such_module", "No module named"), ("node.heap", "declares no JOB")],
+)
+def test_a_job_module_that_cannot_be_used_refuses_every_job_naming_it(tmp_path, module, why):
+    with pytest.raises(JobRefused, match=f"NODE_JOB_MODULES \\({module}\\) cannot be used") as info:
+        node_job_types(make_settings(tmp_path, job_modules=module))
+    assert why in str(info.value) and info.value.type == ErrorType.INTERNAL
 
 
 def test_job_modules_do_not_import_the_table():
