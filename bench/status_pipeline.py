@@ -64,7 +64,7 @@ def listener_main(db_url: str, topology: str) -> int:
     topo = load_topology(topology)
     engine = make_engine(db_url)
     clients = PartyClients(topo, None)
-    jobs = JobService(topology=topo, clients=clients, sessions=session_factory(engine))
+    jobs = JobService(topology=topo, clients=clients, db=session_factory(engine))
     listener = StatusListener(clients, jobs.apply, consumer="bench")
     print(json.dumps({"started": time.time()}), flush=True)
     listener.start()
@@ -89,7 +89,7 @@ class Scenario:
         self.db_url = pg.url.rsplit("/", 1)[0] + f"/{dbname}"
         migrate(self.db_url)
         self.engine = make_engine(self.db_url)
-        self.sessions = session_factory(self.engine)
+        self.db = session_factory(self.engine)
         topo = {
             "version": 1,
             "federation": "bench",
@@ -113,7 +113,7 @@ class Scenario:
         """Jobs between neighbouring parties, RUNNING; enough tasks for n_events events."""
         n_tasks = max(2, n_events // len(STEPS))
         tasks = []
-        with transaction(self.sessions) as s:
+        with transaction(self.db) as s:
             for j in range(n_tasks // 2):
                 a = self.parties[j % len(self.parties)]
                 b = self.parties[(j + 1) % len(self.parties)]

@@ -134,22 +134,22 @@ class CoordinatorMetrics:
     def watch(
         self,
         *,
-        sessions: sessionmaker[Session],
+        db: sessionmaker[Session],
         intake: IntakeCounters,
         listeners: Callable[[], Sequence[ListenerView]],
     ) -> None:
         """Observe the jobs that `sessions` commits into a terminal state, and read the database,
         the intake counters and the listeners at scrape time."""
-        engine = sessions.kw.get("bind")
+        engine = db.kw.get("bind")
         if not isinstance(engine, Engine):
             raise TypeError("the metrics watch a sessionmaker bound to an Engine")
-        event.listen(sessions, "before_flush", _before_flush)
-        event.listen(sessions, "before_commit", self._before_commit)
+        event.listen(db, "before_flush", _before_flush)
+        event.listen(db, "before_commit", self._before_commit)
         event.listen(engine, "commit", self._before_database_commit)
-        event.listen(sessions, "after_commit", self._after_commit)
-        event.listen(sessions, "after_rollback", _after_rollback)
-        event.listen(sessions, "after_transaction_end", self._after_transaction_end)
-        self.registry.register(_ScrapeCollector(self, sessions, intake, listeners))
+        event.listen(db, "after_commit", self._after_commit)
+        event.listen(db, "after_rollback", _after_rollback)
+        event.listen(db, "after_transaction_end", self._after_transaction_end)
+        self.registry.register(_ScrapeCollector(self, db, intake, listeners))
 
     def _before_commit(self, session: Session) -> None:
         # before the commit's last flush: which jobs it ends is known at the COMMIT itself
@@ -238,12 +238,12 @@ class _ScrapeCollector(Collector):
     def __init__(
         self,
         metrics: CoordinatorMetrics,
-        sessions: sessionmaker[Session],
+        db: sessionmaker[Session],
         intake: IntakeCounters,
         listeners: Callable[[], Sequence[ListenerView]],
     ) -> None:
         self.metrics = metrics
-        self.sessions = sessions
+        self.db = db
         self.intake = intake
         self.listeners = listeners
 
@@ -257,7 +257,7 @@ class _ScrapeCollector(Collector):
     def _jobs_and_durations(self) -> tuple[dict[tuple[str, str], int] | None, list[Metric]]:
         """The jobs by (state, protocol) (None when the database did not answer) and the
         duration histogram, read together: no job ends between the two reads."""
-        with self.sessions() as s:
+        with self.db() as s:
             try:
                 # a pooled connection first: a commit waiting for the lock may hold one
                 s.connection()

@@ -63,7 +63,7 @@ class Coordinator:
         self.settings = settings
         self.topology = topology or load_topology(settings.topology_file)
         self.engine = make_engine(settings.database_url)
-        self.sessions = session_factory(self.engine)
+        self.db = session_factory(self.engine)
         self.signing = SigningConfig(
             key_file=settings.signing_key_file,
             cert_file=settings.signing_cert_file,
@@ -82,7 +82,7 @@ class Coordinator:
 
     def start(self, *, run_migrations: bool = True) -> Coordinator:
         self.metrics.watch(
-            sessions=self.sessions,
+            db=self.db,
             intake=self.intake,
             listeners=lambda: self.listener.threads if self.listener else [],
         )
@@ -102,7 +102,7 @@ class Coordinator:
         self.jobs = JobService(
             topology=self.topology,
             clients=self.clients,
-            sessions=self.sessions,
+            db=self.db,
             start_timeout_s=self.settings.start_timeout_s,
             default_deadline_s=self.settings.default_deadline_s,
             max_attempts=self.settings.max_attempts,

@@ -220,8 +220,10 @@ def cmd_send_task(args) -> int:
             )
             return 2
         params = json.loads(Path(args.params).read_text())
-        trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
-        res = app.send_task(TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE)
+        request_id = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
+        res = app.send_task(
+            TASK_EXECUTE, args=[request_id, params], task_id=request_id, queue=SECRETFLOW_QUEUE
+        )
     console.print(
         f"sent {args.kind} to {party}'s queue, task id {res.id}; waiting up to {args.timeout:.0f}s"
     )

@@ -49,7 +49,7 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 
 
 def get_session(coord: CoordinatorDep) -> Iterator[Session]:
-    with coord.sessions() as session:
+    with coord.db() as session:
         yield session
 
 

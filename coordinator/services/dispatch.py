@@ -31,9 +31,9 @@ from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 log = logging.getLogger(__name__)
 
 
-def restore_ports(sessions: sessionmaker[Session], ports: PortPool) -> None:
+def restore_ports(db: sessionmaker[Session], ports: PortPool) -> None:
     """Hold the ports of every attempt still running (after a coordinator restart)."""
-    with transaction(sessions) as s:
+    with transaction(db) as s:
         for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
             assignment = {}
             for t in job.tasks:

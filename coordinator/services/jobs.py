@@ -60,7 +60,7 @@ class JobService:
         *,
         topology: Topology,
         clients: PartyClients,
-        sessions: sessionmaker[Session],
+        db: sessionmaker[Session],
         start_timeout_s: float = 120.0,
         default_deadline_s: float = 6 * 3600.0,
         max_attempts: int = 2,
@@ -79,14 +79,14 @@ class JobService:
         self.metrics = metrics or CoordinatorMetrics()
         self.topology = topology
         self.clients = clients
-        self.sessions = sessions
+        self.db = db
         self.start_timeout_s = start_timeout_s
         self.default_deadline_s = default_deadline_s
         self.max_attempts = max_attempts
         self.on_change = on_change or (lambda _ids: None)
         ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
         self.dispatcher = Dispatcher(
-            db=sessions,
+            db=db,
             clients=clients,
             topology=topology,
             ports=ports,
@@ -103,7 +103,7 @@ class JobService:
         self._revoking_lock = threading.Lock()
         # what the reconciliation rules read, and remember from one pass to the next
         self._rules = rules.RuleContext(
-            sessions=sessions,
+            db=db,
             clients=clients,
             counters=self.counters,
             start_timeout_s=start_timeout_s,
@@ -112,7 +112,7 @@ class JobService:
         )
         # best-effort follow-ups (Celery results) run off the listener's path
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
-        restore_ports(self.sessions, ports)  # of the attempts still running
+        restore_ports(self.db, ports)  # of the attempts still running
 
     @property
     def ports(self) -> PortPool:
@@ -158,14 +158,14 @@ class JobService:
             max_attempts=self.max_attempts,
             deadline=request.deadline or now + dt.timedelta(seconds=self.default_deadline_s),
         )
-        with transaction(self.sessions) as s:
+        with transaction(self.db) as s:
             s.add(job)
         self.on_change([job.id])
         self.tick()
         return self.get(job.id)
 
     def get(self, job_id: str) -> Job:
-        with self.sessions() as s:
+        with self.db() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise JobError(f"no job {job_id!r}", 404)
@@ -177,7 +177,7 @@ class JobService:
         """Dispatch every queued job whose parties all have a free slot (FIFO)."""
         dispatched: list[str] = []
         with self._dispatch_lock:
-            with self.sessions() as s:
+            with self.db() as s:
                 if not s.scalar(select(Job.id).where(Job.status == JobState.QUEUED).limit(1)):
                     return dispatched
                 queued = list(
@@ -205,7 +205,7 @@ class JobService:
         # session of the attempt that freed it is idle again (or the next job would go cold)
         with self._dispatch_lock if self.warm is not None else contextlib.nullcontext():
             try:
-                with transaction(self.sessions) as s:
+                with transaction(self.db) as s:
                     out = apply_events(s, events)
                     with self._revoking_lock:  # marked before the commit: QUEUED for all
                         self._revoking.update(out.requeued)
@@ -269,7 +269,7 @@ class JobService:
 
     def _fetch_result(self, party: str, trid: str) -> None:
         try:
-            job_id = record_result(self.sessions, self.clients, self.counters, party, trid)
+            job_id = record_result(self.db, self.clients, self.counters, party, trid)
             if job_id is not None:
                 self.on_change([job_id])
         except Exception:
@@ -288,7 +288,7 @@ class JobService:
 
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
         now = utcnow()
-        with transaction(self.sessions) as s:
+        with transaction(self.db) as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise JobError(f"no job {job_id!r}", 404)
@@ -302,7 +302,7 @@ class JobService:
 
     def retry(self, job_id: str) -> Job:
         """Run a finished, unsuccessful job again: a new attempt (execution_id) for every party."""
-        with transaction(self.sessions) as s:
+        with transaction(self.db) as s:
             job = s.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise JobError(f"no job {job_id!r}", 404)
@@ -330,13 +330,13 @@ class JobService:
         found = rules.Pass(now=utcnow(), mono=time.monotonic())
         rules.scan(ctx, found)
         for job_id in found.timed_out:
-            stopped = rules.time_out(self.sessions, job_id)
+            stopped = rules.time_out(self.db, job_id)
             if stopped is not None:
                 self._stop_tasks(job_id, *stopped)
         rules.lost_final_events(ctx, found)
         if found.synthetic:
             self.apply_each_job(found.synthetic)
-        with transaction(self.sessions) as s:
+        with transaction(self.db) as s:
             for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
                 job.last_reconciled_at = found.now
         self.tick()

@@ -35,7 +35,7 @@ def celery_result(
 
 
 def record_result(
-    sessions: sessionmaker[Session],
+    db: sessionmaker[Session],
     clients: PartyClients,
     counters: IntakeCounters,
     party: str,
@@ -54,6 +54,6 @@ def record_result(
         result = value.result
     else:
         return None
-    with transaction(sessions) as s:
+    with transaction(db) as s:
         job_id = record_task_result(s, trid, result)
     return job_id

@@ -24,12 +24,12 @@ class Pruned:
     events: int = 0
 
 
-def prune(sessions: sessionmaker[Session], before: dt.datetime, *, dry_run: bool = False) -> Pruned:
+def prune(db: sessionmaker[Session], before: dt.datetime, *, dry_run: bool = False) -> Pruned:
     """Delete every job that ended before `before` (finished_at), with its tasks and timeline,
     a batch at a time; with `dry_run`, only count them."""
     out = Pruned()
     while True:
-        with transaction(sessions) as s:
+        with transaction(db) as s:
             ids = list(
                 s.scalars(
                     select(Job.id)

@@ -61,7 +61,7 @@ class RuleContext:
     """What the rules read, and what they remember from one pass to the next (the job service
     makes one and hands it to every pass)."""
 
-    sessions: sessionmaker[Session]
+    db: sessionmaker[Session]
     clients: PartyClients
     counters: IntakeCounters
     start_timeout_s: float
@@ -231,7 +231,7 @@ SWEEPS: tuple[Sweep, ...] = (orphaned_tasks,)
 
 def scan(ctx: RuleContext, p: Pass) -> None:
     """Run the rules over the database in one session; what they find is collected on `p`."""
-    with ctx.sessions() as s:
+    with ctx.db() as s:
         jobs = list(s.scalars(select(Job).where(Job.status.in_([JobState.QUEUED, *ACTIVE]))))
         for job in jobs:
             if any(rule(ctx, p, job) for rule in JOB_RULES):  # one that fires claims the job
@@ -248,12 +248,12 @@ def scan(ctx: RuleContext, p: Pass) -> None:
 
 # --- acting on what the scan found --------------------------------------------------------------
 def time_out(
-    sessions: sessionmaker[Session], job_id: str
+    db: sessionmaker[Session], job_id: str
 ) -> tuple[list[tuple[str, str]], str | None] | None:
     """The deadline rule's action: the job TIMED_OUT (under a row lock; unless it ended
     meanwhile). Returns its open tasks to revoke and the attempt whose ports to free."""
     now = utcnow()
-    with transaction(sessions) as s:
+    with transaction(db) as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is None or job.status in TERMINAL_JOB_STATES:
             return None
@@ -306,7 +306,7 @@ def event_from_result(ctx: RuleContext, party: str, trid: str) -> StatusEvent | 
     state, value = got
     if state not in celery_states.READY_STATES:
         return None
-    with ctx.sessions() as s:
+    with ctx.db() as s:
         t = s.scalars(select(SecretflowTask).where(SecretflowTask.celery_task_id == trid)).one()
         if state == celery_states.SUCCESS and isinstance(value, dict):
             ev = synthetic_event(t, TaskStatus.SUCCESS, ErrorType.INTERNAL, "")

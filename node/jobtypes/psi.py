@@ -57,57 +57,15 @@ class PsiPrepared(Prepared):
 
 
 def prepare(params: TaskParams, settings: NodeSettings) -> PsiPrepared:
-    try:
-        cfg = PSITaskConfig.model_validate(params.task_config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task_config"
-        raise JobRefused(
-            f"invalid PSI task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
-        ) from None
+    """The request checked, the input table checked and copied as keys, the output claimed."""
+    cfg = _config(params)
     party = params.party
-    if set(cfg.keys) != set(params.sf_init_config.parties):
-        raise JobRefused(
-            "task_config.keys must name exactly the parties of sf_init_config",
-            ErrorType.INVALID_PARAMS,
-        )
-    if params.spu_config is None:
-        raise JobRefused("PSI needs spu_config", ErrorType.INVALID_PARAMS)
     name = cfg.input_paths[party]
-    try:
-        input_path = resolve_in_root(settings.data_root, name)
-    except PathEscapeError as exc:
-        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
-    if not input_path.is_file():
-        raise JobRefused(
-            f"input dataset {name!r} does not exist in the data root", ErrorType.DATASET_NOT_FOUND
-        )
-    try:  # checked now, created (parent folders) only once the table passed its check
-        output_path = resolve_in_root(settings.data_root, cfg.output_paths[party])
-    except PathEscapeError as exc:
-        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
-    if input_path == output_path:
-        raise JobRefused(
-            "output path equals input path; refusing to overwrite the input",
-            ErrorType.INVALID_PARAMS,
-        )
+    input_path, output_path = _paths(settings, cfg, name, cfg.output_paths[party])
     writes_output = party == cfg.receiver or cfg.broadcast_result
-    if (
-        writes_output
-        and not cfg.overwrite
-        and output_path.exists()
-        and output_owner(settings.data_root, cfg.output_paths[party]) != params.task_id
-    ):  # another attempt of the same job may replace its own output
-        raise _exists(cfg.output_paths[party], "already exists in the data root")
     parts = output_path.relative_to(settings.data_root.resolve()).parts
-    if writes_output:  # claimed from here to its rename: a second writer is refused
-        try:
-            reserve_output(
-                settings.data_root, parts, params.task_id, params.execution_id,
-                params.deadline.timestamp(),
-            )  # fmt: skip
-        except OutputBusy as exc:
-            raise _exists(cfg.output_paths[party], str(exc)) from None
+    if writes_output:
+        _claim_output(params, settings, cfg, output_path, parts)
     try:
         table, target = _check_and_place(params, settings, cfg, name, input_path)
     except BaseException:  # refused: nothing of the job stays (key copies, the claim)
@@ -135,6 +93,74 @@ def prepare(params: TaskParams, settings: NodeSettings) -> PsiPrepared:
         columns=table.columns,
         plain=table.plain,
     )
+
+
+def _config(params: TaskParams) -> PSITaskConfig:
+    try:
+        cfg = PSITaskConfig.model_validate(params.task_config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "task_config"
+        raise JobRefused(
+            f"invalid PSI task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
+        ) from None
+    if set(cfg.keys) != set(params.sf_init_config.parties):
+        raise JobRefused(
+            "task_config.keys must name exactly the parties of sf_init_config",
+            ErrorType.INVALID_PARAMS,
+        )
+    if params.spu_config is None:
+        raise JobRefused("PSI needs spu_config", ErrorType.INVALID_PARAMS)
+    return cfg
+
+
+def _paths(
+    settings: NodeSettings, cfg: PSITaskConfig, name: str, output_name: str
+) -> tuple[Path, Path]:
+    """The input (an existing file) and the output inside the data root, not one file."""
+    try:
+        input_path = resolve_in_root(settings.data_root, name)
+    except PathEscapeError as exc:
+        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
+    if not input_path.is_file():
+        raise JobRefused(
+            f"input dataset {name!r} does not exist in the data root", ErrorType.DATASET_NOT_FOUND
+        )
+    try:  # checked now, created (parent folders) only once the table passed its check
+        output_path = resolve_in_root(settings.data_root, output_name)
+    except PathEscapeError as exc:
+        raise JobRefused(str(exc), ErrorType.PATH_OUTSIDE_DATA_ROOT) from None
+    if input_path == output_path:
+        raise JobRefused(
+            "output path equals input path; refusing to overwrite the input",
+            ErrorType.INVALID_PARAMS,
+        )
+    return input_path, output_path
+
+
+def _claim_output(
+    params: TaskParams,
+    settings: NodeSettings,
+    cfg: PSITaskConfig,
+    output_path: Path,
+    parts: tuple[str, ...],
+) -> None:
+    """The output name claimed from here to its rename: an existing output (unless overwrite,
+    or another attempt of the same job wrote it) and a second writer are refused."""
+    name = cfg.output_paths[params.party]
+    if (
+        not cfg.overwrite
+        and output_path.exists()
+        and output_owner(settings.data_root, name) != params.task_id
+    ):
+        raise _exists(name, "already exists in the data root")
+    try:
+        reserve_output(
+            settings.data_root, parts, params.task_id, params.execution_id,
+            params.deadline.timestamp(),
+        )  # fmt: skip
+    except OutputBusy as exc:
+        raise _exists(name, str(exc)) from None
 
 
 def _exists(name: str, why: str) -> JobRefused:
@@ -205,11 +231,10 @@ def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
     # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
     # behind a wait for the peer's report (which we do not need). In a warm session the call
     # goes through the runtime's check that both parties run this job (node.sfjob.spu_runtime).
-    token = ctx.session_token
     refs = {
         p: (
-            actor.checked.remote(token, method, **calls[p])
-            if token
+            actor.checked.remote(params.execution_id, method, **calls[p])
+            if ctx.warm
             else getattr(actor, method).remote(**calls[p])
         )
         for p, actor in spu.actors.items()
@@ -235,23 +260,29 @@ def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
     }
     if writes_output:
         t = time.perf_counter()
-        target = OutputTarget(
-            Path(prepared.data_root),
-            tuple(prepared.output_parts),
-            prepared.output_folder,
-            params.execution_id,
-        )
-        result["output_rows"] = write_output(
-            Path(prepared.source_path),
-            psi_output,
-            prepared.keys[party],
-            target,
-            every_row=prepared.duplicates == "join",
-            plain=prepared.plain,
-        )
-        record_output_owner(Path(prepared.data_root), prepared.output_name, params.task_id)
+        result["output_rows"] = _write(prepared, params, psi_output)
         result["output_s"] = round(time.perf_counter() - t, 3)
     return result
+
+
+def _write(prepared: PsiPrepared, params: TaskParams, psi_output: Path) -> int:
+    """The output made of this party's own rows whose keys the PSI found in common."""
+    target = OutputTarget(
+        Path(prepared.data_root),
+        tuple(prepared.output_parts),
+        prepared.output_folder,
+        params.execution_id,
+    )
+    rows = write_output(
+        Path(prepared.source_path),
+        psi_output,
+        prepared.keys[params.party],
+        target,
+        every_row=prepared.duplicates == "join",
+        plain=prepared.plain,
+    )
+    record_output_owner(Path(prepared.data_root), prepared.output_name, params.task_id)
+    return rows
 
 
 def _spu_call(prepared: PsiPrepared, psi_keys: list[str]) -> tuple[str, dict[str, Any]]:

@@ -60,7 +60,8 @@ class JobContext:
     params: TaskParams
     devices: dict  # party → PYU, and "spu" → the SPU device when the job has one
     report: Callable[..., None]  # report(stage, progress): a stage the job reached
-    session_token: str | None = None  # warm: what both parties' SPU runtimes check first
+    # in a warm session: the parties' SPU runtimes first check that all run this attempt
+    warm: bool = False
 
 
 @dataclass(frozen=True)

@@ -165,14 +165,14 @@ class NodeExporter(Collector):
             log.debug("metrics: a stream entry that is not a status event")
             return
         at = ev.timestamp.timestamp()
-        trid = ev.task_request_id
+        task_request_id = ev.task_request_id
         if ev.status not in TERMINAL_STATUSES:
-            if trid not in self._started:
-                self._started[trid] = at
+            if task_request_id not in self._started:
+                self._started[task_request_id] = at
                 while len(self._started) > MAX_OPEN_TASKS:
                     del self._started[next(iter(self._started))]
             return
-        began = self._started.pop(trid, None)
+        began = self._started.pop(task_request_id, None)
         if not count:
             return
         task_type = ev.subtask_id if ev.subtask_id in self.job_types else "other"

@@ -77,8 +77,7 @@ class Session:
             self.devs = devices.create_devices(params, settings, name=params.session.id)
         return self.devs
 
-    def session_token(self, params: TaskParams) -> str | None:
-        return params.execution_id
+    warm = True
 
     def job_done(self) -> dict[str, Any]:
         self.jobs += 1

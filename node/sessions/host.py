@@ -52,7 +52,7 @@ from node.sessions import wire
 from node.sessions.driver import identity
 from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
 from node.sessions.paths import remove as remove_socket
-from node.sessions.registry import ENDED_KEPT, SEEN_FILE, WarmSession, read_seen, remember
+from node.sessions.registry import ENDED_KEPT, SEEN_FILE, HostedSession, read_seen, remember
 from node.settings import NodeSettings, get_settings
 
 log = logging.getLogger("partyline.sessions")
@@ -64,7 +64,7 @@ DRIVER_MODULE = "node.sessions.driver"
 class Host:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
-        self._sessions: dict[str, WarmSession] = {}
+        self._sessions: dict[str, HostedSession] = {}
         self._ended: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._spare: JobProcess | None = None
@@ -137,7 +137,7 @@ class Host:
                 proc.kill()
 
     # --- bookkeeping ----------------------------------------------------------------------
-    def _end(self, sess: WarmSession, why: str, *, owner: bool = False) -> None:
+    def _end(self, sess: HostedSession, why: str, *, owner: bool = False) -> None:
         """Close a session for good (kill its driver; its Ray job and actors end with it).
 
         `owner`: called by the thread relaying the session's job (or no job is running). Any
@@ -182,71 +182,26 @@ class Host:
         with self._lock:
             return [s.as_dict() for s in self._sessions.values()]
 
-    def _claim(self, params: TaskParams) -> tuple[WarmSession | None, bool, JobFailed | None]:
+    def _claim(self, params: TaskParams) -> tuple[HostedSession | None, bool, JobFailed | None]:
         """(session, is_new, error message) for a job; the session comes back marked busy."""
         assert params.session is not None
         ref, key = params.session, identity(params)
         parties = frozenset(params.sf_init_config.parties)
-        retire: list[tuple[WarmSession, str]] = []
         ray_session = head.head_session(self.settings)
         crl = self.settings.crl_stamp()
-        with self._lock:
-            sess = self._sessions.get(ref.id)
-            unused = sess is not None and sess.busy is None
-            stale = unused and sess is not None and sess.ray_session != ray_session
-            revoked = unused and sess is not None and sess.crl != crl
-        if stale and sess is not None:  # its driver talks to a Ray head that is gone
-            self._end(sess, "this party's Ray head restarted since the session began")
-        elif revoked and sess is not None:  # its fed link took the old revocation list
-            self._end(sess, "a new revocation list (NODE_CRL_FILE) was installed since it began")
+        self._end_outdated(ref.id, ray_session, crl)
         with self._lock:
             sess = self._sessions.get(ref.id)
             if sess is not None:
-                if sess.busy is not None:
-                    return (
-                        None,
-                        False,
-                        refusal(
-                            ErrorType.INTERNAL,
-                            f"its warm session {ref.id} is already running job {sess.busy}",
-                        ),
-                    )
-                if sess.key != key:
-                    return (
-                        None,
-                        False,
-                        refusal(
-                            ErrorType.INVALID_PARAMS,
-                            f"job {params.execution_id} names session {ref.id} with other parties "
-                            "or ports than the session was started with",
-                        ),
-                    )
-                sess.busy = params.execution_id
-                return sess, False, None
+                return self._claim_running(sess, params, key)
             if ref.id in self._ended:
-                return (
-                    None,
-                    False,
-                    refusal(
-                        ErrorType.SESSION_LOST,
-                        f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
-                        "the next attempt starts a new one",
-                    ),
-                )
-            for other in self._sessions.values():
-                if other.parties == parties:
-                    why = f"session {ref.id} of the same parties replaced it"
-                    if other.busy is None:
-                        retire.append((other, why))
-                    else:  # never killed mid-job: it ends when its job does
-                        other.retire_after_job = why
-            idle = sorted(
-                (s for s in self._sessions.values() if s.busy is None and s.parties != parties),
-                key=lambda s: s.last_used,
-            )
-            excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
-            retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
-            sess = WarmSession(
+                return None, False, refusal(
+                    ErrorType.SESSION_LOST,
+                    f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
+                    "the next attempt starts a new one",
+                )  # fmt: skip
+            retire = self._make_room(ref.id, parties)
+            sess = HostedSession(
                 ref.id, parties, key, ref.idle_timeout_s, ray_session=ray_session,
                 busy=params.execution_id, crl=crl,
             )  # fmt: skip
@@ -255,6 +210,59 @@ class Host:
         for old, why in retire:
             self._end(old, why)
         return sess, True, None
+
+    def _end_outdated(
+        self, session_id: str, ray_session: str | None, crl: tuple[int, int] | None
+    ) -> None:
+        """An idle session whose Ray head or revocation list is not today's ends first."""
+        with self._lock:
+            sess = self._sessions.get(session_id)
+        if sess is None or sess.busy is not None:
+            return
+        if sess.ray_session != ray_session:  # its driver talks to a Ray head that is gone
+            self._end(sess, "this party's Ray head restarted since the session began")
+        elif sess.crl != crl:  # its fed link took the old revocation list
+            self._end(sess, "a new revocation list (NODE_CRL_FILE) was installed since it began")
+
+    def _claim_running(
+        self, sess: HostedSession, params: TaskParams, key: str
+    ) -> tuple[HostedSession | None, bool, JobFailed | None]:
+        """A job for a session that runs here (under the lock): it must be idle and the same."""
+        if sess.busy is not None:
+            return None, False, refusal(
+                ErrorType.INTERNAL,
+                f"its warm session {sess.id} is already running job {sess.busy}",
+            )  # fmt: skip
+        if sess.key != key:
+            return None, False, refusal(
+                ErrorType.INVALID_PARAMS,
+                f"job {params.execution_id} names session {sess.id} with other parties "
+                "or ports than the session was started with",
+            )  # fmt: skip
+        sess.busy = params.execution_id
+        return sess, False, None
+
+    def _make_room(
+        self, session_id: str, parties: frozenset[str]
+    ) -> list[tuple[HostedSession, str]]:
+        """Under the lock, for a new session: the sessions to end (an idle one of the same
+        parties, the least recently used beyond NODE_MAX_SESSIONS); a busy one of the same
+        parties ends once its job does (never killed mid-job)."""
+        retire: list[tuple[HostedSession, str]] = []
+        for other in self._sessions.values():
+            if other.parties == parties:
+                why = f"session {session_id} of the same parties replaced it"
+                if other.busy is None:
+                    retire.append((other, why))
+                else:
+                    other.retire_after_job = why
+        idle = sorted(
+            (s for s in self._sessions.values() if s.busy is None and s.parties != parties),
+            key=lambda s: s.last_used,
+        )
+        excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions
+        retire += [(s, "more sessions than NODE_MAX_SESSIONS") for s in idle[: max(0, excess)]]
+        return retire
 
     # --- one connection: one job ------------------------------------------------------------
     def serve_connection(self, conn: socket.socket) -> None:
@@ -289,7 +297,7 @@ class Host:
 
     def _start_job(
         self, conn: socket.socket, spec: JobSpec, params: TaskParams,
-        sess: WarmSession, new: bool,
+        sess: HostedSession, new: bool,
     ) -> None:  # fmt: skip
         if new:
             busy = busy_port(params, self.settings)
@@ -339,7 +347,7 @@ class Host:
         proc.send_job(spec)
         self._relay(conn, sess, proc)
 
-    def _relay(self, conn: socket.socket, sess: WarmSession, proc: JobProcess) -> None:
+    def _relay(self, conn: socket.socket, sess: HostedSession, proc: JobProcess) -> None:
         while True:
             for msg in proc.read_messages(0.25):
                 if isinstance(msg, ChildExited):

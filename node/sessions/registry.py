@@ -35,7 +35,10 @@ def remember(path: Path, session_id: str) -> None:
 
 
 @dataclass
-class WarmSession:
+class HostedSession:
+    """The session host's record of one warm session (the coordinator's is
+    coordinator.services.sessions.WarmSession)."""
+
     id: str
     parties: frozenset[str]
     key: str

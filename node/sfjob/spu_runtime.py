@@ -118,16 +118,17 @@ class PartylineSPURuntime:
         party, device = getattr(self, "party", "?"), getattr(self, "id", "?")
         return f"PartylineSPURuntime(device_id={device}, party={party})"
 
-    def checked(self, token: str, method: str, **kwargs: Any) -> Any:
-        """Run `self.<method>(**kwargs)` once every party's runtime called with the same token."""
+    def checked(self, execution_id: str, method: str, **kwargs: Any) -> Any:
+        """Run `self.<method>(**kwargs)` once every party's runtime was called for the same
+        attempt (a warm session's job)."""
         if method not in SESSION_METHODS:
             raise ValueError(f"method {method!r} may not be called through a session")
-        tokens = [str(t) for t in self.link.all_gather(token)]
-        if any(t != token for t in tokens):
-            others = sorted({t for t in tokens if t != token})
+        attempts = [str(t) for t in self.link.all_gather(execution_id)]
+        if any(a != execution_id for a in attempts):
+            others = sorted({a for a in attempts if a != execution_id})
             raise SessionMismatch(
                 f"the parties of this session are not running the same job: {self.party} runs "
-                f"{token}, the peer runs {', '.join(others)}"
+                f"{execution_id}, the peer runs {', '.join(others)}"
             )
         return getattr(self, method)(**kwargs)
 

@@ -25,8 +25,9 @@ class Federation(Protocol):
 
     def devices(self, params: TaskParams, settings: NodeSettings) -> dict: ...
 
-    def session_token(self, params: TaskParams) -> str | None:
-        """What both parties' SPU runtimes check before a warm session's job (None: cold)."""
+    @property
+    def warm(self) -> bool:
+        """Many jobs on one cluster and SPU link: each job's attempt is checked at every party."""
         ...
 
     def job_done(self) -> dict[str, Any]:
@@ -51,8 +52,7 @@ class ColdFederation:
         self._devices = devices.create_devices(params, settings)
         return self._devices
 
-    def session_token(self, params: TaskParams) -> str | None:
-        return None
+    warm = False
 
     def job_done(self) -> dict[str, Any]:
         return {}
@@ -85,7 +85,7 @@ def run_stages(
     t2 = time.perf_counter()
     report(Stage.DEVICES_READY, 0.4)
     report(Stage.ALGORITHM_RUNNING, 0.5)
-    context = JobContext(params, devs, report, federation.session_token(params))
+    context = JobContext(params, devs, report, federation.warm)
     output = job.run(job.load(prepared), context)
     t3 = time.perf_counter()
     report(Stage.ALGORITHM_DONE, 0.95)

@@ -32,7 +32,7 @@ from node.contract import (
     utcnow,
 )
 from node.contract import (
-    task_request_id as make_trid,
+    task_request_id as request_id_of,
 )
 from node.contract.clients import redis_client
 from node.jobtypes.spec import JobRefused, Prepared
@@ -67,7 +67,7 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
             "the task was sent to the wrong party's queue",
             ErrorType.WRONG_PARTY,
         )
-    expected = make_trid(params.execution_id, settings.party)
+    expected = request_id_of(params.execution_id, settings.party)
     if task_request_id != expected:
         raise JobRefused(
             f"task_request_id {task_request_id!r} should be {expected!r}", ErrorType.INVALID_PARAMS

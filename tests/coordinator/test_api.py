@@ -229,7 +229,7 @@ def test_job_is_sent_signed_to_exactly_its_parties(api):
 
 def test_only_template_self_party_differs_and_ports_come_from_each_range(api):
     job = api.post("/api/v1/jobs/psi", json=psi_body()).json()
-    with api.coord.sessions() as s:
+    with api.coord.db() as s:
         from coordinator.models import SecretflowTask
 
         rows = {t.party: t.params for t in s.query(SecretflowTask).filter_by(job_id=job["id"])}

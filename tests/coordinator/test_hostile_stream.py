@@ -235,7 +235,7 @@ def _honest_node(env, app, party: str, stop: threading.Event, done: list) -> thr
             if not got:
                 continue
             trid = json.loads(got[1])["headers"]["id"]
-            with app.state.coordinator.sessions() as s:
+            with app.state.coordinator.db() as s:
                 row = s.query(SecretflowTask).filter_by(celery_task_id=trid).one()
                 task_id, execution_id = row.task_id, row.execution_id
             n = StatusNotifier(

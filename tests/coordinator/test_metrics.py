@@ -184,7 +184,7 @@ def test_a_job_ending_while_a_scrape_counts_the_jobs_is_in_both_counts_or_neithe
     sessions, monkeypatch
 ):
     metrics = CoordinatorMetrics()
-    metrics.watch(sessions=sessions, intake=IntakeCounters(), listeners=list)
+    metrics.watch(db=sessions, intake=IntakeCounters(), listeners=list)
     assert ended(collect(metrics)) == (0, 0)
     ender = threading.Thread(target=end_job, args=(sessions,))
     real = metrics_module.job_counts
@@ -214,7 +214,7 @@ def test_a_scrape_between_the_commit_and_its_observation_waits_for_the_observati
             scraper.start()
             scraper.join(1.0)
 
-    metrics.watch(sessions=sessions, intake=IntakeCounters(), listeners=list)
+    metrics.watch(db=sessions, intake=IntakeCounters(), listeners=list)
     end_job(sessions)
     scraper.join(10)
     assert scrapes == [(1, 1)]

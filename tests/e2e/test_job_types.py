@@ -51,7 +51,7 @@ def run(federation, per_party: dict[str, dict]) -> dict[str, dict]:
 
 def assert_every_party_heard_every_greeting(results: dict[str, dict], greeting: str) -> None:
     for party, result in results.items():
-        assert result["status"] == "SUCCESS", result
+        assert result["status"] == "success", result
         out = result["result"]
         assert out["party"] == party
         assert out["heard"] == {p: f"{greeting} from {p}" for p in PARTIES}

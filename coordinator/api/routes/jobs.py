@@ -111,7 +111,7 @@ async def events(job_id: str, request: Request, coord: CoordinatorDep) -> Stream
     """Server-sent events: the job detail each time it changes; ends when the job is final."""
 
     def snapshot() -> dict | None:
-        with coord.sessions() as s:
+        with coord.db() as s:
             job = s.get(Job, job_id)
             return None if job is None else job_detail(s, job).model_dump(mode="json")
 

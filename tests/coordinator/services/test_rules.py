@@ -54,7 +54,7 @@ class FakeClients:
 
 def _ctx(clients: FakeClients, sessions=None) -> rules.RuleContext:
     return rules.RuleContext(
-        sessions=sessions,
+        db=sessions,
         clients=clients,
         counters=IntakeCounters(),
         start_timeout_s=START_TIMEOUT_S,

@@ -216,7 +216,7 @@ def service(topo, tmp_path):
     svc = JobService(
         topology=topo,
         clients=FakeClients(),
-        sessions=session_factory(engine),
+        db=session_factory(engine),
         warm_sessions=True,
         session_idle_s=IDLE_S,
     )
