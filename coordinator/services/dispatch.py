@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +26,7 @@ from coordinator.schemas import PSIJobCreate
 from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.retry_gate import RetryGate
-from coordinator.services.sessions import SessionRegistry
+from coordinator.services.sessions import SessionRegistry, WarmSession
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 
@@ -56,6 +58,16 @@ def restore_ports(db: sessionmaker[Session], ports: PortPool) -> None:
                     ports.hold(job.execution_id, assignment)
                 except (ValueError, KeyError) as exc:
                     log.warning("job %s: ports not restored: %s", job.id, exc)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """What dispatch reads of a queued job."""
+
+    parties: list[str]
+    deadline: dt.datetime
+    request: dict[str, Any]
+    named: tuple[str, str, int] | None  # a retry's silent party: (party, execution id, attempt)
 
 
 class Dispatcher:
@@ -112,12 +124,49 @@ class Dispatcher:
     def dispatch(self, job_id: str) -> bool:
         """Send one queued job as a new attempt; False when it stays queued (or timed out)."""
         now = utcnow()
+        queued = self._queued(job_id, now)
+        if queued is None or not self._all_ready(job_id, queued):
+            return False
+        execution_id = new_execution_id()
+        placed = self._place(job_id, execution_id, queued.parties)
+        if placed is None:
+            return False
+        session, ports = placed
+        try:
+            template = psi_template(
+                job_id=job_id,
+                execution_id=execution_id,
+                request=PSIJobCreate.model_validate(queued.request),
+                endpoints=self.topology.endpoints(ports),
+                deadline=queued.deadline,
+                session=session.ref() if session else None,
+            )
+            params = per_party(template)  # the same session and ports at every party
+            trids = {p: task_request_id(execution_id, p) for p in queued.parties}
+            self._store_attempt(job_id, execution_id, params, trids, now)
+        except BaseException:  # nothing was sent: neither the ports nor the session are kept
+            self.release([execution_id], succeeded=False)
+            raise
+        self.on_change([job_id])
+        if not self._fan_out(job_id, execution_id, params, trids):
+            return False
+        self.metrics.dispatched(session.mode if session else "cold")
+        log.info(
+            "job %s attempt %s sent to %s%s",
+            job_id,
+            execution_id,
+            ", ".join(queued.parties),
+            f" in warm session {session.id} (job {session.jobs})" if session else "",
+        )
+        return True
+
+    def _queued(self, job_id: str, now: dt.datetime) -> _Queued | None:
+        """The queued job as it stands; None when it is not queued, or its deadline passed while
+        it was (then it is TIMED_OUT)."""
         with transaction(self.db) as s:
             job = s.get(Job, job_id)
             if job is None or job.status != JobState.QUEUED:
-                return False
-            parties = list(job.parties["names"])
-            deadline = deadline_of(job)
+                return None
             # a retry waits for the party its failed attempt named when that party went silent
             # (its task unfinished: blamed by a peer, e.g. PeerLost), not when it told its failure
             silent = {p for p, _ in unfinished(job)}
@@ -126,18 +175,21 @@ class Dispatcher:
                 if job.execution_id and job.failed_party in silent
                 else None
             )
-            if deadline <= now:
-                phases.ended(
-                    job, JobState.TIMED_OUT, now, error="deadline passed while the job was queued"
-                )
-                changed = True
-            else:
-                changed = False
-        if changed:
-            self.metrics.dispatch_refused("deadline_passed")
-            self.on_change([job_id])
-            return False
-        for party in parties:  # hold (stay QUEUED) while a party cannot run it; say why
+            queued = _Queued(list(job.parties["names"]), deadline_of(job), job.request, named)
+            if queued.deadline > now:
+                return queued
+            phases.ended(
+                job, JobState.TIMED_OUT, now, error="deadline passed while the job was queued"
+            )
+        self.metrics.dispatch_refused("deadline_passed")
+        self.on_change([job_id])
+        return None
+
+    def _all_ready(self, job_id: str, queued: _Queued) -> bool:
+        """Every party ready (and a retry's named party heard from); else the job is held, and
+        says why."""
+        named = queued.named
+        for party in queued.parties:
             why = self.clients.readiness(party)
             if named and named[0] == party:  # (asked even when not ready: it notes the heartbeat)
                 gate = self.retry_gate.why_not(self.clients, job_id, named[1], party, named[2])
@@ -146,8 +198,14 @@ class Dispatcher:
                 self.metrics.dispatch_refused("party_not_ready")
                 self._hold(job_id, why)
                 return False
-        execution_id = new_execution_id()
-        try:  # a warm session's ports when there is one for this job, else ports of its own
+        return True
+
+    def _place(
+        self, job_id: str, execution_id: str, parties: list[str]
+    ) -> tuple[WarmSession | None, dict[str, JobPorts]] | None:
+        """A warm session's ports when there is one for this job, else ports of its own; None
+        when a party's ranges are used up (the job waits)."""
+        try:
             session = self.warm.take(execution_id, parties) if self.warm else None
             ports = session.ports if session else self.ports.acquire(execution_id, parties)
         except PortsExhausted as exc:
@@ -155,45 +213,26 @@ class Dispatcher:
                 self.warm.evict_idle(exc.party)
             self.metrics.dispatch_refused("ports_exhausted")
             log.warning("job %s waits: %s", job_id, exc)
-            return False
-        try:
-            template = psi_template(
-                job_id=job_id,
-                execution_id=execution_id,
-                request=PSIJobCreate.model_validate(job.request),
-                endpoints=self.topology.endpoints(ports),
-                deadline=deadline,
-                session=session.ref() if session else None,
-            )
-            params = per_party(template)  # the same session and ports at every party
-            trids = {p: task_request_id(execution_id, p) for p in parties}
-            self._store_attempt(job_id, execution_id, params, trids, now)
-        except BaseException:  # nothing was sent: neither the ports nor the session are kept
-            self.release([execution_id], succeeded=False)
-            raise
-        self.on_change([job_id])
-        # all-or-nothing: every broker must answer before anything is sent …
+            return None
+        return session, ports
+
+    def _fan_out(
+        self, job_id: str, execution_id: str, params: dict[str, dict], trids: dict[str, str]
+    ) -> bool:
+        """All or nothing: every broker must answer before anything is sent, and what was sent
+        before a broker failed is revoked at once (the job FAILED naming that party)."""
         sent: list[str] = []
         try:
-            self.clients.ping_all(parties)
-            for p in parties:
+            self.clients.ping_all(list(params))
+            for p in params:
                 self.clients.send_execute(p, trids[p], params[p], expires_s=self.start_timeout_s)
                 sent.append(p)
         except PartyUnreachable as exc:
-            # … and what was sent before a broker failed is revoked at once
             for p in sent:
                 self.clients.revoke(p, trids[p])
             self.metrics.dispatch_refused("broker_unreachable")
             self._fail(job_id, execution_id, exc, sent)
             return False
-        self.metrics.dispatched(session.mode if session else "cold")
-        log.info(
-            "job %s attempt %s sent to %s%s",
-            job_id,
-            execution_id,
-            ", ".join(parties),
-            f" in warm session {session.id} (job {session.jobs})" if session else "",
-        )
         return True
 
     def _store_attempt(
