@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploy.local.coordinator_proc import CoordinatorProcess  # noqa: E402
-from deploy.local.driver import read_keys, write_csv  # noqa: E402
 from deploy.local.federation import LocalFederation  # noqa: E402
+from deploy.local.standin import read_keys, write_csv  # noqa: E402
 from deploy.local.topology import coordinator_passwords, write_topology  # noqa: E402
 from node.sessions.client import HostUnavailable, close_sessions  # noqa: E402
 

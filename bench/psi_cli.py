@@ -17,7 +17,7 @@ what is measured
              peak RSS (getrusage ru_maxrss of that process). Floor wall of a configuration is
              the later of the two processes' exits.
   stack (b)  `deploy.local.federation.LocalFederation` for alice and bob; params from
-             `deploy.local.driver.psi_params`, sent with `deploy.local.driver.send`, in one
+             `deploy.local.standin.psi_params`, sent with `deploy.local.standin.send`, in one
              or both --stack-modes:
              cold       the job runs in a job process of its own (`python -m node.sfjob.executor`,
                         pre-started: secretflow imported), with its own sf.init, SPU runtime

@@ -62,7 +62,7 @@ def run_stack(
     """One job. With `session` ({"id", "idle_timeout_s", "ports"?}) it runs in that warm
     session (with the given ports: every party's fed cluster and spu_config); its driver stays
     up, so no teardown.json is waited for. `drivers`: the session drivers' pids (memory)."""
-    from deploy.local.driver import psi_params, send
+    from deploy.local.standin import psi_params, send
 
     in_name, out_name = f"in/{tag}.csv", f"out/{tag}.csv"
     for p in PARTIES:  # a fresh copy per job (see the floor)

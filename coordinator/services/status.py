@@ -200,7 +200,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     if logged:
         _insert_log(session, _log_rows(logged, {t: r.job_id for t, r in rows.items()}))
     out.jobs_touched |= touched_jobs
-    reconcile_jobs(session, sorted(touched_jobs), out, now=now)
+    merge_job_states(session, sorted(touched_jobs), out, now=now)
     return out
 
 
@@ -219,7 +219,7 @@ def _job_result(tasks: Sequence[SecretflowTask], receiver: str | None) -> dict:
     return {"intersection_count": count, "receiver": receiver, "parties": per_party}
 
 
-def reconcile_jobs(
+def merge_job_states(
     session: Session, job_ids: Sequence[str], out: Applied, *, now: dt.datetime
 ) -> None:
     """Rebuild the state of several jobs with two queries (jobs locked, then their tasks)."""
@@ -235,10 +235,10 @@ def reconcile_jobs(
         tasks.setdefault(t.job_id, []).append(t)
     for job in jobs:
         current = [t for t in tasks.get(job.id, []) if t.execution_id == job.execution_id]
-        _reconcile(job, current, out, now)
+        _merge_job(job, current, out, now)
 
 
-def _reconcile(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.datetime) -> None:
+def _merge_job(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.datetime) -> None:
     """One job's state from its current attempt's party tasks (merge is pure)."""
     if job.execution_id is None or not tasks:
         return

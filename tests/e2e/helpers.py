@@ -14,8 +14,8 @@ from typing import TypeVar
 import httpx
 
 from deploy.local.coordinator_proc import CoordinatorProcess
-from deploy.local.driver import write_csv
 from deploy.local.ports import PortAllocator
+from deploy.local.standin import write_csv
 from deploy.local.topology import coordinator_passwords, write_topology
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"}

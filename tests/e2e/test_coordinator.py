@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from coordinator.db import make_engine, session_factory
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
-from deploy.local.driver import read_keys
+from deploy.local.standin import read_keys
 from node.contract import (
     SECRETFLOW_QUEUE,
     STATUS_STREAM,

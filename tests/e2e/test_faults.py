@@ -11,8 +11,8 @@ import time
 import pytest
 
 from coordinator.merge import PartyStatus, PartyTask, blame
-from deploy.local.driver import psi_params, read_keys, send
 from deploy.local.ports import PortAllocator
+from deploy.local.standin import psi_params, read_keys, send
 from node.contract import HEARTBEAT_KEY, SECRETFLOW_QUEUE, NodeTaskError, WorkerHeartbeat
 from node.worker.notifier import read_events
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from deploy.local.driver import send
+from deploy.local.standin import send
 from node.contract import NodeTaskError, new_execution_id
 from node.sessions.client import close_sessions
 

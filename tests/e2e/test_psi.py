@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from celery.exceptions import TaskRevokedError
 
-from deploy.local.driver import psi_params, read_keys, send, write_csv
+from deploy.local.standin import psi_params, read_keys, send, write_csv
 from node.contract import NodeTaskError, StatusEvent, TaskResult, TaskStatus
 from node.worker.notifier import read_events
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.driver import read_keys, write_csv
+from deploy.local.standin import read_keys, write_csv
 from node.sessions.client import list_sessions
 from tests.e2e.helpers import final, psi_body, running_coordinator, wait_for, wait_job
 

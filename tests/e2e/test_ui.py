@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from deploy.local.driver import read_keys
+from deploy.local.standin import read_keys
 
 from .conftest import ARTIFACTS
 from .helpers import psi_body, running_coordinator, write_inputs
