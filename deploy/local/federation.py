@@ -28,7 +28,7 @@ from certs.revocation import CRL_FILE, ensure_crl
 from deploy.local.logs import CappedLog, spawn
 from deploy.local.ports import PortAllocator
 from deploy.redis import RedisTls, render_redis_conf
-from node.worker.housekeeping import LOG_MAX_BYTES
+from node.logfiles import LOG_MAX_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Ray's own logs (in its temp dir) rotate at the node's size with one older copy, not Ray's

@@ -2,8 +2,8 @@
 benchmarks), kept in size-capped log files.
 
 A process writes to a pipe; a thread of the launcher appends what it reads to the log file and,
-once the file is over `node.worker.housekeeping.LOG_MAX_BYTES` (10 MB, where the node's own logs
-rotate), moves it to `<name>.1` (replacing the previous one) through `housekeeping.open_log`.
+once the file is over `node.logfiles.LOG_MAX_BYTES` (10 MB, where the node's own logs
+rotate), moves it to `<name>.1` (replacing the previous one) through `logfiles.open_log`.
 So at most about twice that stays on disk per process however long the demo runs. (A file the
 process held open itself could not be rotated under it.) The launcher stops every process it
 started before it exits; a process that outlives a killed launcher loses its output.
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from node.worker import housekeeping
+from node import logfiles
 
 CHUNK = 64 * 1024  # one read of the pipe: a file passes the cap by at most this much
 
@@ -39,12 +39,12 @@ class CappedLog:
         return self
 
     def _copy(self, pipe: IO[bytes]) -> None:
-        out = housekeeping.open_log(self.path)
+        out = logfiles.open_log(self.path)
         try:
             while chunk := _read(pipe):
-                if out.tell() > housekeeping.LOG_MAX_BYTES:  # before: the newest lines stay
+                if out.tell() > logfiles.LOG_MAX_BYTES:  # before: the newest lines stay
                     out.close()
-                    out = housekeeping.open_log(self.path)  # moves the full file to .1
+                    out = logfiles.open_log(self.path)  # moves the full file to .1
                 out.write(chunk)
                 out.flush()  # readable at once, as when the process wrote the file itself
         finally:

@@ -10,5 +10,5 @@
 - `failures`: turns a job's ending and its log into one typed cause and one readable line.
 
 May import: node.contract, node.settings, node.rayhead.head, node.dataroot (scratch folder),
-node.worker.housekeeping (rotated logs). Not node.sessions, not node.sfjob.
+node.logfiles (rotated logs). Not node.worker, node.sessions or node.sfjob.
 """

@@ -51,7 +51,7 @@ class JobProcess:
         env = dict(
             os.environ, **{MSG_FD_ENV: str(w), "TMPDIR": str(scratch_dir(settings.data_root))}
         )
-        from node.worker.housekeeping import open_log
+        from node.logfiles import open_log
 
         self._spawn_log = open_log(spawn_log)  # rotated by size
         self.proc = subprocess.Popen(

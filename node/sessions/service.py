@@ -29,7 +29,7 @@ _stop = threading.Event()
 
 def _spawn(settings: NodeSettings) -> subprocess.Popen[bytes]:
     from node.launch.jobprocess import die_with_parent
-    from node.worker.housekeeping import open_log
+    from node.logfiles import open_log
 
     with open_log(settings.state_dir / "runner" / "sessions.log") as out:  # rotated by size
         return subprocess.Popen(

@@ -9,7 +9,7 @@
   (a job killed by the hard time limit leaves its pool process no `finally`), claims past their
   job's deadline, and old job logs.
 - Log files the node appends to (the job processes' spawn logs, the session host's log) are
-  rotated by size when opened (`open_log`: one previous copy kept).
+  rotated by size when opened (node.logfiles: one previous copy kept).
 
 Each job's own files are removed on its every exit path by the job itself (node/worker/tasks.py); this
 module is what catches a worker killed with -9.
@@ -17,10 +17,7 @@ module is what catches a worker killed with -9.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from pathlib import Path
-from typing import BinaryIO
 
 from node.contract import MAX_DEADLINE_AHEAD_S
 from node.dataroot.paths import PRIVATE_DIR, drop_claims, prune_scratch, remove_entries
@@ -28,18 +25,7 @@ from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
-LOG_MAX_BYTES = 10 * 1024 * 1024
 WORK_DIR = "work"
-
-
-def open_log(path: Path) -> BinaryIO:
-    """`path` opened for appending; first moved to `<path>.1` (replacing it) once it is over
-    LOG_MAX_BYTES."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size > LOG_MAX_BYTES:
-            path.replace(path.with_name(path.name + ".1"))
-    return open(path, "ab")
 
 
 def at_start(settings: NodeSettings) -> dict[str, int]:
@@ -73,4 +59,4 @@ def _old_job_logs(settings: NodeSettings) -> int:
     )
 
 
-__all__ = ["after_job", "at_start", "open_log"]
+__all__ = ["after_job", "at_start"]

@@ -10,7 +10,7 @@ import pytest
 
 from deploy.local.federation import LocalFederation
 from deploy.local.logs import CHUNK, spawn
-from node.worker import housekeeping
+from node import logfiles
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,7 +30,7 @@ def text(path: Path) -> str:
 
 @pytest.fixture
 def small_cap(monkeypatch):
-    monkeypatch.setattr(housekeeping, "LOG_MAX_BYTES", CAP)
+    monkeypatch.setattr(logfiles, "LOG_MAX_BYTES", CAP)
 
 
 def test_a_log_over_the_cap_is_rotated_while_its_process_runs(tmp_path, small_cap):

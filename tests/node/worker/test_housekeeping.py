@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+from node import logfiles
 from node.dataroot.paths import OutputTarget, reserve_output, resolve_in_root
 from node.worker import housekeeping
 from tests.node.sessions.test_host import settings
@@ -77,11 +78,11 @@ def test_after_a_job_only_what_no_job_can_still_use_goes(tmp_path):
 
 
 def test_a_log_is_rotated_by_size_when_opened(tmp_path, monkeypatch):
-    monkeypatch.setattr(housekeeping, "LOG_MAX_BYTES", 100)
+    monkeypatch.setattr(logfiles, "LOG_MAX_BYTES", 100)
     path = tmp_path / "runner" / "spawn.log"
-    with housekeeping.open_log(path) as fh:
+    with logfiles.open_log(path) as fh:
         fh.write(b"x" * 150)
-    with housekeeping.open_log(path) as fh:  # over the bound: moved aside
+    with logfiles.open_log(path) as fh:  # over the bound: moved aside
         fh.write(b"new\n")
     assert path.read_bytes() == b"new\n"
     assert (tmp_path / "runner" / "spawn.log.1").read_bytes() == b"x" * 150
