@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from coordinator.schemas import PSIJobCreate
+from coordinator.jobkinds.spec import JobKind, JobRequest
 
 
 @dataclass(frozen=True)
@@ -24,24 +24,26 @@ class PartyEndpoints:
     spu_port: int
 
 
-def psi_template(
+def job_template(
     *,
+    kind: JobKind,
     job_id: str,
     execution_id: str,
-    request: PSIJobCreate,
+    request: JobRequest,
     endpoints: dict[str, PartyEndpoints],
     deadline: dt.datetime,
     session: Mapping[str, str | float] | None = None,
 ) -> dict:
     """`session`: the warm session the job runs in (node.contract.SessionRef, the same at every
-    party); None (not in the params) for a cold job."""
-    parties = sorted(request.parties)
+    party); None (not in the params) for a cold job. The task_config is the kind's; a kind that
+    needs no SPU device gets no spu_config."""
+    parties = request.party_names()
     missing = [p for p in parties if p not in endpoints]
     if missing:
         raise ValueError(f"no endpoints for {', '.join(missing)}")
     return {
         "task_id": job_id,
-        "subtask_id": "psi",
+        "subtask_id": kind.name,
         "execution_id": execution_id,
         "deadline": deadline.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "sf_init_config": {
@@ -53,29 +55,22 @@ def psi_template(
             },
             "cross_silo_comm_backend": "grpc",
         },
-        "spu_config": {
-            "cluster_def": {
-                "nodes": [
-                    {"party": p, "address": f"{endpoints[p].spu_host}:{endpoints[p].spu_port}"}
-                    for p in parties
-                ],
-                "runtime_config": {"protocol": "SEMI2K", "field": "FM128"},
-            },
-            "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000},
-        },
-        "task_config": {
-            "task_type": "psi",
-            "keys": {p: list(request.parties[p].keys) for p in parties},
-            "input_paths": {p: request.parties[p].input for p in parties},
-            "output_paths": {p: request.parties[p].output for p in parties},
-            "receiver": request.receiver,
-            "protocol": request.protocol,
-            "sort": request.sort,
-            "broadcast_result": request.broadcast_result,
-            "duplicates": str(request.duplicates),
-            "overwrite": request.overwrite,
-        },
+        "spu_config": _spu_config(parties, endpoints) if kind.needs_spu else None,
+        "task_config": kind.task_config(request),
         **({"session": dict(session)} if session is not None else {}),
+    }
+
+
+def _spu_config(parties: list[str], endpoints: dict[str, PartyEndpoints]) -> dict:
+    return {
+        "cluster_def": {
+            "nodes": [
+                {"party": p, "address": f"{endpoints[p].spu_host}:{endpoints[p].spu_port}"}
+                for p in parties
+            ],
+            "runtime_config": {"protocol": "SEMI2K", "field": "FM128"},
+        },
+        "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000},
     }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from coordinator.db import make_engine, migrate, session_factory
 from coordinator.intake import IntakeCounters
+from coordinator.jobkinds.table import job_kinds
 from coordinator.listener import StatusListener
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.parties import PartyClients
@@ -112,6 +113,7 @@ class Coordinator:
             metrics=self.metrics,
             warm_sessions=self.settings.warm_sessions,
             session_idle_s=self.settings.warm_session_idle_s,
+            kinds=job_kinds(self.settings.job_kinds),
         )
         self.listener = StatusListener(
             self.clients,

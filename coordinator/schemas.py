@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from coordinator.jobkinds.spec import JobRequest
 from node.contract import PARTY_RE, DuplicateMode, normalize_psi_protocol
 
 
@@ -58,7 +59,7 @@ class PSIPartyInput(BaseModel):
         return _dataset_name(v, info.field_name or "path")
 
 
-class PSIJobCreate(BaseModel):
+class PSIJobCreate(JobRequest):
     """A PSI request: which parties, what each contributes, who receives the result."""
 
     model_config = ConfigDict(extra="forbid")
@@ -81,7 +82,6 @@ class PSIJobCreate(BaseModel):
         description="replace an output file that already exists (refused otherwise: it may be "
         "another dataset)",
     )
-    deadline: dt.datetime | None = None
 
     @field_validator("parties")
     @classmethod
@@ -100,13 +100,6 @@ class PSIJobCreate(BaseModel):
     def _protocol(cls, v: str) -> str:
         return normalize_psi_protocol(v)
 
-    @field_validator("deadline")
-    @classmethod
-    def _deadline(cls, v: dt.datetime | None) -> dt.datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("deadline needs a time zone, e.g. 2026-11-22T10:00:00Z")
-        return v
-
     @model_validator(mode="after")
     def _receiver(self) -> PSIJobCreate:
         if self.receiver not in self.parties:
@@ -114,6 +107,9 @@ class PSIJobCreate(BaseModel):
                 f"receiver {self.receiver!r} is not one of the parties ({', '.join(self.parties)})"
             )
         return self
+
+    def party_names(self) -> list[str]:
+        return sorted(self.parties)
 
     def check_known(self, known: Collection[str]) -> None:
         """Raise ValueError naming any party the registry does not know."""

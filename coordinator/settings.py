@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from node.contract import MAX_DEADLINE_AHEAD_S, secrets_dir
 
@@ -63,6 +64,20 @@ class CoordinatorSettings(BaseSettings):
             "taken from the Celery result"
         ),
     )
+    job_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more kinds of job beside PSI: modules (comma-separated) that each declare "
+        "a `KIND` (coordinator/jobkinds/spec.py), the coordinator's side of a job type the "
+        "nodes run (NODE_JOB_MODULES)",
+    )
+
+    @field_validator("job_kinds", mode="before")
+    @classmethod
+    def _kinds(cls, v):
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()]
+        return v
+
     # warm federation sessions (coordinator/services/sessions.py)
     warm_sessions: bool = Field(
         default=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import transaction
+from coordinator.jobkinds.spec import JobKind
 from coordinator.merge import JobState, PartyStatus
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job, SecretflowTask
-from coordinator.params import per_party, psi_template
+from coordinator.params import job_template, per_party
 from coordinator.parties import PartyClients, PartyUnreachable
-from coordinator.schemas import PSIJobCreate
 from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.retry_gate import RetryGate
@@ -51,7 +51,7 @@ def restore_ports(db: sessionmaker[Session], ports: PortPool) -> None:
                     assignment[t.party] = JobPorts(
                         int(sf.rsplit(":", 1)[1]), int(spu.rsplit(":", 1)[1])
                     )
-                except (KeyError, StopIteration, ValueError):
+                except (KeyError, StopIteration, ValueError, TypeError):  # (no SPU: not held)
                     continue
             if assignment and job.execution_id and job.execution_id not in ports.held:
                 try:
@@ -64,6 +64,7 @@ def restore_ports(db: sessionmaker[Session], ports: PortPool) -> None:
 class _Queued:
     """What dispatch reads of a queued job."""
 
+    kind: str
     parties: list[str]
     deadline: dt.datetime
     request: dict[str, Any]
@@ -85,10 +86,12 @@ class Dispatcher:
         metrics: CoordinatorMetrics,
         start_timeout_s: float,
         on_change: Callable[[Iterable[str]], None],
+        kinds: Mapping[str, JobKind],
     ) -> None:
         self.db, self.clients, self.topology = db, clients, topology
         self.ports, self.warm, self.retry_gate = ports, warm, retry_gate
         self.metrics, self.start_timeout_s, self.on_change = metrics, start_timeout_s, on_change
+        self.kinds = kinds
 
     def release(self, execution_ids: Iterable[str], *, succeeded: bool | None = None) -> None:
         """Attempts that have ended: free their ports, and idle their warm sessions (a job that
@@ -133,10 +136,12 @@ class Dispatcher:
             return False
         session, ports = placed
         try:
-            template = psi_template(
+            kind = self.kinds[queued.kind]
+            template = job_template(
+                kind=kind,
                 job_id=job_id,
                 execution_id=execution_id,
-                request=PSIJobCreate.model_validate(queued.request),
+                request=kind.load(queued.request),
                 endpoints=self.topology.endpoints(ports),
                 deadline=queued.deadline,
                 session=session.ref() if session else None,
@@ -175,7 +180,9 @@ class Dispatcher:
                 if job.execution_id and job.failed_party in silent
                 else None
             )
-            queued = _Queued(list(job.parties["names"]), deadline_of(job), job.request, named)
+            queued = _Queued(
+                job.kind, list(job.parties["names"]), deadline_of(job), job.request, named
+            )
             if queued.deadline > now:
                 return queued
             phases.ended(
@@ -252,11 +259,11 @@ class Dispatcher:
                     SecretflowTask(
                         job_id=job_id,
                         task_id=job_id,
-                        subtask_id="psi",
+                        subtask_id=party_params["subtask_id"],
                         execution_id=execution_id,
                         party=p,
                         celery_task_id=trids[p],
-                        task_type="psi",
+                        task_type=party_params["task_config"]["task_type"],
                         status=PartyStatus.PENDING,
                         params=party_params,
                     )

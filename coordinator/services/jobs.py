@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import is_outage, transaction
 from coordinator.intake import IntakeCounters, Refusal
+from coordinator.jobkinds.spec import JobKind, JobRequest
+from coordinator.jobkinds.table import job_kinds
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job
 from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.scheduling import QueuedJob, dispatchable
-from coordinator.schemas import PSIJobCreate
 from coordinator.services import phases, rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import Dispatcher, restore_ports
@@ -72,6 +73,7 @@ class JobService:
         metrics: CoordinatorMetrics | None = None,
         warm_sessions: bool = False,
         session_idle_s: float = 600.0,
+        kinds: Mapping[str, JobKind] | None = None,
     ) -> None:
         """`warm_sessions`: run a party set's jobs one after another in one warm federation
         session (services/sessions.py), which the nodes close after `session_idle_s` idle."""
@@ -84,6 +86,7 @@ class JobService:
         self.default_deadline_s = default_deadline_s
         self.max_attempts = max_attempts
         self.on_change = on_change or (lambda _ids: None)
+        self.kinds = kinds or job_kinds()
         ports = PortPool(topology, cooldown_s=port_cooldown_s, rotate=True)
         self.dispatcher = Dispatcher(
             db=db,
@@ -95,6 +98,7 @@ class JobService:
             metrics=self.metrics,
             start_timeout_s=start_timeout_s,
             on_change=self.on_change,
+            kinds=self.kinds,
         )
         self._dispatch_lock = threading.RLock()
         # jobs queued again whose previous attempt's tasks are still being revoked: not sent
@@ -123,8 +127,16 @@ class JobService:
         return self.dispatcher.warm
 
     # --- submit ---------------------------------------------------------------------------
-    def submit(self, request: PSIJobCreate) -> Job:
+    def kind_of(self, request: JobRequest) -> JobKind:
+        """The kind whose request model `request` is."""
+        for kind in self.kinds.values():
+            if isinstance(request, kind.request):
+                return kind
+        raise JobError(f"no job kind takes a {type(request).__name__}", 422)
+
+    def submit(self, request: JobRequest) -> Job:
         """Validate against the registry, check every broker, store the job QUEUED, dispatch."""
+        kind = self.kind_of(request)
         try:
             request.check_known(self.topology.names)
         except ValueError as exc:
@@ -141,19 +153,19 @@ class JobService:
                 422,
             )
         try:
-            self.clients.ping_all(sorted(request.parties))
+            self.clients.ping_all(request.party_names())
         except PartyUnreachable as exc:
             raise JobError(f"{exc}; nothing was sent to any party", 503) from exc
-        for party in sorted(request.parties):  # a job for a party that cannot run it: say so now
+        for party in request.party_names():  # a job for a party that cannot run it: say so now
             why = self.clients.readiness(party)
             if why:
                 raise JobError(f"{why}; nothing was sent to any party", 503)
         job = Job(
             id=new_job_id(),
-            kind="psi",
+            kind=kind.name,
             status=JobState.QUEUED,
             request=request.model_dump(mode="json"),
-            parties={"names": sorted(request.parties)},
+            parties={"names": request.party_names()},
             attempt=0,
             max_attempts=self.max_attempts,
             deadline=request.deadline or now + dt.timedelta(seconds=self.default_deadline_s),

@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from coordinator.params import PartyEndpoints, per_party, psi_template
+from coordinator.jobkinds import psi
+from coordinator.params import PartyEndpoints, job_template, per_party
 from coordinator.schemas import PSIJobCreate
 from node.contract import TaskParams
 
@@ -85,8 +86,13 @@ def test_per_party_params_differ_only_in_self_party_and_validate():
         "bob": PartyEndpoints("10.0.0.2", 22000, "10.0.0.2", 22100),
     }
     deadline = dt.datetime(2026, 11, 22, 10, tzinfo=dt.UTC)
-    template = psi_template(
-        job_id="job-1", execution_id="exe-1", request=req, endpoints=endpoints, deadline=deadline
+    template = job_template(
+        kind=psi.KIND,
+        job_id="job-1",
+        execution_id="exe-1",
+        request=req,
+        endpoints=endpoints,
+        deadline=deadline,
     )
     params = per_party(template)
     assert set(params) == {"alice", "bob"}

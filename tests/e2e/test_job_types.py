@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 
 import pytest
 
 from deploy.local.standin import send
 from node.contract import NodeTaskError, new_execution_id
 from node.sessions.client import close_sessions
+from tests.e2e.helpers import final, running_coordinator
 
 PARTIES = ["alice", "bob"]
 
@@ -90,3 +92,28 @@ def test_each_party_refuses_a_bad_config_of_the_job_type_before_any_secretflow_w
         assert err["type"] == "InvalidTaskParams", err
         assert err["message"].startswith(f"party {party} refused the task: invalid hello")
         assert "greeting" in err["message"], err
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.mark.parametrize("warm", ["false", "true"])
+def test_the_coordinator_launches_a_test_only_job_kind_from_its_declaration(federation, warm):
+    """tests/e2e/hello_kind.py (COORD_JOB_KINDS) gives the coordinator the hello kind: its
+    request schema is listed for the UI, POST /api/v1/jobs/hello validates the body against it
+    and the job SUCCEEDS at every party, cold and warm."""
+    env = {"COORD_JOB_KINDS": "tests.e2e.hello_kind", "COORD_WARM_SESSIONS": warm}
+    with (
+        running_coordinator(federation, ARTIFACTS / f"e2e-kinds-{warm}", env=env) as coord,
+        coord.client() as http,
+    ):
+        kinds = {k["name"]: k for k in http.get("/api/v1/jobs/kinds").json()}
+        assert set(kinds) == {"psi", "hello"}
+        assert "greeting" in kinds["hello"]["schema"]["properties"]
+        bad = http.post("/api/v1/jobs/hello", json={"parties": ["alice"], "greeting": "x"})
+        assert bad.status_code == 422 and "parties" in bad.text, bad.text
+        r = http.post("/api/v1/jobs/hello", json={"parties": PARTIES, "greeting": "salut"})
+        assert r.status_code == 201, r.text
+        job = final(http, r.json()["id"], timeout=300)
+        assert job["status"] == "SUCCEEDED", job["error"]
+        assert job["kind"] == "hello" and sorted(job["party_status"]) == PARTIES

@@ -6,8 +6,10 @@ import asyncio
 import json
 from typing import Annotated, NoReturn
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from coordinator.api.deps import Authenticated, CoordinatorDep, JobsDep, SessionDep
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
@@ -43,6 +45,33 @@ def submit_psi(body: PSIJobCreate, jobs: JobsDep) -> JobOut:
     party (then nothing was sent anywhere)."""
     try:
         return job_out(jobs.submit(body))
+    except JobError as exc:
+        _raise(exc)
+
+
+@router.get("/kinds")
+def get_kinds(jobs: JobsDep) -> list[dict]:
+    """The kinds of job this coordinator launches, each with its request's JSON schema (the
+    body of POST /api/v1/jobs/{kind}, and what the UI's form is drawn from)."""
+    return [
+        {"name": k.name, "summary": k.summary, "schema": k.request.model_json_schema()}
+        for k in jobs.kinds.values()
+    ]
+
+
+@router.post("/{kind}", response_model=JobOut, status_code=status.HTTP_201_CREATED)
+def submit_job(kind: str, body: Annotated[dict, Body()], jobs: JobsDep) -> JobOut:
+    """Launch a job of any kind (GET /api/v1/jobs/kinds): the body is that kind's request. 404
+    names the kinds there are; 422 the bad field; 503 an unreachable party."""
+    declared = jobs.kinds.get(kind)
+    if declared is None:
+        raise HTTPException(404, f"no job kind {kind!r} (there are: {', '.join(jobs.kinds)})")
+    try:
+        request = declared.request.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    try:
+        return job_out(jobs.submit(request))
     except JobError as exc:
         _raise(exc)
 

@@ -1,0 +1,57 @@
+"""What a kind of job is, on the coordinator's side (the node's side: node/jobtypes/spec.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class JobRequest(BaseModel):
+    """What every job request says besides its kind's own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deadline: dt.datetime | None = None
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2026-11-22T10:00:00Z")
+        return v
+
+    def party_names(self) -> list[str]:
+        """The parties of the job, sorted (every kind names them)."""
+        raise NotImplementedError
+
+    def check_known(self, known: Collection[str]) -> None:
+        """Raise ValueError naming any party the registry does not know."""
+        unknown = [p for p in self.party_names() if p not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown party {', '.join(map(repr, unknown))}; the registry has: "
+                f"{', '.join(sorted(known))}"
+            )
+
+
+R = TypeVar("R", bound=JobRequest)
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[R]):
+    """One kind of job: its name (the nodes' task_type), its request model, the task_config
+    every party gets, and whether it runs on an SPU device."""
+
+    name: str
+    request: type[R]
+    task_config: Callable[[R], dict[str, Any]]
+    needs_spu: bool = True
+    summary: str = ""  # one line for the API's docs and the UI
+
+    def load(self, data: dict[str, Any]) -> R:
+        """A stored request, as it was accepted."""
+        return self.request.model_validate(data)
