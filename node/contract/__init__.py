@@ -8,6 +8,8 @@ other client of a party — may import from `node`.
   redis, so it is not re-exported here; import it by name.
 
 The coordinator imports nothing else of `node` (tests/node/contract/test_boundary.py).
+
+May import: nothing of node (it is what every other package, and the coordinator, stands on).
 """
 
 from node.contract.errors import (

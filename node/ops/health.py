@@ -102,7 +102,7 @@ def _worker(settings: NodeSettings) -> Check:
 
 def _refused(settings: NodeSettings) -> Check:
     """Task messages this node dropped as replays (node.worker.replay): a warning, not a failure."""
-    from node.worker.replay import refused_counts
+    from node.ops.refusals import refused_counts
 
     try:
         counts = refused_counts(_client(settings))

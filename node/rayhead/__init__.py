@@ -7,6 +7,7 @@
 - `hook`: what `ray start` runs before it starts anything (no API server, our agent);
 - `agent`: what the raylet runs as its dashboard agent (the standard library only).
 
-May import: node.settings (`head` only: `supervisor`, `hook` and `agent` run in
-small processes of their own and import nothing of node).
+May import: node.settings, node.dataroot.paths (`head` only, for the scratch folder:
+`supervisor`, `hook` and `agent` run in small processes of their own and import nothing of
+node).
 """

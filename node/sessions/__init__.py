@@ -9,5 +9,6 @@
 - `service`: the host as a child of the SecretFlow worker; `cli`: `python -m node sessions`.
 
 May import: node.contract, node.settings, node.rayhead, node.launch (the child's contract, its
-process, the port check), node.sfjob (the driver's stages). The worker imports `client`.
+process, the port check), node.sfjob (the driver's stages), node.logfiles (the host's log). The
+worker imports `client`.
 """

@@ -41,6 +41,7 @@ from node.launch import failures
 from node.launch.child_spec import JobChild
 from node.launch.jobprocess import SPARE
 from node.launch.runner import Outcome, OutcomeStatus, busy_port, run_job
+from node.ops import refusals
 from node.sessions.client import HostUnavailable, SessionJob
 from node.settings import NodeSettings, get_settings
 from node.worker import housekeeping, replay
@@ -122,7 +123,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     params = job.validate(task_params)
     if not replay.claim(client, task_request_id, params.deadline):
         # the same signed message again: no event, no result — the first run's stand
-        replay.refused(client, settings.party, "Replay", task_request_id)
+        refusals.refused(client, settings.party, "Replay", task_request_id)
         raise Ignore()
     job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
     try:

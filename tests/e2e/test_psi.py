@@ -540,7 +540,7 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     from celery.result import AsyncResult
 
     from node.contract import SECRETFLOW_QUEUE, TASK_HEALTH, task_request_id
-    from node.worker.replay import refused_counts
+    from node.ops.refusals import refused_counts
 
     out_name = "out/replay.csv"
     per_party = _params(federation, out_name)

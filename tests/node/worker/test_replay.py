@@ -6,7 +6,8 @@ import datetime as dt
 import logging
 
 from node.contract import utcnow
-from node.worker.replay import EXECUTED_KEY, KEEP_AFTER_DEADLINE_S, claim, refused, refused_counts
+from node.ops.refusals import refused, refused_counts
+from node.worker.replay import EXECUTED_KEY, KEEP_AFTER_DEADLINE_S, claim
 
 
 def test_a_task_id_is_claimed_once_and_the_claim_ends_after_the_deadline(redis_server):
