@@ -38,11 +38,11 @@ def party_roots(fed) -> dict[str, tuple[int, int]]:
     return roots
 
 
-def _events(fed, party: str, trid: str) -> list:
+def _events(fed, party: str, task_request_id: str) -> list:
     from node.worker.notifier import read_events
 
     with contextlib.suppress(Exception):
-        return read_events(fed.nodes[party].redis(), trid)
+        return read_events(fed.nodes[party].redis(), task_request_id)
     return []
 
 

@@ -130,7 +130,7 @@ class Scenario:
                     )
                 )
                 for p in (a, b):
-                    trid = f"{exe}.{p}"
+                    task_request_id = f"{exe}.{p}"
                     s.add(
                         SecretflowTask(
                             job_id=job_id,
@@ -138,23 +138,23 @@ class Scenario:
                             subtask_id="psi",
                             execution_id=exe,
                             party=p,
-                            celery_task_id=trid,
+                            task_request_id=task_request_id,
                             task_type="psi",
                             status="PENDING",
                             params={},
                         )
                     )
-                    tasks.append((job_id, exe, p, trid))
+                    tasks.append((job_id, exe, p, task_request_id))
         return tasks
 
     def events(self, tasks) -> list[StatusEvent]:
         out = []
-        for job_id, exe, party, trid in tasks:
+        for job_id, exe, party, task_request_id in tasks:
             for seq, st in enumerate(STEPS, start=1):
                 out.append(
                     StatusEvent(
                         seq=seq,
-                        task_request_id=trid,
+                        task_request_id=task_request_id,
                         task_id=job_id,
                         subtask_id="psi",
                         execution_id=exe,

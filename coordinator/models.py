@@ -64,7 +64,8 @@ class SecretflowTask(Base):
     subtask_id: Mapped[str] = mapped_column(String(64))
     execution_id: Mapped[str] = mapped_column(String(64), index=True)
     party: Mapped[str] = mapped_column(String(32))
-    celery_task_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # the column keeps its first name (no migration for a word); Python says task_request_id
+    task_request_id: Mapped[str] = mapped_column("celery_task_id", String(128), unique=True)
     task_type: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     stage: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -137,7 +138,7 @@ class PartyTaskOut(BaseModel):
 
     party: str
     execution_id: str
-    celery_task_id: str
+    task_request_id: str
     status: str
     stage: str | None = None
     progress: float | None = None
@@ -147,6 +148,12 @@ class PartyTaskOut(BaseModel):
     created_at: UtcDateTime
     started_at: UtcDateTime | None = None
     finished_at: UtcDateTime | None = None
+
+    @computed_field(deprecated="read task_request_id")  # type: ignore[prop-decorator]
+    @property
+    def celery_task_id(self) -> str:
+        """The task request id under its first name, for clients written before the rename."""
+        return self.task_request_id
 
 
 class TimelineEntry(BaseModel):

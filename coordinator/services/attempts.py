@@ -39,7 +39,7 @@ def current_tasks(job: Job) -> list[SecretflowTask]:
 def unfinished(job: Job) -> list[tuple[str, str]]:
     """(party, celery task id) of the current attempt's tasks that have not finished."""
     return [
-        (t.party, t.celery_task_id)
+        (t.party, t.task_request_id)
         for t in job.tasks
         if t.execution_id == job.execution_id and t.status not in TERMINAL_STATUSES
     ]

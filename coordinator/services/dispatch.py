@@ -147,13 +147,13 @@ class Dispatcher:
                 session=session.ref() if session else None,
             )
             params = per_party(template)  # the same session and ports at every party
-            trids = {p: task_request_id(execution_id, p) for p in queued.parties}
-            self._store_attempt(job_id, execution_id, params, trids, now)
+            task_request_ids = {p: task_request_id(execution_id, p) for p in queued.parties}
+            self._store_attempt(job_id, execution_id, params, task_request_ids, now)
         except BaseException:  # nothing was sent: neither the ports nor the session are kept
             self.release([execution_id], succeeded=False)
             raise
         self.on_change([job_id])
-        if not self._fan_out(job_id, execution_id, params, trids):
+        if not self._fan_out(job_id, execution_id, params, task_request_ids):
             return False
         self.metrics.dispatched(session.mode if session else "cold")
         log.info(
@@ -224,7 +224,11 @@ class Dispatcher:
         return session, ports
 
     def _fan_out(
-        self, job_id: str, execution_id: str, params: dict[str, dict], trids: dict[str, str]
+        self,
+        job_id: str,
+        execution_id: str,
+        params: dict[str, dict],
+        task_request_ids: dict[str, str],
     ) -> bool:
         """All or nothing: every broker must answer before anything is sent, and what was sent
         before a broker failed is revoked at once (the job FAILED naming that party)."""
@@ -232,11 +236,13 @@ class Dispatcher:
         try:
             self.clients.ping_all(list(params))
             for p in params:
-                self.clients.send_execute(p, trids[p], params[p], expires_s=self.start_timeout_s)
+                self.clients.send_execute(
+                    p, task_request_ids[p], params[p], expires_s=self.start_timeout_s
+                )
                 sent.append(p)
         except PartyUnreachable as exc:
             for p in sent:
-                self.clients.revoke(p, trids[p])
+                self.clients.revoke(p, task_request_ids[p])
             self.metrics.dispatch_refused("broker_unreachable")
             self._fail(job_id, execution_id, exc, sent)
             return False
@@ -247,7 +253,7 @@ class Dispatcher:
         job_id: str,
         execution_id: str,
         params: dict[str, dict],
-        trids: dict[str, str],
+        task_request_ids: dict[str, str],
         now: dt.datetime,
     ) -> None:
         """The job DISPATCHED as attempt `execution_id`, with one PENDING task per party."""
@@ -262,7 +268,7 @@ class Dispatcher:
                         subtask_id=party_params["subtask_id"],
                         execution_id=execution_id,
                         party=p,
-                        celery_task_id=trids[p],
+                        task_request_id=task_request_ids[p],
                         task_type=party_params["task_config"]["task_type"],
                         status=PartyStatus.PENDING,
                         params=party_params,

@@ -229,8 +229,10 @@ class JobService:
             self.release_attempts(out.released)  # after() does it again: a no-op then
         self.metrics.count_events(out.outcomes)
         self.after(out)
-        for party, trid, event_id in out.refused:
-            self.counters.refuse(party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {trid}")
+        for party, task_request_id, event_id in out.refused:
+            self.counters.refuse(
+                party, Refusal.NOT_ITS_TASK, f"event {event_id}", f"task {task_request_id}"
+            )
         return out
 
     def apply_each_job(self, events: list[StatusEvent]) -> None:
@@ -257,13 +259,13 @@ class JobService:
 
     def after(self, out: Applied) -> None:
         try:
-            for party, trid in out.terminate:
-                self.clients.revoke(party, trid)
+            for party, task_request_id in out.terminate:
+                self.clients.revoke(party, task_request_id)
         finally:
             with self._revoking_lock:
                 self._revoking.difference_update(out.requeued)
-        for party, trid in out.finished_tasks:
-            self._background.submit(self._fetch_result, party, trid)
+        for party, task_request_id in out.finished_tasks:
+            self._background.submit(self._fetch_result, party, task_request_id)
         self.release_attempts(out.released)
         if out.jobs_touched or out.jobs_changed:
             self.on_change(out.jobs_touched | out.jobs_changed)
@@ -279,21 +281,21 @@ class JobService:
     def close(self) -> None:
         self._background.shutdown(wait=True, cancel_futures=True)
 
-    def _fetch_result(self, party: str, trid: str) -> None:
+    def _fetch_result(self, party: str, task_request_id: str) -> None:
         try:
-            job_id = record_result(self.db, self.clients, self.counters, party, trid)
+            job_id = record_result(self.db, self.clients, self.counters, party, task_request_id)
             if job_id is not None:
                 self.on_change([job_id])
         except Exception:
-            log.exception("could not record the Celery result of %s", trid)
+            log.exception("could not record the Celery result of %s", task_request_id)
 
     # --- cancel / retry -------------------------------------------------------------------
     def _stop_tasks(
         self, job_id: str, victims: list[tuple[str, str]], execution_id: str | None
     ) -> None:
         """After a job was ended in the database: revoke its unfinished tasks, free its ports."""
-        for party, trid in victims:
-            self.clients.revoke(party, trid)
+        for party, task_request_id in victims:
+            self.clients.revoke(party, task_request_id)
         if execution_id:
             self.release_attempts([execution_id], succeeded=False)
         self.on_change([job_id])

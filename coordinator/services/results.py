@@ -19,18 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def celery_result(
-    clients: PartyClients, counters: IntakeCounters, party: str, trid: str
+    clients: PartyClients, counters: IntakeCounters, party: str, task_request_id: str
 ) -> tuple[str, object] | None:
     """A task's Celery (state, value) — unless it is over MAX_RESULT_BYTES (refused and counted,
     never loaded: the bounded client stops at the length in the reply's header) or cannot be
     read (None)."""
     try:
-        return clients.task_result(party, trid)
+        return clients.task_result(party, task_request_id)
     except ReplyTooLarge as exc:
-        counters.refuse(party, Refusal.RESULT_OVERSIZE, f"result of {trid}", str(exc))
+        counters.refuse(party, Refusal.RESULT_OVERSIZE, f"result of {task_request_id}", str(exc))
         return None
     except Exception as exc:
-        log.debug("no celery result for %s: %s", trid, exc)
+        log.debug("no celery result for %s: %s", task_request_id, exc)
         return None
 
 
@@ -39,12 +39,12 @@ def record_result(
     clients: PartyClients,
     counters: IntakeCounters,
     party: str,
-    trid: str,
+    task_request_id: str,
 ) -> str | None:
     """Store a finished task's Celery result (a success's value, or the result a NodeTaskError
     carries) on its row; returns the job id `record_task_result` gives back (None: nothing to
     announce)."""
-    got = celery_result(clients, counters, party, trid)
+    got = celery_result(clients, counters, party, task_request_id)
     if got is None:
         return None
     state, value = got
@@ -55,5 +55,5 @@ def record_result(
     else:
         return None
     with transaction(db) as s:
-        job_id = record_task_result(s, trid, result)
+        job_id = record_task_result(s, task_request_id, result)
     return job_id

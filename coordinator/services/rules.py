@@ -82,7 +82,9 @@ class Pass:
     alive: dict[str, tuple[bool | None, str]] = field(default_factory=dict)  # party → verdict
     timed_out: list[str] = field(default_factory=list)  # job ids
     synthetic: list[StatusEvent] = field(default_factory=list)  # events to apply, in order
-    awaiting: list[tuple[str, str]] = field(default_factory=list)  # (party, trid) of open tasks
+    awaiting: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (party, task_request_id) of open tasks
 
 
 JobRule = Callable[[RuleContext, Pass, Job], bool]
@@ -99,7 +101,7 @@ def synthetic_event(
     return StatusEvent(
         event_id=f"coord-{uuid.uuid4().hex}",
         seq=COORDINATOR_SEQ_BASE + min(t.seq, NODE_SEQ_MAX),
-        task_request_id=t.celery_task_id,
+        task_request_id=t.task_request_id,
         task_id=t.task_id,
         subtask_id=t.subtask_id,
         execution_id=t.execution_id,
@@ -197,7 +199,7 @@ def awaiting_final_event(ctx: RuleContext, p: Pass, job: Job, t: SecretflowTask)
     (`lost_final_events`)."""
     if job.status == JobState.QUEUED:
         return False
-    p.awaiting.append((t.party, t.celery_task_id))
+    p.awaiting.append((t.party, t.task_request_id))
     return True
 
 
@@ -271,43 +273,47 @@ def lost_final_events(ctx: RuleContext, p: Pass) -> None:
     (A node writes its final event to the stream *before* Celery stores the result, so a final
     result with the event not yet applied usually means the listener is a moment behind.)
     """
-    waiting = {trid for _p, trid in p.awaiting}
-    for trid in list(ctx.final_seen):
-        if trid not in waiting:  # the node's own event arrived, or the job ended
-            del ctx.final_seen[trid]
+    waiting = {task_request_id for _p, task_request_id in p.awaiting}
+    for task_request_id in list(ctx.final_seen):
+        if task_request_id not in waiting:  # the node's own event arrived, or the job ended
+            del ctx.final_seen[task_request_id]
     backlog: dict[str, int | None] = {}
-    for party, trid in p.awaiting:
-        got = celery_result(ctx.clients, ctx.counters, party, trid)
+    for party, task_request_id in p.awaiting:
+        got = celery_result(ctx.clients, ctx.counters, party, task_request_id)
         if got is None:
             continue
         state = got[0]
         if state not in celery_states.READY_STATES:
             continue
-        first = ctx.final_seen.setdefault(trid, p.mono)
+        first = ctx.final_seen.setdefault(task_request_id, p.mono)
         if p.mono - first < ctx.result_fallback_grace_s:
             continue
         if party not in backlog:
             backlog[party] = ctx.clients.stream_backlog(party, ctx.stream_group)
         if backlog[party] != 0:  # unread entries (or cannot tell): the event may be there
             continue
-        ev = event_from_result(ctx, party, trid)
+        ev = event_from_result(ctx, party, task_request_id)
         if ev is not None:
             log.warning(
-                "%s: final status event lost; taken from the Celery result (%s)", trid, state
+                "%s: final status event lost; taken from the Celery result (%s)",
+                task_request_id,
+                state,
             )
             p.synthetic.append(ev)
 
 
-def event_from_result(ctx: RuleContext, party: str, trid: str) -> StatusEvent | None:
+def event_from_result(ctx: RuleContext, party: str, task_request_id: str) -> StatusEvent | None:
     """The final event a task's final Celery result stands for (None: not final, unreadable)."""
-    got = celery_result(ctx.clients, ctx.counters, party, trid)
+    got = celery_result(ctx.clients, ctx.counters, party, task_request_id)
     if got is None:
         return None
     state, value = got
     if state not in celery_states.READY_STATES:
         return None
     with ctx.db() as s:
-        t = s.scalars(select(SecretflowTask).where(SecretflowTask.celery_task_id == trid)).one()
+        t = s.scalars(
+            select(SecretflowTask).where(SecretflowTask.task_request_id == task_request_id)
+        ).one()
         if state == celery_states.SUCCESS and isinstance(value, dict):
             ev = synthetic_event(t, TaskStatus.SUCCESS, ErrorType.INTERNAL, "")
             ev.data = EventData(

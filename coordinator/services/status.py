@@ -52,7 +52,7 @@ class Applied:
     """What one batch changed; the caller acts on it after the commit."""
 
     applied: int = 0
-    # events for a task (or attempt) the coordinator never gave that party: (party, trid,
+    # events for a task (or attempt) the coordinator never gave that party: (party, task_request_id,
     # event id) — refused: not applied, not stored (coordinator.intake.Refusal.NOT_ITS_TASK)
     refused: list[tuple[str, str, str]] = field(default_factory=list)
     jobs_changed: set[str] = field(default_factory=set)  # overall state changed
@@ -60,7 +60,7 @@ class Applied:
     terminate: list[tuple[str, str]] = field(default_factory=list)  # (party, task_request_id)
     # finished tasks whose full Celery result is still worth fetching (the event did not carry
     # the performance metrics, e.g. a failure or a node without that extension)
-    finished_tasks: list[tuple[str, str]] = field(default_factory=list)  # (party, trid)
+    finished_tasks: list[tuple[str, str]] = field(default_factory=list)  # (party, task_request_id)
     released: list[str] = field(default_factory=list)  # execution ids whose ports may be freed
     requeued: list[str] = field(default_factory=list)  # job ids queued for another attempt
     # node events by (party, "applied" | "duplicate"): a duplicate was applied before, or changed
@@ -159,11 +159,11 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
     if not batch:
         return out
     fresh = list(batch.values())
-    trids = {e.task_request_id for e in fresh}
+    task_request_ids = {e.task_request_id for e in fresh}
     rows = {
-        r.celery_task_id: r
+        r.task_request_id: r
         for r in session.scalars(
-            select(SecretflowTask).where(SecretflowTask.celery_task_id.in_(list(trids)))
+            select(SecretflowTask).where(SecretflowTask.task_request_id.in_(list(task_request_ids)))
         )
     }
     now = utcnow()
@@ -187,7 +187,7 @@ def apply_events(session: Session, events: Iterable[StatusEvent]) -> Applied:
             if after.terminal:
                 ended.add(e.event_id)
             if after.terminal and not row.performance_metrics:
-                out.finished_tasks.append((row.party, row.celery_task_id))
+                out.finished_tasks.append((row.party, row.task_request_id))
         elif e.worker_container == COORDINATOR_SOURCE:
             moot.add(e.event_id)
         else:
@@ -257,8 +257,8 @@ def _merge_job(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
         return
     out.jobs_changed.add(job.id)
     for party in merged.to_terminate:
-        trid = next(t.celery_task_id for t in tasks if t.party == party)
-        out.terminate.append((party, trid))
+        task_request_id = next(t.task_request_id for t in tasks if t.party == party)
+        out.terminate.append((party, task_request_id))
     if merged.state == JobState.FAILED:
         errors = [
             ErrorInfo.model_validate(t.error) if t.error else None
@@ -286,7 +286,7 @@ def record_task_result(session: Session, task_request_id: str, result: dict) -> 
     """Store a finished task's full Celery result (performance metrics, output) on its row and
     refresh the job's result summary. Returns the job id (None when the task is unknown)."""
     row = session.scalars(
-        select(SecretflowTask).where(SecretflowTask.celery_task_id == task_request_id)
+        select(SecretflowTask).where(SecretflowTask.task_request_id == task_request_id)
     ).one_or_none()
     if row is None:
         return None

@@ -94,8 +94,11 @@ def send(
     for p, params in per_party.items():
         target = fed.nodes[(to or {}).get(p, p)]
         app = target.celery_client()
-        trid = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
+        request_id = task_request_id(params["execution_id"], params["sf_init_config"]["self_party"])
         results[p] = app.send_task(
-            TASK_EXECUTE, args=[trid, params], task_id=trid, queue=SECRETFLOW_QUEUE
+            TASK_EXECUTE,
+            args=[request_id, params],
+            task_id=request_id,
+            queue=SECRETFLOW_QUEUE,
         )
     return results

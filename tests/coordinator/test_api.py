@@ -525,8 +525,8 @@ def test_a_queued_job_waits_for_an_unready_party_and_says_why(api):
 
 # --- the Celery-result fallback fills in only what the stream really lost ---------------------------
 def _store_celery_result(api, job: dict, party: str, value: dict) -> None:
-    trid = f"{job['execution_id']}.{party}"
-    api.coord.clients.app(party).backend.store_result(trid, value, "SUCCESS")
+    task_request_id = f"{job['execution_id']}.{party}"
+    api.coord.clients.app(party).backend.store_result(task_request_id, value, "SUCCESS")
 
 
 def _success_value(job, party):

@@ -112,13 +112,13 @@ def _insert_job(conn, *, now: dt.datetime, **values: Any) -> None:
     )  # fmt: skip
 
 
-def _task(party: str, celery_id: str) -> SecretflowTask:
+def _task(party: str, task_request_id: str) -> SecretflowTask:
     return SecretflowTask(
         task_id="job-1",
         subtask_id="psi",
         execution_id="exe-1",
         party=party,
-        celery_task_id=celery_id,
+        task_request_id=task_request_id,
         task_type="psi",
         status="PENDING",
         params={"self_party": party},

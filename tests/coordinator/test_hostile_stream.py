@@ -29,11 +29,11 @@ from .test_api import _emit_all, _heartbeat, _notifier, psi_body, wait_for
 
 def _hostile(job: dict, party: str) -> list[bytes]:
     """What bob writes about its own task of `job`, each with one field out of bounds."""
-    trid = f"{job['execution_id']}.{party}"
+    task_request_id = f"{job['execution_id']}.{party}"
     base = {
         "event_id": "e0",
         "seq": 2,
-        "task_request_id": trid,
+        "task_request_id": task_request_id,
         "task_id": job["id"],
         "subtask_id": "psi",
         "execution_id": job["execution_id"],
@@ -158,12 +158,13 @@ def test_a_partys_oversized_entries_results_and_heartbeat_are_refused_unloaded(e
         )
         assert refused == {"Oversize": 32}
 
-        trid = f"{job['execution_id']}.bob"
+        task_request_id = f"{job['execution_id']}.bob"
         bob_redis.set(
-            f"celery-task-meta-{trid}", b'{"status": "SUCCESS", "result": "' + b"r" * 2**21 + b'"}'
+            f"celery-task-meta-{task_request_id}",
+            b'{"status": "SUCCESS", "result": "' + b"r" * 2**21 + b'"}',
         )
         coord = app.state.coordinator
-        assert celery_result(coord.clients, coord.intake, "bob", trid) is None
+        assert celery_result(coord.clients, coord.intake, "bob", task_request_id) is None
         assert coord.intake.count("bob", Refusal.RESULT_OVERSIZE) == 1
 
         _answer_web_tasks(bob_redis, b"d" * 5 * 1024 * 1024, stop)
@@ -234,12 +235,12 @@ def _honest_node(env, app, party: str, stop: threading.Event, done: list) -> thr
             got = client.blpop(SECRETFLOW_QUEUE, timeout=0.2)
             if not got:
                 continue
-            trid = json.loads(got[1])["headers"]["id"]
+            task_request_id = json.loads(got[1])["headers"]["id"]
             with app.state.coordinator.db() as s:
-                row = s.query(SecretflowTask).filter_by(celery_task_id=trid).one()
+                row = s.query(SecretflowTask).filter_by(task_request_id=task_request_id).one()
                 task_id, execution_id = row.task_id, row.execution_id
             n = StatusNotifier(
-                client, task_request_id=trid, task_id=task_id, subtask_id="psi",
+                client, task_request_id=task_request_id, task_id=task_id, subtask_id="psi",
                 execution_id=execution_id, party=party, task_name="tasks.secretflow.execute_task",
             )  # fmt: skip
             n.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
@@ -249,7 +250,7 @@ def _honest_node(env, app, party: str, stop: threading.Event, done: list) -> thr
                 result={"intersection_count": 42 if party == "alice" else None},
                 performance_metrics={"total_s": 0.1},
             )  # fmt: skip
-            done.append(trid)
+            done.append(task_request_id)
 
     t = threading.Thread(target=run, name=f"honest-{party}", daemon=True)
     t.start()

@@ -39,7 +39,7 @@ def sessions(db_url):
                     subtask_id="psi",
                     execution_id="exe-1",
                     party=p,
-                    celery_task_id=f"exe-1.{p}",
+                    task_request_id=f"exe-1.{p}",
                     task_type="psi",
                     status="RUNNING",
                     seq=2,
@@ -131,6 +131,6 @@ def test_a_stored_celery_result_names_its_job_so_the_live_view_is_told(sessions)
         assert record_task_result(s, "exe-9.nobody", {"performance_metrics": metrics}) is None
     with sessions() as s:
         row = s.scalars(
-            select(SecretflowTask).where(SecretflowTask.celery_task_id == "exe-1.alice")
+            select(SecretflowTask).where(SecretflowTask.task_request_id == "exe-1.alice")
         ).one()
         assert row.performance_metrics == metrics

@@ -110,12 +110,12 @@ def test_psi_through_the_api(coordinator, federation, data):
             for t in tasks:
                 logged = s.scalars(
                     select(TaskStatusLog.event_id).where(
-                        TaskStatusLog.task_request_id == t.celery_task_id
+                        TaskStatusLog.task_request_id == t.task_request_id
                     )
                 ).all()
                 sent = [
                     e.event_id
-                    for e in read_events(federation.nodes[t.party].redis(), t.celery_task_id)
+                    for e in read_events(federation.nodes[t.party].redis(), t.task_request_id)
                 ]
                 assert sorted(logged) == sorted(sent)
     finally:
@@ -314,11 +314,11 @@ def test_coordinator_restart_mid_job_loses_nothing(coordinator, federation):
         wait_for(lambda: session_busy(federation, "bob"), 30, "bob's session to take the job")
         coordinator.kill(signal.SIGKILL)
     # bob's driver goes on (SIGCONT): the nodes finish without the coordinator
-    trids = {p: f"{job['execution_id']}.{p}" for p in ("alice", "bob")}
+    task_request_ids = {p: f"{job['execution_id']}.{p}" for p in ("alice", "bob")}
     end = time.monotonic() + 180
     while not all(
         (ev := read_events(federation.nodes[p].redis(), t)) and ev[-1].status == "SUCCESS"
-        for p, t in trids.items()
+        for p, t in task_request_ids.items()
     ):
         assert time.monotonic() < end, "the nodes did not finish"
         time.sleep(0.5)
@@ -327,7 +327,7 @@ def test_coordinator_restart_mid_job_loses_nothing(coordinator, federation):
     with coordinator.client() as http:
         d = final(http, job["id"], timeout=60)
         assert d["status"] == "SUCCEEDED", d["error"]
-        for p, t in trids.items():
+        for p, t in task_request_ids.items():
             sent = {e.event_id for e in read_events(federation.nodes[p].redis(), t)}
             logged = {e["seq"] for e in d["timeline"] if e["party"] == p}
             assert len(logged) == len(sent), (p, logged)

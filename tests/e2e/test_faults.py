@@ -55,8 +55,8 @@ def _heartbeat(node) -> WorkerHeartbeat | None:
     return WorkerHeartbeat.from_json(raw) if raw else None
 
 
-def _party_task(federation, party: str, trid: str) -> PartyTask:
-    events = read_events(federation.nodes[party].redis(), trid)
+def _party_task(federation, party: str, task_request_id: str) -> PartyTask:
+    events = read_events(federation.nodes[party].redis(), task_request_id)
     if not events:
         return PartyTask(party)
     last = events[-1]
@@ -87,11 +87,13 @@ def test_a_peers_ray_head_down_is_named_by_that_peer_at_once(coordinator, federa
         assert err["message"].startswith(f"party bob: its Ray head at {bob.ray_address}")
         assert took < 20, f"bob took {took:.0f} s to report its dead Ray head"
         results["alice"].revoke(terminate=True, signal="SIGTERM")  # as the coordinator does
-        trids = {p: f"{per_party[p]['execution_id']}.{p}" for p in per_party}
+        task_request_ids = {p: f"{per_party[p]['execution_id']}.{p}" for p in per_party}
         wait_for(
-            lambda: _party_task(federation, "alice", trids["alice"]).terminal, 60, "alice's end"
+            lambda: _party_task(federation, "alice", task_request_ids["alice"]).terminal,
+            60,
+            "alice's end",
         )
-        tasks = [_party_task(federation, p, t) for p, t in trids.items()]
+        tasks = [_party_task(federation, p, t) for p, t in task_request_ids.items()]
         message, party = blame(tasks)
         assert party == "bob" and "RayHeadUnreachable" in message, message
         assert "TLS" not in message

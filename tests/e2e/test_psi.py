@@ -64,8 +64,8 @@ def _outcomes(results: dict, timeout: float = TIMEOUT) -> dict[str, tuple[str, d
     return out
 
 
-def _events(federation, party, trid) -> list[StatusEvent]:
-    return read_events(federation.nodes[party].redis(), trid)
+def _events(federation, party, task_request_id) -> list[StatusEvent]:
+    return read_events(federation.nodes[party].redis(), task_request_id)
 
 
 def _logs(federation, per_party: dict, lines: int = 25) -> str:
@@ -143,20 +143,20 @@ def test_psi_receiver_gets_exact_intersection(federation, datasets, protocol):
     assert set(Path("/tmp").glob("psi_*.trace")) <= traces
 
     for party in PARTIES:
-        trid = f"{per_party[party]['execution_id']}.{party}"
-        events = _events(federation, party, trid)
+        task_request_id = f"{per_party[party]['execution_id']}.{party}"
+        events = _events(federation, party, task_request_id)
         _assert_success_stream(events)
         if party == "bob":
             assert events[-1].data.result["intersection_count"] is None
         # after the result, the job process shut its links down cleanly (no Ray worker failed
         # to import what the teardown ran: node/sfjob/rayworker.py's workers have no jax)
-        teardown = _teardown(federation, party, trid)
+        teardown = _teardown(federation, party, task_request_id)
         assert "teardown_s" in teardown and "error" not in teardown, teardown
 
 
-def _teardown(federation, party: str, trid: str, wait_s: float = 90.0) -> dict:
+def _teardown(federation, party: str, task_request_id: str, wait_s: float = 90.0) -> dict:
     """The job process's teardown.json (written by the node once the process has ended)."""
-    path = federation.nodes[party].state_dir / "jobs" / trid / "teardown.json"
+    path = federation.nodes[party].state_dir / "jobs" / task_request_id / "teardown.json"
     end = time.monotonic() + wait_s
     while not path.exists():
         assert time.monotonic() < end, f"{party}: no teardown.json after {wait_s:.0f} s"
@@ -180,10 +180,10 @@ def _assert_refused_before_work(federation, party, params, result, *needles):
     assert f"party {party}" in message
     for needle in needles:
         assert needle in message, message
-    trid = f"{params['execution_id']}.{party}"
-    statuses = [e.status for e in _events(federation, party, trid)]
+    task_request_id = f"{params['execution_id']}.{party}"
+    statuses = [e.status for e in _events(federation, party, task_request_id)]
     assert statuses == [TaskStatus.RECEIVED, TaskStatus.FAILURE], statuses
-    assert not (federation.nodes[party].state_dir / "jobs" / trid).exists(), (
+    assert not (federation.nodes[party].state_dir / "jobs" / task_request_id).exists(), (
         "a job process was started"
     )
 
@@ -520,11 +520,11 @@ def _capture(federation, per_party: dict) -> dict[str, bytes]:
     raw = {}
     for p, params in per_party.items():
         node = federation.nodes[p]
-        trid = task_request_id(params["execution_id"], p)
+        request_id = task_request_id(params["execution_id"], p)
         node.celery_client().send_task(
             TASK_EXECUTE,
-            args=[trid, params],
-            task_id=trid,
+            args=[request_id, params],
+            task_id=request_id,
             queue=CAPTURE_QUEUE,
             routing_key=CAPTURE_QUEUE,
         )
@@ -547,13 +547,13 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     raw = _capture(federation, per_party)
     for p, msg in raw.items():
         federation.nodes[p].redis().lpush(SECRETFLOW_QUEUE, msg)
-    trids = {p: task_request_id(per_party[p]["execution_id"], p) for p in PARTIES}
+    task_request_ids = {p: task_request_id(per_party[p]["execution_id"], p) for p in PARTIES}
     alice = federation.nodes["alice"]
     app = alice.celery_client()
-    first = AsyncResult(trids["alice"], app=app)
+    first = AsyncResult(task_request_ids["alice"], app=app)
     assert first.get(timeout=TIMEOUT, propagate=False)["status"] == "success"
     assert set(read_keys(alice.data_root / out_name, "uid")) == datasets
-    events_before = _events(federation, "alice", trids["alice"])
+    events_before = _events(federation, "alice", task_request_ids["alice"])
     before = refused_counts(alice.redis()).get("Replay", 0)
 
     alice.redis().lpush(SECRETFLOW_QUEUE, raw["alice"])  # the replay
@@ -561,8 +561,8 @@ def test_a_replayed_task_message_does_not_run_again(federation, datasets):
     while refused_counts(alice.redis()).get("Replay", 0) == before:
         assert time.monotonic() < end, "the replayed message was not seen by the worker"
         time.sleep(0.2)
-    assert _events(federation, "alice", trids["alice"]) == events_before  # no second run
-    assert AsyncResult(trids["alice"], app=app).state == "SUCCESS"
+    assert _events(federation, "alice", task_request_ids["alice"]) == events_before  # no second run
+    assert AsyncResult(task_request_ids["alice"], app=app).state == "SUCCESS"
     health = subprocess.run(
         [sys.executable, "-m", "node", "health", "--json"],
         env={**os.environ, **alice.env()},

@@ -168,7 +168,7 @@ def test_bad_table_is_refused_before_any_secretflow_work(
     assert d["error"].startswith(f"party bob failed: {etype}: {message}"), d["error"]
     bob = next(t for t in d["tasks"] if t["party"] == "bob")
     assert bob["error"]["type"] == etype
-    assert not (federation.nodes["bob"].state_dir / "jobs" / bob["celery_task_id"]).exists()
+    assert not (federation.nodes["bob"].state_dir / "jobs" / bob["task_request_id"]).exists()
     assert took < 60, f"the refusal took {took:.0f} s"
 
 

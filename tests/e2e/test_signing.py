@@ -31,12 +31,14 @@ def test_unsigned_task_pushed_into_redis_is_rejected(federation):
     node = federation.nodes["alice"]
     unsigned = node.celery_client(signed=False)
     hello = unsigned.send_task(TASK_HELLO, queue=WEB_QUEUE)
-    trid = "exe-unsigned00000001.alice"
-    unsigned.send_task(TASK_EXECUTE, args=[trid, {}], task_id=trid, queue="secretflow_queue")
+    task_request_id = "exe-unsigned00000001.alice"
+    unsigned.send_task(
+        TASK_EXECUTE, args=[task_request_id, {}], task_id=task_request_id, queue="secretflow_queue"
+    )
     signed = node.celery_client()
     assert _stays_pending(signed, hello.id), "an unsigned hello ran"
-    assert _stays_pending(signed, trid, 3), "an unsigned execute_task ran"
-    assert read_events(node.redis(), trid) == []  # not even RECEIVED
+    assert _stays_pending(signed, task_request_id, 3), "an unsigned execute_task ran"
+    assert read_events(node.redis(), task_request_id) == []  # not even RECEIVED
     logs = (node.base / "worker.log").read_text(errors="replace")
     assert "ContentDisallowed" in logs or "Refusing to deserialize" in logs, logs[-2000:]
 

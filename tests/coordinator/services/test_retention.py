@@ -26,17 +26,17 @@ def _job(s, job_id: str, status: str, ended_days_ago: float | None, created_days
         finished_at=None if ended_days_ago is None else NOW - dt.timedelta(days=ended_days_ago),
     )
     for party in ("alice", "bob"):
-        trid = f"exe-{job_id}.{party}"
+        task_request_id = f"exe-{job_id}.{party}"
         job.tasks.append(
             SecretflowTask(
                 task_id=job_id, subtask_id="psi", execution_id=f"exe-{job_id}", party=party,
-                celery_task_id=trid, task_type="psi", status="SUCCESS", params={},
+                task_request_id=task_request_id, task_type="psi", status="SUCCESS", params={},
             )
         )  # fmt: skip
         for seq in (1, 2, 3):
             s.add(
                 TaskStatusLog(
-                    event_id=f"{trid}-{seq}", task_request_id=trid, job_id=job_id,
+                    event_id=f"{task_request_id}-{seq}", task_request_id=task_request_id, job_id=job_id,
                     execution_id=f"exe-{job_id}", party=party, seq=seq, status="RUNNING",
                     data={}, timestamp=NOW,
                 )

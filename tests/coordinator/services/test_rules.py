@@ -34,7 +34,7 @@ class FakeClients:
 
     def __init__(self) -> None:
         self.heartbeats: dict[str, object] = {}  # party → heartbeat, None, or an exception
-        self.results: dict[str, tuple[str, object]] = {}  # trid → Celery (state, value)
+        self.results: dict[str, tuple[str, object]] = {}  # task_request_id → Celery (state, value)
         self.backlog: dict[str, int | None] = {}
         self.asked: list[str] = []
 
@@ -45,8 +45,8 @@ class FakeClients:
             raise hb
         return hb
 
-    def task_result(self, party: str, trid: str) -> tuple[str, object]:
-        return self.results.get(trid, ("PENDING", None))
+    def task_result(self, party: str, task_request_id: str) -> tuple[str, object]:
+        return self.results.get(task_request_id, ("PENDING", None))
 
     def stream_backlog(self, party: str, group: str) -> int | None:
         return self.backlog.get(party, 0)
@@ -85,7 +85,7 @@ def _task(job: Job, party: str, status=PartyStatus.RUNNING, *, seq=2, created_ag
         subtask_id="psi",
         execution_id=job.execution_id,
         party=party,
-        celery_task_id=f"{job.execution_id}.{party}",
+        task_request_id=f"{job.execution_id}.{party}",
         task_type="psi",
         status=status,
         seq=seq,

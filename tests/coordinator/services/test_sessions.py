@@ -192,19 +192,21 @@ class FakeClients:
     def readiness(self, party: str) -> None:
         return None
 
-    def send_execute(self, party: str, trid: str, params: dict, *, expires_s=None) -> None:
+    def send_execute(
+        self, party: str, task_request_id: str, params: dict, *, expires_s=None
+    ) -> None:
         if party in self.refuse_send:
             raise PartyUnreachable(party, "connection reset")
-        self.sent.append((party, trid, params))
+        self.sent.append((party, task_request_id, params))
 
-    def revoke(self, party: str, trid: str, *, terminate: bool = True) -> bool:
-        self.revoked.append((party, trid))
+    def revoke(self, party: str, task_request_id: str, *, terminate: bool = True) -> bool:
+        self.revoked.append((party, task_request_id))
         return True
 
-    def result_bytes(self, party: str, trid: str) -> int:
+    def result_bytes(self, party: str, task_request_id: str) -> int:
         return 0
 
-    def celery_result(self, party: str, trid: str) -> tuple[str, object]:
+    def celery_result(self, party: str, task_request_id: str) -> tuple[str, object]:
         return ("PENDING", None)
 
 
