@@ -131,12 +131,12 @@ class Dispatcher:
         if queued is None or not self._all_ready(job_id, queued):
             return False
         execution_id = new_execution_id()
-        placed = self._place(job_id, execution_id, queued.parties)
+        kind = self.kinds[queued.kind]
+        placed = self._place(job_id, execution_id, queued.parties, spu=kind.needs_spu)
         if placed is None:
             return False
         session, ports = placed
         try:
-            kind = self.kinds[queued.kind]
             template = job_template(
                 kind=kind,
                 job_id=job_id,
@@ -208,12 +208,13 @@ class Dispatcher:
         return True
 
     def _place(
-        self, job_id: str, execution_id: str, parties: list[str]
+        self, job_id: str, execution_id: str, parties: list[str], *, spu: bool
     ) -> tuple[WarmSession | None, dict[str, JobPorts]] | None:
-        """A warm session's ports when there is one for this job, else ports of its own; None
-        when a party's ranges are used up (the job waits)."""
+        """A warm session's ports when there is one for this job (a session of its parties,
+        with an SPU device or without, as its kind needs), else ports of its own; None when a
+        party's ranges are used up (the job waits)."""
         try:
-            session = self.warm.take(execution_id, parties) if self.warm else None
+            session = self.warm.take(execution_id, parties, spu=spu) if self.warm else None
             ports = session.ports if session else self.ports.acquire(execution_id, parties)
         except PortsExhausted as exc:
             if self.warm:  # idle sessions holding that party's ports give them up (after cooldown)

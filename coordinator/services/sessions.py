@@ -1,8 +1,10 @@
 """Warm federation sessions (docs/architecture.md, "Warm sessions"): which session, if any, the
 next job of a party set runs in.
 
-Per party set (the frozenset of its party names) at most one live `WarmSession`: a session id
-and the fed and SPU ports of every party, the same for each of its jobs. `SessionRegistry.take`
+Per shape — a party set (the frozenset of its party names) and whether its jobs use an SPU
+device — at most one live `WarmSession`: a session id and the fed and SPU ports of every party,
+the same for each of its jobs. (A kind of job without SPU has sessions of its own: the nodes
+build a session's devices once, with its first job.) `SessionRegistry.take`
 hands it to one job at a time; a job that finds it busy runs cold (a job process and ports of
 its own, `session=None`). A session whose job did not succeed (failed, cancelled, timed out,
 queued again, fan-out refused — anything) is retired and never used again: the party set's next
@@ -26,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from coordinator.topology import JobPorts, PortPool
 from node.contract import SESSION_IDLE_MARGIN_S
@@ -44,6 +46,7 @@ class WarmSession:
 
     id: str
     parties: frozenset[str]
+    spu: bool  # whether its jobs use an SPU device (the nodes' devices differ)
     ports: dict[str, JobPorts]  # the same for every job of the session
     idle_timeout_s: float  # sent to the nodes: they close it after this long without a job
     busy_execution: str | None = None  # the attempt running in it now
@@ -59,6 +62,10 @@ class WarmSession:
         """How its latest job was sent (metrics): the session's first job, or a later one."""
         return "warm_new" if self.jobs <= 1 else "warm_reused"
 
+    @property
+    def shape(self) -> SessionShape:
+        return SessionShape(self.parties, self.spu)
+
     def expired(self, now: float) -> bool:
         """Idle so long that the nodes may close it before a job sent now reaches them."""
         return (
@@ -67,8 +74,15 @@ class WarmSession:
         )
 
 
+class SessionShape(NamedTuple):
+    """What the jobs of one session share: its parties and whether they use an SPU device."""
+
+    parties: frozenset[str]
+    spu: bool
+
+
 class SessionRegistry:
-    """The live sessions, at most one per party set, and the pool their ports are held in
+    """The live sessions, at most one per shape, and the pool their ports are held in
     (under the session id, not the execution id)."""
 
     def __init__(
@@ -81,14 +95,17 @@ class SessionRegistry:
         self.ports = ports
         self.idle_timeout_s = idle_timeout_s
         self._clock = clock
-        self._live: dict[frozenset[str], WarmSession] = {}
+        self._live: dict[SessionShape, WarmSession] = {}
         self._lock = threading.Lock()
 
-    def take(self, execution_id: str, parties: Iterable[str]) -> WarmSession | None:
-        """The session the attempt `execution_id` runs in, marked busy with it: the party set's
-        idle live session, else a new one (raises PortsExhausted when its ports cannot be had);
-        None when the live session is busy (the attempt runs cold). Returns a copy."""
-        key = frozenset(parties)
+    def take(
+        self, execution_id: str, parties: Iterable[str], *, spu: bool = True
+    ) -> WarmSession | None:
+        """The session the attempt `execution_id` runs in, marked busy with it: the idle live
+        session of its shape (`parties`, `spu`), else a new one (raises PortsExhausted when its
+        ports cannot be had); None when the live session is busy (the attempt runs cold).
+        Returns a copy."""
+        key = SessionShape(frozenset(parties), spu)
         with self._lock:
             now = self._clock()
             for s in [s for s in self._live.values() if s.expired(now)]:
@@ -98,8 +115,10 @@ class SessionRegistry:
                 return None
             if session is None:
                 sid = new_session_id()
-                ports = self.ports.acquire(sid, sorted(key))
-                session = WarmSession(sid, key, ports, self.idle_timeout_s, last_done=now)
+                ports = self.ports.acquire(sid, sorted(key.parties))
+                session = WarmSession(
+                    sid, key.parties, spu, ports, self.idle_timeout_s, last_done=now
+                )
                 self._live[key] = session
             session.busy_execution = execution_id
             session.jobs += 1
@@ -136,7 +155,7 @@ class SessionRegistry:
             return len(idle)
 
     def snapshot(self) -> list[WarmSession]:
-        """Copies of the live sessions (API, metrics), by party set."""
+        """Copies of the live sessions (API, metrics), by party set (then SPU or not)."""
         with self._lock:
             return [self._copy(s) for _k, s in sorted(self._live.items(), key=_by_parties)]
 
@@ -145,8 +164,8 @@ class SessionRegistry:
         return next((s for s in self._live.values() if s.busy_execution == execution_id), None)
 
     def _retire(self, session: WarmSession) -> None:
-        if self._live.get(session.parties) is session:
-            del self._live[session.parties]
+        if self._live.get(session.shape) is session:
+            del self._live[session.shape]
         self.ports.release(session.id)  # idempotent; through the pool's cooldown
 
     @staticmethod
@@ -154,5 +173,5 @@ class SessionRegistry:
         return dataclasses.replace(session, ports=dict(session.ports))
 
 
-def _by_parties(item: tuple[frozenset[str], WarmSession]) -> list[str]:
-    return sorted(item[0])
+def _by_parties(item: tuple[SessionShape, WarmSession]) -> tuple[list[str], bool]:
+    return sorted(item[0].parties), item[0].spu

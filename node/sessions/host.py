@@ -186,7 +186,7 @@ class Host:
         """(session, is_new, error message) for a job; the session comes back marked busy."""
         assert params.session is not None
         ref, key = params.session, identity(params)
-        parties = frozenset(params.sf_init_config.parties)
+        parties, spu = frozenset(params.sf_init_config.parties), params.spu_config is not None
         ray_session = head.head_session(self.settings)
         crl = self.settings.crl_stamp()
         self._end_outdated(ref.id, ray_session, crl)
@@ -200,9 +200,9 @@ class Host:
                     f"its warm session {ref.id} has ended here ({self._ended[ref.id]}); "
                     "the next attempt starts a new one",
                 )  # fmt: skip
-            retire = self._make_room(ref.id, parties)
+            retire = self._make_room(ref.id, parties, spu)
             sess = HostedSession(
-                ref.id, parties, key, ref.idle_timeout_s, ray_session=ray_session,
+                ref.id, parties, key, ref.idle_timeout_s, spu=spu, ray_session=ray_session,
                 busy=params.execution_id, crl=crl,
             )  # fmt: skip
             self._sessions[ref.id] = sess
@@ -243,21 +243,22 @@ class Host:
         return sess, False, None
 
     def _make_room(
-        self, session_id: str, parties: frozenset[str]
+        self, session_id: str, parties: frozenset[str], spu: bool
     ) -> list[tuple[HostedSession, str]]:
         """Under the lock, for a new session: the sessions to end (an idle one of the same
-        parties, the least recently used beyond NODE_MAX_SESSIONS); a busy one of the same
-        parties ends once its job does (never killed mid-job)."""
+        shape — parties and SPU or not —, the least recently used beyond NODE_MAX_SESSIONS); a
+        busy one of the same shape ends once its job does (never killed mid-job)."""
         retire: list[tuple[HostedSession, str]] = []
         for other in self._sessions.values():
-            if other.parties == parties:
+            if other.parties == parties and other.spu == spu:
                 why = f"session {session_id} of the same parties replaced it"
                 if other.busy is None:
                     retire.append((other, why))
                 else:
                     other.retire_after_job = why
+        replaced = {o.id for o, _ in retire}
         idle = sorted(
-            (s for s in self._sessions.values() if s.busy is None and s.parties != parties),
+            (s for s in self._sessions.values() if s.busy is None and s.id not in replaced),
             key=lambda s: s.last_used,
         )
         excess = len(self._sessions) - len(retire) + 1 - self.settings.max_sessions

@@ -43,11 +43,14 @@ class HostedSession:
     parties: frozenset[str]
     key: str
     idle_timeout_s: float
+    # whether its federation has an SPU device: a session's shape is its parties and this (a
+    # job without SPU, such as a test-only kind, has sessions of its own beside the PSI ones)
+    spu: bool = True
     proc: JobProcess | None = None
     ray_session: str | None = None  # the Ray head's session the driver connected to
     crl: tuple[int, int] | None = None  # NODE_CRL_FILE when the session began (its fed link's)
     busy: str | None = None  # execution id of the job in flight
-    # set when a newer session of the same parties began while this one was busy: it ends once
+    # set when a newer session of the same shape began while this one was busy: it ends once
     # its job does (a busy session is never killed to make room)
     retire_after_job: str | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -57,6 +60,7 @@ class HostedSession:
         return {
             "id": self.id,
             "parties": sorted(self.parties),
+            "spu": self.spu,
             "pid": self.proc.pid if self.proc else None,
             "busy": self.busy,
             "jobs": self.jobs,

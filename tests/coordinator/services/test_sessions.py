@@ -150,6 +150,23 @@ def test_different_party_sets_never_share_a_session(reg):
     ]
 
 
+def test_a_kind_without_spu_gets_a_session_of_its_own_beside_the_psi_one(reg, pool):
+    """The nodes build a session's devices once: a job without an SPU device never runs in a
+    PSI session of the same parties (nor the other way round), and each is reused by its own."""
+    psi = reg.take("exe-1", AB)
+    plain = reg.take("exe-2", AB, spu=False)  # not "busy": a session of another shape
+    assert psi is not None and plain is not None and psi.id != plain.id
+    assert psi.spu and not plain.spu and psi.ports["alice"] != plain.ports["alice"]
+    reg.finished("exe-1", True)
+    reg.finished("exe-2", True)
+    assert reg.take("exe-3", AB, spu=False).id == plain.id
+    assert reg.take("exe-4", AB).id == psi.id
+    assert [(sorted(s.parties), s.spu) for s in reg.snapshot()] == [
+        (["alice", "bob"], False),
+        (["alice", "bob"], True),
+    ]
+
+
 def test_finished_is_idempotent(reg, pool):
     s = reg.take("exe-1", AB)
     reg.finished("exe-1", True)

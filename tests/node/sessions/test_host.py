@@ -36,8 +36,17 @@ def params(
     execution: str = "exe-1",
     peer: str = "bob",
     fed_port: int = 21000,
+    spu: bool = True,
 ) -> TaskParams:
     parties = ["alice", peer]
+    spu_config = {
+        "cluster_def": {
+            "nodes": [
+                {"party": "alice", "address": "127.0.0.1:21100"},
+                {"party": peer, "address": "127.0.0.1:22100"},
+            ]
+        }
+    }
     return TaskParams.model_validate(
         {
             "task_id": "job-1",
@@ -52,15 +61,8 @@ def params(
                     peer: {"address": "127.0.0.1:22000"},
                 },
             },
-            "spu_config": {
-                "cluster_def": {
-                    "nodes": [
-                        {"party": "alice", "address": "127.0.0.1:21100"},
-                        {"party": peer, "address": "127.0.0.1:22100"},
-                    ]
-                }
-            },
-            "task_config": {"task_type": "psi"},
+            "spu_config": spu_config if spu else None,
+            "task_config": {"task_type": "psi" if spu else "hello"},
             "session": {"id": session, "idle_timeout_s": 600} if session else None,
         }
     )
@@ -119,6 +121,24 @@ def test_a_new_session_of_the_same_parties_replaces_the_old_one(tmp_path):
     assert new and err is None
     assert set(host._sessions) == {"ses-2"}
     assert "replaced" in host._ended["ses-1"]
+
+
+def test_a_session_without_spu_lives_beside_the_spu_session_of_the_same_parties(tmp_path):
+    """A kind of job without an SPU device (its devices differ) has a session of its own: it
+    does not replace the PSI session of the same parties, and neither job may use the other's."""
+    host = Host(settings(tmp_path))
+    host._claim(params("ses-psi"))
+    done(host, "ses-psi")
+    plain, new, err = host._claim(params("ses-plain", execution="exe-2", fed_port=21001, spu=False))
+    assert new and err is None and plain is not None and not plain.spu
+    assert set(host._sessions) == {"ses-psi", "ses-plain"} and host._sessions["ses-psi"].spu
+    assert [s["spu"] for s in host.listing()] == [True, False]
+    done(host, "ses-plain")
+    _, _, err = host._claim(params("ses-psi", execution="exe-3", fed_port=21001, spu=False))
+    assert err is not None and err.error.type == ErrorType.INVALID_PARAMS
+    # a newer session of the same shape still replaces the old one
+    _, new, _ = host._claim(params("ses-plain-2", execution="exe-4", fed_port=21002, spu=False))
+    assert new and set(host._sessions) == {"ses-psi", "ses-plain-2"}
 
 
 def test_sessions_of_other_party_sets_are_kept_apart_and_capped(tmp_path):
