@@ -5,9 +5,32 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from node.contract import PARTY_RE
+
+# the UI draws a field marked with this as a pick-list of the registered parties
+PARTIES_WIDGET = {"x-widget": "parties"}
+
+
+def _party_list(v: list[str]) -> list[str]:
+    bad = [p for p in v if not PARTY_RE.fullmatch(p)]
+    if bad:
+        raise ValueError(f"invalid party name(s): {', '.join(map(repr, bad))}")
+    repeated = sorted({p for p in v if v.count(p) > 1})
+    if repeated:
+        raise ValueError(f"party named twice: {', '.join(map(repr, repeated))}")
+    return v
+
+
+# the parties of a job, as a request field: 2 to 8 distinct names (the UI: a party pick-list)
+Parties = Annotated[
+    list[str],
+    Field(min_length=2, max_length=8, json_schema_extra=PARTIES_WIDGET),
+    AfterValidator(_party_list),
+]
 
 
 class JobRequest(BaseModel):
@@ -15,7 +38,9 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    deadline: dt.datetime | None = None
+    deadline: dt.datetime | None = Field(
+        default=None, description="optional: past it, the job is ended at every party"
+    )
 
     @field_validator("deadline")
     @classmethod

@@ -259,6 +259,177 @@ async function initParties() {
   await load();
 }
 
+// --- new job: what every kind's form shares ---------------------------------------------------
+/** POST a job of `kind`; on success go to its page, else show why (422: "field: message"). */
+async function submitJob(kind, body, { errBox, submit, submitState }) {
+  submit.disabled = true;
+  submitState.textContent = "Sending the job to the coordinator…";
+  try {
+    const job = await api(`/api/v1/jobs/${encodeURIComponent(kind)}`, { method: "POST", json: body });
+    submitState.textContent = `Job ${job.id} created.`;
+    window.location.assign(`/jobs/${encodeURIComponent(job.id)}`);
+  } catch (exc) {
+    const msgs = exc.body ? errorMessages(exc.status, exc.body) : [exc.message];
+    const title =
+      exc.status === 422
+        ? "The coordinator rejected the request"
+        : exc.status === 503
+          ? "A party is unreachable; nothing was sent"
+          : "The job was not created";
+    showError(errBox, msgs, title);
+    submitState.textContent = "";
+    submit.disabled = false;
+  }
+}
+
+/** The kinds of job this coordinator launches (each with its request's JSON schema); a tab per
+ * kind above the form when there is more than one. */
+async function kindTabs(current) {
+  const kinds = await api("/api/v1/jobs/kinds");
+  const nav = $("#kind-tabs");
+  if (nav && kinds.length > 1) {
+    nav.replaceChildren(
+      ...kinds.map((k) =>
+        h("a", {
+          href: k.name === "psi" ? "/new" : `/new/${encodeURIComponent(k.name)}`,
+          class: k.name === current ? "active" : "",
+          title: k.summary || k.name,
+          dataset: { kind: k.name },
+          text: k.name === "psi" ? "PSI" : k.name,
+        }),
+      ),
+    );
+    show(nav, true);
+  }
+  return kinds;
+}
+
+// --- new job of any kind: a form drawn from the kind's request schema ---------------------------
+/** A schema node with its $ref followed and an optional (anyOf [X, null]) unwrapped to X. */
+function schemaNode(root, node) {
+  let n = node || {};
+  if (n.$ref) {
+    const { $ref, ...rest } = n;
+    n = { ...((root.$defs || {})[$ref.split("/").pop()] || {}), ...rest };
+  }
+  if (Array.isArray(n.anyOf)) {
+    const alts = n.anyOf.filter((a) => a.type !== "null");
+    if (alts.length === 1) {
+      const { anyOf, ...rest } = n;
+      n = { ...schemaNode(root, alts[0]), ...rest, optional: true };
+    }
+  }
+  return n;
+}
+
+/** One field of the form: {el, read()} — read() gives the value to send, or undefined to leave
+ * the field out (the coordinator's default then applies). */
+function schemaField(name, node, parties) {
+  const id = `field-${name}`;
+  const attrs = { id, name, dataset: { testid: id } };
+  const optional = (raw) => (raw === "" ? undefined : raw);
+  if (node["x-widget"] === "parties") {
+    const boxes = parties.map((p) =>
+      h("label", { class: "checkbox" }, h("input", { type: "checkbox", value: p.name, dataset: { party: p.name } }), p.reachable === false ? `${p.name} (unreachable)` : p.name),
+    );
+    const el = h("div", { ...attrs, class: "party-picks" }, boxes);
+    return { el, read: () => [...el.querySelectorAll("input:checked")].map((b) => b.value) };
+  }
+  if (Array.isArray(node.enum)) {
+    const el = h("select", attrs, node.enum.map((v) => h("option", { value: v, text: v, selected: v === node.default })));
+    return { el, read: () => el.value };
+  }
+  if (node.type === "boolean") {
+    const el = h("input", { ...attrs, type: "checkbox", checked: node.default === true });
+    return { el, read: () => el.checked };
+  }
+  if (node.type === "integer" || node.type === "number") {
+    const el = h("input", { ...attrs, type: "number", min: node.minimum, max: node.maximum, value: node.default, step: node.type === "integer" ? 1 : "any" });
+    return { el, read: () => (el.value === "" ? undefined : Number(el.value)) };
+  }
+  if (node.type === "string" && node.format === "date-time") {
+    const el = h("input", { ...attrs, type: "datetime-local" });
+    return { el, read: () => (el.value ? new Date(el.value).toISOString() : undefined) };
+  }
+  if (node.type === "string") {
+    const el = h("input", { ...attrs, type: "text", maxlength: node.maxLength, value: node.default });
+    return { el, read: () => optional(el.value.trim()) };
+  }
+  if (node.type === "array" && (node.items || {}).type === "string") {
+    const el = h("textarea", { ...attrs, rows: 3, placeholder: "one per line" });
+    return { el, read: () => el.value.split("\n").map((x) => x.trim()).filter(Boolean) };
+  }
+  // anything else (an object, a list of objects): JSON, checked by the coordinator
+  const el = h("textarea", { ...attrs, rows: 4, class: "mono" });
+  if (node.default !== undefined) el.value = JSON.stringify(node.default, null, 2);
+  return {
+    el,
+    read: () => {
+      if (!el.value.trim()) return undefined;
+      try {
+        return JSON.parse(el.value);
+      } catch {
+        throw new Error(`${name}: not valid JSON`);
+      }
+    },
+  };
+}
+
+async function initNewJob() {
+  const kind = document.body.dataset.kind;
+  const errBox = $("#form-error");
+  const submit = $("#submit-job");
+  const submitState = $("#submit-state");
+  let kinds, parties;
+  try {
+    [kinds, parties] = await Promise.all([kindTabs(kind), api("/api/v1/parties?health=false")]);
+  } catch (exc) {
+    showError(errBox, exc.message, "Could not load the form");
+    return;
+  }
+  const declared = kinds.find((k) => k.name === kind);
+  if (!declared) {
+    $("#kind-fields").replaceChildren();
+    showError(errBox, `there are: ${kinds.map((k) => k.name).join(", ")}`, `This coordinator has no job kind ${JSON.stringify(kind)}`);
+    return;
+  }
+  const schema = declared.schema;
+  $("#kind-summary").textContent = declared.summary || schema.description || "";
+  const required = new Set(schema.required || []);
+  const names = Object.keys(schema.properties || {});
+  // the kind's own fields first, in their declared order; what every job has (deadline) last
+  const ordered = [...names.filter((n) => n !== "deadline"), ...names.filter((n) => n === "deadline")];
+  const fields = ordered.map((name) => {
+    const node = schemaNode(schema, schema.properties[name]);
+    const field = schemaField(name, node, parties);
+    const label = h("label", { for: `field-${name}` }, node.title || name, required.has(name) ? "" : h("span", { class: "muted", text: " (optional)" }));
+    const hint = node.description ? h("div", { class: "hint", text: node.description }) : null;
+    return { name, field, block: h("div", { class: "kind-field" }, label, field.el, hint) };
+  });
+  $("#kind-fields").replaceChildren(...fields.map((f) => f.block));
+  submit.disabled = false;
+
+  $("#kind-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    show(errBox, false);
+    const body = {};
+    const errs = [];
+    for (const { name, field } of fields) {
+      try {
+        const v = field.read();
+        if (v !== undefined) body[name] = v;
+      } catch (exc) {
+        errs.push(exc.message);
+      }
+    }
+    if (errs.length) {
+      showError(errBox, errs, "Please fix the form");
+      return;
+    }
+    await submitJob(kind, body, { errBox, submit, submitState });
+  });
+}
+
 // --- new PSI form -----------------------------------------------------------------------------
 function defaultOutputName() {
   const d = new Date();
@@ -279,6 +450,7 @@ async function initNewPsi() {
 
   const out = defaultOutputName();
   for (const s of sides) $(`#output-${s}`).value = out;
+  kindTabs("psi").catch((exc) => console.warn("no job kinds:", exc.message));
 
   function chosen(side) {
     return $(`#party-${side}`).value;
@@ -416,24 +588,7 @@ async function initNewPsi() {
       showError(errBox, errs, "Please fix the form");
       return;
     }
-    submit.disabled = true;
-    submitState.textContent = "Sending the job to the coordinator…";
-    try {
-      const job = await api("/api/v1/jobs/psi", { method: "POST", json: body() });
-      submitState.textContent = `Job ${job.id} created.`;
-      window.location.assign(`/jobs/${encodeURIComponent(job.id)}`);
-    } catch (exc) {
-      const msgs = exc.body ? errorMessages(exc.status, exc.body) : [exc.message];
-      const title =
-        exc.status === 422
-          ? "The coordinator rejected the request"
-          : exc.status === 503
-            ? "A party is unreachable; nothing was sent"
-            : "The job was not created";
-      showError(errBox, msgs, title);
-      submitState.textContent = "";
-      submit.disabled = false;
-    }
+    await submitJob("psi", body(), { errBox, submit, submitState });
   });
 }
 
@@ -699,6 +854,9 @@ function initJob() {
       show(box, false);
       return;
     }
+    // the intersection size is PSI's headline; another kind's result shows its parties only
+    const psiLike = res.receiver !== null && res.receiver !== undefined;
+    show($("#result-headline"), psiLike);
     $("#intersection-count").textContent = res.intersection_count ?? "—";
     $("#result-receiver").textContent = res.receiver || job.receiver || "";
     const started = parseTime(job.dispatched_at);
@@ -899,7 +1057,7 @@ function initJob() {
 // --- boot -------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
-  const init = { parties: initParties, new: initNewPsi, jobs: initJobs, job: initJob }[page];
+  const init = { parties: initParties, new: initNewPsi, "new-kind": initNewJob, jobs: initJobs, job: initJob }[page];
   if (init) {
     Promise.resolve(init()).catch((exc) => console.error(exc));
   }

@@ -6,25 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from coordinator.jobkinds.spec import JobKind, JobRequest
-from node.contract import PARTY_RE
+from coordinator.jobkinds.spec import JobKind, JobRequest, Parties
 
 
 class HelloRequest(JobRequest):
     """Every party says hello to every other."""
 
-    parties: list[str] = Field(min_length=2, max_length=8, description="the parties")
-    greeting: str = Field(default="hello", min_length=1, max_length=64, pattern=r"^[\w ,.!-]+$")
-
-    @field_validator("parties")
-    @classmethod
-    def _parties(cls, v: list[str]) -> list[str]:
-        bad = [p for p in v if not PARTY_RE.fullmatch(p)]
-        if bad or len(set(v)) != len(v):
-            raise ValueError(f"invalid or repeated party name(s): {', '.join(map(repr, bad or v))}")
-        return v
+    parties: Parties = Field(description="the parties, each greets every other")
+    greeting: str = Field(
+        default="hello",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\w ,.!-]+$",
+        description="what every party says",
+    )
 
     def party_names(self) -> list[str]:
         return sorted(self.parties)

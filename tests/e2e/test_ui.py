@@ -34,7 +34,10 @@ def data(federation):
 
 @pytest.fixture(scope="module")
 def coordinator(federation, data):
-    with running_coordinator(federation, ARTIFACTS / "e2e-ui") as proc:
+    # the test-only hello kind (tests/e2e/hello_kind.py) beside PSI: its form is drawn from its
+    # schema (the nodes run its job type: the federation's NODE_JOB_MODULES)
+    env = {"COORD_JOB_KINDS": "tests.e2e.hello_kind"}
+    with running_coordinator(federation, ARTIFACTS / "e2e-ui", env=env) as proc:
         yield proc
 
 
@@ -258,6 +261,63 @@ def test_psi_from_the_form(page, coordinator, federation, data):
     page.select_option("#status-filter", "SUCCEEDED")
     playwright_api.expect(page.locator(f"#job-row-{job_id}")).to_have_count(1)
     page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
+
+
+def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coordinator):
+    """The hello kind has no UI code: its tab and form are drawn from its request schema (a
+    party pick-list, its greeting with the declared default, the optional deadline); the API's
+    422 is shown naming the field; a filled form launches a job that SUCCEEDS at every party."""
+    page.goto("/new")
+    tab = page.locator("#kind-tabs a[data-kind='hello']")
+    playwright_api.expect(tab).to_be_visible()
+    playwright_api.expect(page.locator("#kind-tabs a[data-kind='psi']")).to_have_class("active")
+    tab.click()
+    page.wait_for_url(re.compile(r"/new/hello$"))
+    playwright_api.expect(page.locator("#kind-summary")).to_contain_text("greets every other")
+    playwright_api.expect(page.locator("#field-greeting")).to_have_value("hello")
+    playwright_api.expect(page.locator("#field-deadline")).to_have_attribute(
+        "type", "datetime-local"
+    )
+    picks = page.locator("#field-parties input[type=checkbox]")
+    assert sorted(picks.evaluate_all("bs => bs.map(b => b.value)")) == ["alice", "bob", "carol"]
+    err = page.locator("#form-error")
+
+    page.check("#field-parties input[data-party='alice']")
+    with page.expect_response("**/api/v1/jobs/hello") as resp:
+        page.click("#submit-job")
+    assert resp.value.status == 422
+    playwright_api.expect(err).to_contain_text("parties:")
+    playwright_api.expect(err).to_contain_text("at least 2 items")
+    assert page.url.endswith("/new/hello")
+
+    page.check("#field-parties input[data-party='bob']")
+    page.fill("#field-greeting", "salut")
+    with page.expect_response("**/api/v1/jobs/hello") as resp:
+        page.click("#submit-job")
+    assert resp.value.status == 201, resp.value.text()
+    page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
+    page.wait_for_function(
+        "final => final.includes(document.querySelector('#job-status').dataset.status)",
+        arg=list(FINAL),
+        timeout=JOB_TIMEOUT_MS,
+    )
+    assert page.locator("#job-status").inner_text() == "SUCCEEDED", page.locator(
+        "#job-error"
+    ).inner_text()
+    # no intersection headline for a kind that is not a PSI; its parties are listed
+    playwright_api.expect(page.locator("#result-headline")).to_be_hidden()
+    playwright_api.expect(page.locator("#result-parties tr[data-party='bob']")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "hello-job.png"), full_page=True)
+    with coordinator.client() as http:
+        job = http.get(f"/api/v1/jobs/{page.url.rsplit('/', 1)[1]}").json()
+    assert job["kind"] == "hello" and job["request"]["greeting"] == "salut", job
+
+
+def test_an_unknown_kind_s_page_names_the_kinds_there_are(page):
+    page.goto("/new/nosuch")
+    err = page.locator("#form-error")
+    playwright_api.expect(err).to_contain_text('no job kind "nosuch"')
+    playwright_api.expect(err).to_contain_text("psi, hello")
 
 
 def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(

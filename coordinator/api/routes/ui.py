@@ -97,6 +97,19 @@ router.add_api_route(
 router.add_api_route(
     "/new", _page("new_psi.html", "new"), methods=["GET"], response_class=HTMLResponse
 )
+
+
+@router.get("/new/{kind}", response_class=HTMLResponse)
+def new_job_page(kind: str, request: Request, settings: SettingsDep, sessions: UiSessionsDep):
+    """Any other kind of job: a form drawn in the browser from the kind's request schema
+    (GET /api/v1/jobs/kinds) — a kind declared in one module gets its form with no UI code."""
+    if not _logged_in(request, settings, sessions):
+        return RedirectResponse("/login", status_code=303)
+    if kind == "psi":
+        return RedirectResponse("/new", status_code=303)  # PSI has a form of its own
+    return templates.TemplateResponse(request, "new_job.html", {"kind": kind, "active": "new"})
+
+
 router.add_api_route(
     "/jobs/{job_id}", _page("job.html", "jobs"), methods=["GET"], response_class=HTMLResponse
 )
