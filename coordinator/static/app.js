@@ -729,23 +729,37 @@ function initJob() {
     return order;
   }
 
-  function renderFacts(job) {
-    const dl = $("#job-facts");
-    const facts = [
-      ["Kind", job.kind],
+  function psiFacts(job) {
+    return [
       ["Protocol", (job.protocol || "").replace(/^PROTOCOL_/, "")],
       ["Receiver", job.receiver],
       ["Repeated keys", (job.request && job.request.duplicates) || "distinct"],
+    ];
+  }
+
+  /** Another kind's request, field by field, as it was accepted (deadline shown below). */
+  function requestFacts(request) {
+    return Object.entries(request)
+      .filter(([k]) => k !== "deadline")
+      .map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)]);
+  }
+
+  function renderFacts(job) {
+    const dl = $("#job-facts");
+    const request = job.request || {};
+    const facts = [["Kind", job.kind], ...(job.kind === "psi" ? psiFacts(job) : requestFacts(request))];
+    facts.push(
       ["Attempt", `${job.attempt} of ${job.max_attempts}`],
       ["Execution id", job.execution_id || "—"],
       ["Created", fmtTime(job.created_at)],
       ["Dispatched", fmtTime(job.dispatched_at) || "—"],
       ["Finished", fmtTime(job.finished_at) || "—"],
-    ];
+    );
     if (job.deadline) facts.push(["Deadline", fmtTime(job.deadline)]);
-    const inputs = (job.request && job.request.parties) || {};
-    for (const [p, spec] of Object.entries(inputs)) {
-      facts.push([`${p} input`, `${spec.input} on [${(spec.keys || []).join(", ")}] → ${spec.output}`]);
+    if (job.kind === "psi") {
+      for (const [p, spec] of Object.entries(request.parties || {})) {
+        facts.push([`${p} input`, `${spec.input} on [${(spec.keys || []).join(", ")}] → ${spec.output}`]);
+      }
     }
     dl.replaceChildren(...facts.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v ?? "" })]));
   }

@@ -292,6 +292,7 @@ def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coord
 
     page.check("#field-parties input[data-party='bob']")
     page.fill("#field-greeting", "salut")
+    page.screenshot(path=str(SHOTS / "hello-form.png"), full_page=True)
     with page.expect_response("**/api/v1/jobs/hello") as resp:
         page.click("#submit-job")
     assert resp.value.status == 201, resp.value.text()
@@ -307,6 +308,10 @@ def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coord
     # no intersection headline for a kind that is not a PSI; its parties are listed
     playwright_api.expect(page.locator("#result-headline")).to_be_hidden()
     playwright_api.expect(page.locator("#result-parties tr[data-party='bob']")).to_be_visible()
+    # the details are the hello request's own fields, nothing of a PSI's
+    facts = page.locator("#job-facts").inner_text()
+    assert "salut" in facts and "alice, bob" in facts, facts
+    assert "Receiver" not in facts and "input" not in facts, facts
     page.screenshot(path=str(SHOTS / "hello-job.png"), full_page=True)
     with coordinator.client() as http:
         job = http.get(f"/api/v1/jobs/{page.url.rsplit('/', 1)[1]}").json()
