@@ -52,6 +52,26 @@ def check_table(
             return fast
     lines = Lines(path, name)
     reader = csv.reader(iter(lines), strict=True)
+    columns = _header(reader, name, keys)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    all_keys = work_dir / f"keys-{path.stem}.all.csv"
+    with open(all_keys, "w", encoding="ascii", newline="") as keyfile:
+        keyfile.write(",".join(f"k{i}" for i in range(len(keys))) + "\n")
+        copy = _KeyCopy(keyfile.write)
+        rows = _copy_keys(reader, copy, name, keys, columns)
+        keyfile.write(sentinel_line(len(keys)))
+    check = TableCheck(
+        name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path, plain=lines.plain
+    )
+    if rows == 0:
+        raise TableError(ErrorType.EMPTY_TABLE, f"{name} has no rows (only a header line)")
+    _once_per_key(check, path, copy, keys, duplicates, all_keys)
+    check.seconds = time.perf_counter() - t0
+    return check
+
+
+def _header(reader, name: str, keys: list[str]) -> list[str]:
+    """The header's column names, refused when missing, without a key column or repeating one."""
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -70,97 +90,103 @@ def check_table(
         raise TableError(
             ErrorType.MALFORMED_CSV, f"{name} header names {', '.join(map(repr, twice))} twice"
         )
-    width = len(columns)
-    idx = [columns.index(k) for k in keys]
-    one = idx[0] if len(idx) == 1 else None
-    h1, h2 = array("q"), array("q")
-    row_start = 2
-    rows = 0
-    work_dir.mkdir(parents=True, exist_ok=True)
-    all_keys = work_dir / f"keys-{path.stem}.all.csv"
-    keyfile = open(all_keys, "w", encoding="ascii", newline="")
-    keyfile.write(",".join(f"k{i}" for i in range(len(idx))) + "\n")
-    put = keyfile.write
-    chunk: list[str] = []  # one key column: keys hashed and written a chunk at a time
+    return columns
 
-    def flush() -> None:
-        h1.extend(map(hash, chunk))
-        h2.extend(map(hash, map("\x1f".__add__, chunk)))
-        put("".join([k.encode().hex() + "\n" for k in chunk]))
+
+class _KeyCopy:
+    """The key-only copy being written, and each row's key as two 64-bit hashes (in row order).
+    A single key column is hashed and written a chunk at a time."""
+
+    CHUNK = 65_536
+
+    def __init__(self, put) -> None:
+        self.put = put
+        self.h1, self.h2 = array("q"), array("q")
+        self.chunk: list[str] = []
+
+    def flush(self) -> None:
+        chunk = self.chunk
+        self.h1.extend(map(hash, chunk))
+        self.h2.extend(map(hash, map("\x1f".__add__, chunk)))
+        self.put("".join([k.encode().hex() + "\n" for k in chunk]))
         chunk.clear()
 
+    def add_tuple(self, kt: tuple[str, ...]) -> None:
+        self.h1.append(hash(kt))
+        self.h2.append(hash(("\x1f", *kt)))
+        self.put(",".join(v.encode().hex() for v in kt) + "\n")
+
+
+def _copy_keys(reader, copy: _KeyCopy, name: str, keys: list[str], columns: list[str]) -> int:
+    """One pass over the rows: each checked (width, empty key), its key into `copy`. Returns
+    the number of rows (blank lines are skipped)."""
+    width, idx = len(columns), [columns.index(k) for k in keys]
+    one = idx[0] if len(idx) == 1 else None
+    chunk, row_start, rows = copy.chunk, 2, 0
     try:
         for row in reader:
             if len(row) != width:
                 if not row:  # a blank line
                     row_start = reader.line_num + 1
                     continue
-                raise TableError(
-                    ErrorType.MALFORMED_CSV,
-                    f"{name} line {row_start}: {len(row)} field(s), the header has {width}",
-                )
+                raise _bad_row(name, row_start, f"{len(row)} field(s), the header has {width}")
             if one is not None:
-                key = row[one]
-                if not key:
-                    raise TableError(
-                        ErrorType.MALFORMED_CSV,
-                        f"{name} line {row_start}: key column {keys[0]!r} is empty",
-                    )
-                chunk.append(key)
-                if len(chunk) >= 65_536:
-                    flush()
+                if not row[one]:
+                    raise _bad_row(name, row_start, f"key column {keys[0]!r} is empty")
+                chunk.append(row[one])
+                if len(chunk) >= copy.CHUNK:
+                    copy.flush()
             else:
                 kt = tuple(row[i] for i in idx)
-                empty = [keys[j] for j, v in enumerate(kt) if not v]
-                if empty:
-                    raise TableError(
-                        ErrorType.MALFORMED_CSV,
-                        f"{name} line {row_start}: key column {empty[0]!r} is empty",
-                    )
-                h1.append(hash(kt))
-                h2.append(hash(("\x1f", *kt)))
-                put(",".join(v.encode().hex() for v in kt) + "\n")
+                if not all(kt):
+                    empty = keys[[bool(v) for v in kt].index(False)]
+                    raise _bad_row(name, row_start, f"key column {empty!r} is empty")
+                copy.add_tuple(kt)
             rows += 1
             row_start = reader.line_num + 1
-        flush()
-        put(sentinel_line(len(idx)))
+        copy.flush()
     except csv.Error as exc:
-        keyfile.close()
         if "unexpected end of data" in str(exc):
-            raise TableError(
-                ErrorType.MALFORMED_CSV,
-                f"{name} line {row_start}: a quoted field is never closed (the quote runs to "
-                "the end of the file)",
-            ) from None
-        raise TableError(
-            ErrorType.MALFORMED_CSV, f"{name} line {reader.line_num}: bad quoting ({exc})"
-        ) from None
-    except BaseException:
-        keyfile.close()
-        raise
-    keyfile.close()
-    check = TableCheck(
-        name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path, plain=lines.plain
-    )
-    if rows == 0:
-        raise TableError(ErrorType.EMPTY_TABLE, f"{name} has no rows (only a header line)")
-    dup_rows = _repeats(h1, h2)
+            raise _bad_row(
+                name, row_start, "a quoted field is never closed (the quote runs to the end of "
+                "the file)",
+            ) from None  # fmt: skip
+        raise _bad_row(name, reader.line_num, f"bad quoting ({exc})") from None
+    return rows
+
+
+def _bad_row(name: str, line: int, problem: str) -> TableError:
+    return TableError(ErrorType.MALFORMED_CSV, f"{name} line {line}: {problem}")
+
+
+def _once_per_key(
+    check: TableCheck,
+    path: Path,
+    copy: _KeyCopy,
+    keys: list[str],
+    duplicates: DuplicateMode,
+    all_keys: Path,
+) -> None:
+    """Count the repeated keys (refused with "refuse"); the PSI's input is the copy with each
+    key once (its first row), beside `all_keys`."""
+    psi_input = all_keys.with_name(f"keys-{path.stem}.csv")
+    dup_rows = _repeats(copy.h1, copy.h2)
     check.duplicate_rows = len(dup_rows)
-    check.distinct_keys = rows - len(dup_rows)
+    check.distinct_keys = check.rows - len(dup_rows)
     if len(dup_rows) and duplicates == DuplicateMode.REFUSE:
+        first = dup_rows[0]
         raise TableError(
             ErrorType.DUPLICATE_KEYS,
             duplicate_message(
-                path, name, columns, keys, _pair(h1, h2, dup_rows[0]), dup_rows[0], len(dup_rows)
+                path, check.name, check.columns, keys, _pair(copy.h1, copy.h2, first),
+                first, len(dup_rows),
             ),
-        )
-    if len(dup_rows):  # the PSI sees each key once (its first row)
-        check.psi_input = _drop_rows(all_keys, dup_rows, work_dir / f"keys-{path.stem}.csv")
+        )  # fmt: skip
+    if len(dup_rows):
+        check.psi_input = _drop_rows(all_keys, dup_rows, psi_input)
         all_keys.unlink()
     else:
-        check.psi_input = all_keys.replace(work_dir / f"keys-{path.stem}.csv")
-    check.seconds = time.perf_counter() - t0
-    return check
+        check.psi_input = all_keys.replace(psi_input)
 
 
 def _repeats(h1: array, h2: array):
