@@ -13,6 +13,8 @@ node.sessions.driver`, reached through the session host). Both sides import this
 
 from __future__ import annotations
 
+import selectors
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -22,6 +24,7 @@ from node.contract import TaskParams
 
 MSG_FD_ENV = "PARTYLINE_MSG_FD"  # the child writes its messages to this file descriptor
 MAX_TEXT = 20_000  # an error's message and trace, as sent (the whole trace is in the job log)
+MAX_LINE = 16 << 20  # a line longer than this is dropped unread (no message comes near it)
 
 
 class JobSpec(BaseModel):
@@ -104,6 +107,40 @@ def parse_message(line: bytes) -> ChildMessage | None:
         return _MESSAGE.validate_json(line)
     except ValidationError:
         return None
+
+
+class LineReader:
+    """The task's end of a child's messages, one JSON line each, from a pipe or a socket:
+    `read` waits up to `timeout` s for bytes and gives the whole lines' messages ([] on timeout,
+    `[ChildExited()]` at the end). A partial line waits for its rest, up to MAX_LINE."""
+
+    def __init__(self, source: Any, recv: Callable[[int], bytes]) -> None:
+        self.source, self.recv = source, recv  # source: what select waits on (fd or socket)
+        self._buf = b""
+        self._dropping = False  # inside a line over MAX_LINE: skip to its end
+
+    def read(self, timeout: float) -> list[ChildMessage]:
+        sel = selectors.DefaultSelector()
+        sel.register(self.source, selectors.EVENT_READ)
+        try:
+            if not sel.select(timeout):
+                return []
+        finally:
+            sel.close()
+        try:
+            chunk = self.recv(65536)
+        except OSError:
+            chunk = b""
+        return self.feed(chunk) if chunk else [ChildExited()]
+
+    def feed(self, chunk: bytes) -> list[ChildMessage]:
+        *lines, rest = (self._buf + chunk).split(b"\n")
+        if self._dropping and lines:
+            lines, self._dropping = lines[1:], False  # the rest of the overlong line
+        self._buf = rest if len(rest) <= MAX_LINE else b""
+        self._dropping = self._dropping or len(rest) > MAX_LINE
+        parsed = (parse_message(line) for line in lines if line.strip())
+        return [m for m in parsed if m is not None]
 
 
 def encode(msg: Message | JobSpec) -> bytes:

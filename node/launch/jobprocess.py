@@ -10,7 +10,6 @@ import contextlib
 import ctypes
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -24,9 +23,9 @@ from node.launch.child_spec import (
     ChildMessage,
     Closed,
     JobSpec,
+    LineReader,
     Ready,
     encode,
-    parse_message,
 )
 from node.settings import NodeSettings
 
@@ -66,7 +65,7 @@ class JobProcess:
         )
         os.close(w)
         self._r = r
-        self._buf = b""
+        self._lines = LineReader(r, lambda n: os.read(r, n))
         self.ready = False
         self.created = time.monotonic()
 
@@ -79,24 +78,8 @@ class JobProcess:
 
     def read_messages(self, timeout: float) -> list[ChildMessage]:
         """Messages available within `timeout` s ([] on timeout; [ChildExited()] at EOF)."""
-        sel = selectors.DefaultSelector()
-        sel.register(self._r, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
-                return []
-        finally:
-            sel.close()
-        chunk = os.read(self._r, 65536)
-        if not chunk:
-            return [ChildExited()]
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        out = []
-        for line in lines:
-            msg = parse_message(line) if line.strip() else None
-            if msg is not None:
-                self.ready = self.ready or isinstance(msg, Ready)
-                out.append(msg)
+        out = self._lines.read(timeout)
+        self.ready = self.ready or any(isinstance(m, Ready) for m in out)
         return out
 
     def wait_ready(self, timeout: float) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import selectors
 import socket
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ from node.launch.child_spec import (
     ChildExited,
     ChildMessage,
     JobSpec,
+    LineReader,
     SessionStarted,
-    parse_message,
 )
 from node.sessions.paths import SocketUnsafe, check_peer, private_folder, socket_path
 from node.settings import NodeSettings
@@ -75,7 +74,7 @@ class SessionJob:
     def __init__(self, settings: NodeSettings) -> None:
         self.path = socket_path(settings)
         self.sock = _connect(self.path, RESTART_WAIT_S)
-        self._buf = b""
+        self._lines = LineReader(self.sock, self.sock.recv)
         self._pending: list[ChildMessage] = []
         self.session: SessionStarted | None = None
         self.rc: int | None = None
@@ -107,28 +106,10 @@ class SessionJob:
         return self._read(timeout)
 
     def _read(self, timeout: float) -> list[ChildMessage]:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
-                return []
-        finally:
-            sel.close()
-        try:
-            chunk = self.sock.recv(65536)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            return [ChildExited()]
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        out = []
-        for line in lines:
-            msg = parse_message(line) if line.strip() else None
-            if isinstance(msg, ChildExited):
-                self.rc = msg.rc
-            if msg is not None:
-                out.append(msg)
+        out = self._lines.read(timeout)
+        for msg in out:
+            if isinstance(msg, ChildExited) and msg.rc is not None:
+                self.rc = msg.rc  # the driver's exit code, from the host
         return out
 
     def exit_code(self, timeout: float) -> int | None:
