@@ -1,4 +1,12 @@
-"""The PSI job: spu.psi between exactly two parties, reading/writing inside each data root."""
+"""The PSI job: spu.psi between exactly two parties, reading/writing inside each data root.
+
+What each party learns (said before launch by the coordinator's kind, coordinator/jobkinds/psi):
+the receiver, the intersection — its own rows whose keys the other party holds too (both, with
+`broadcast_result`); each party, the other's number of distinct keys (the set sizes, in every
+protocol here); the sender, nothing of the intersection (SPU reports it -1, and this party's
+report is read locally, never sent over the fed link: `report_sent_to`). Repeated keys never
+reach the PSI (each key once), so nobody learns how often a key repeats at the other party.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,6 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from node.contract import ErrorType, PSITaskConfig, TaskParams
 from node.dataroot.lines import TableError
@@ -23,7 +29,7 @@ from node.dataroot.paths import (
     resolve_in_root,
 )
 from node.dataroot.tables import check_table
-from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared
+from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared, read_task_config
 from node.settings import NodeSettings
 
 WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
@@ -96,14 +102,7 @@ def prepare(params: TaskParams, settings: NodeSettings) -> PsiPrepared:
 
 
 def _config(params: TaskParams) -> PSITaskConfig:
-    try:
-        cfg = PSITaskConfig.model_validate(params.task_config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task_config"
-        raise JobRefused(
-            f"invalid PSI task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
-        ) from None
+    cfg = read_task_config(params, PSITaskConfig, "PSI")
     if set(cfg.keys) != set(params.sf_init_config.parties):
         raise JobRefused(
             "task_config.keys must name exactly the parties of sf_init_config",

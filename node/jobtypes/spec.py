@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from node.contract import ErrorType, TaskParams
 from node.settings import NodeSettings
@@ -30,6 +30,22 @@ class JobRefused(ValueError):
     def __init__(self, message: str, type_: ErrorType = ErrorType.TASK_REFUSED) -> None:
         super().__init__(message)
         self.type = type_
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def read_task_config(params: TaskParams, model: type[C], job: str) -> C:
+    """The task's task_config as `model`, or refused (InvalidTaskParams) naming the first bad
+    field: "invalid PSI task_config (keys.alice): …"."""
+    try:
+        return model.model_validate(params.task_config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "task_config"
+        raise JobRefused(
+            f"invalid {job} task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
+        ) from None
 
 
 class Prepared(BaseModel):

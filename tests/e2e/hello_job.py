@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.contract import ErrorType, Stage, TaskParams
-from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared
+from node.contract import Stage, TaskParams
+from node.jobtypes.spec import JobContext, JobType, Prepared, read_task_config
 from node.settings import NodeSettings
 
 
@@ -33,14 +33,7 @@ class HelloPrepared(Prepared):
 
 
 def prepare(params: TaskParams, settings: NodeSettings) -> HelloPrepared:
-    try:
-        cfg = HelloConfig.model_validate(params.task_config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "task_config"
-        raise JobRefused(
-            f"invalid hello task_config ({where}): {first['msg']}", ErrorType.INVALID_PARAMS
-        ) from None
+    cfg = read_task_config(params, HelloConfig, "hello")
     return HelloPrepared(greeting=cfg.greeting)
 
 
