@@ -30,4 +30,10 @@ KIND = JobKind(
     task_config=task_config,
     needs_spu=True,
     summary="Launch a PSI between two parties.",
+    learns=(
+        "The receiver learns the intersection: which of its own keys the other party holds too "
+        "(with broadcast_result, the other party learns it as well). Each party learns how many "
+        "distinct keys the other put in (RR22, ECDH and KKRT all reveal the set sizes); the "
+        "party that is not the receiver learns nothing of the intersection, not even its size."
+    ),
 )

@@ -76,6 +76,8 @@ class JobKind(Generic[R]):
     task_config: Callable[[R], dict[str, Any]]
     needs_spu: bool = True
     summary: str = ""  # one line for the API's docs and the UI
+    # what each party learns of the others' data, said before launch (the API's kinds, the form)
+    learns: str = ""
 
     def load(self, data: dict[str, Any]) -> R:
         """A stored request, as it was accepted."""

@@ -301,6 +301,12 @@ async function kindTabs(current) {
     );
     show(nav, true);
   }
+  const here = kinds.find((k) => k.name === current);
+  const learns = $("#kind-learns");
+  if (learns && here && here.learns) {
+    $("span", learns).textContent = here.learns;
+    show(learns, true);
+  }
   return kinds;
 }
 

@@ -107,6 +107,17 @@ def test_openapi_docs_are_served(api):
     assert "/api/v1/jobs/psi" in spec["paths"]
 
 
+def test_the_kinds_say_before_launch_who_learns_what(api):
+    """Each kind is listed with its request schema (what the UI's form is drawn from) and its
+    own statement of what each party learns."""
+    kinds = {k["name"]: k for k in api.get("/api/v1/jobs/kinds").json()}
+    psi = kinds["psi"]
+    assert "The receiver learns the intersection" in psi["learns"]
+    assert {"parties", "receiver", "protocol", "duplicates"} <= set(psi["schema"]["properties"])
+    unknown = api.post("/api/v1/jobs/nosuch", json={})
+    assert unknown.status_code == 404 and "there are: psi" in unknown.json()["detail"]
+
+
 # --- validation: 422 naming the field, nothing reaches any queue ----------------------------
 def _drop(body, party, field):
     del body["parties"][party][field]

@@ -37,4 +37,5 @@ KIND = JobKind(
     task_config=task_config,
     needs_spu=False,
     summary="Every party greets every other over the cross-silo link (a test-only kind).",
+    learns="Each party learns the others' greetings, and nothing else.",
 )

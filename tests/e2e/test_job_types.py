@@ -110,6 +110,9 @@ def test_the_coordinator_launches_a_test_only_job_kind_from_its_declaration(fede
         kinds = {k["name"]: k for k in http.get("/api/v1/jobs/kinds").json()}
         assert set(kinds) == {"psi", "hello"}
         assert "greeting" in kinds["hello"]["schema"]["properties"]
+        assert (
+            kinds["hello"]["learns"] == "Each party learns the others' greetings, and nothing else."
+        )
         bad = http.post("/api/v1/jobs/hello", json={"parties": ["alice"], "greeting": "x"})
         assert bad.status_code == 422 and "parties" in bad.text, bad.text
         r = http.post("/api/v1/jobs/hello", json={"parties": PARTIES, "greeting": "salut"})

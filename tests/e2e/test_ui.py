@@ -270,10 +270,13 @@ def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coord
     page.goto("/new")
     tab = page.locator("#kind-tabs a[data-kind='hello']")
     playwright_api.expect(tab).to_be_visible()
+    playwright_api.expect(page.locator("#kind-learns")).to_contain_text("The receiver learns")
     playwright_api.expect(page.locator("#kind-tabs a[data-kind='psi']")).to_have_class("active")
     tab.click()
     page.wait_for_url(re.compile(r"/new/hello$"))
     playwright_api.expect(page.locator("#kind-summary")).to_contain_text("greets every other")
+    # what each party learns, as the kind declares it, before launch
+    playwright_api.expect(page.locator("#kind-learns")).to_contain_text("the others' greetings")
     playwright_api.expect(page.locator("#field-greeting")).to_have_value("hello")
     playwright_api.expect(page.locator("#field-deadline")).to_have_attribute(
         "type", "datetime-local"

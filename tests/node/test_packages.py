@@ -55,9 +55,7 @@ def edges() -> dict[str, dict[str, list[str]]]:
 
 
 def test_every_package_says_what_it_may_import_and_keeps_to_it():
-    assert {"worker", "jobtypes", "dataroot", "launch", "sfjob", "sessions", "ops"} <= set(
-        PACKAGES
-    )
+    assert {"worker", "jobtypes", "dataroot", "launch", "sfjob", "sessions", "ops"} <= set(PACKAGES)
     breaches = []
     for package in PACKAGES:
         permitted = allowed(package) | {f"node.{package}"}

@@ -54,7 +54,12 @@ def get_kinds(jobs: JobsDep) -> list[dict]:
     """The kinds of job this coordinator launches, each with its request's JSON schema (the
     body of POST /api/v1/jobs/{kind}, and what the UI's form is drawn from)."""
     return [
-        {"name": k.name, "summary": k.summary, "schema": k.request.model_json_schema()}
+        {
+            "name": k.name,
+            "summary": k.summary,
+            "learns": k.learns,
+            "schema": k.request.model_json_schema(),
+        }
         for k in jobs.kinds.values()
     ]
 
