@@ -2,7 +2,9 @@
 
 A table is refused — with the file, the line and the problem — when it is not UTF-8, a row has
 another number of fields than the header, a quote is never closed, a key value is empty, it has
-no rows, or (duplicates "refuse") a key repeats. Nothing is loaded whole: each key is kept as
+no header line, or (duplicates "refuse") a key repeats. A header without rows is a valid empty
+set: its key copy holds only the sentinel line, which every party's copy ends with, so the PSI
+runs (in every protocol) and finds nothing but the sentinel — 0 rows. Nothing is loaded whole: each key is kept as
 two 64-bit hashes (16 bytes a row), so a 10M-row table needs ~160 MB whatever its width.
 
 The PSI never reads the table itself: the check writes, in the same pass, a **key-only copy**
@@ -63,8 +65,6 @@ def check_table(
     check = TableCheck(
         name=name, columns=columns, rows=rows, bytes=lines.bytes, source=path, plain=lines.plain
     )
-    if rows == 0:
-        raise TableError(ErrorType.EMPTY_TABLE, f"{name} has no rows (only a header line)")
     _once_per_key(check, path, copy, keys, duplicates, all_keys)
     check.seconds = time.perf_counter() - t0
     return check

@@ -1,7 +1,7 @@
 """The tables users really have, through the coordinator and real nodes, in RR22, ECDH and KKRT:
-no common key, repeated keys (distinct / join / refuse), odd encodings (BOM, CRLF, quoted commas),
-and tables the node refuses before any SecretFlow work (header only, ragged, unclosed quote,
-not UTF-8). Every intersection is compared with the plain-Python answer of the two files."""
+no common key, a header-only table (a valid empty set), repeated keys (distinct / join /
+refuse), odd encodings (BOM, CRLF, quoted commas), and tables the node refuses before any
+SecretFlow work (ragged, unclosed quote, not UTF-8). Every intersection is compared with the plain-Python answer of the two files."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def tables(federation):
     _write(b_root / "t/accounts.csv", _table(["name", "id"], BOB, crlf=True, bom=True))
     _write(a_root / "t/other.csv", _table(["uid", "note"], [[f"a{i}", "x"] for i in range(200)]))
     _write(b_root / "t/unique.csv", _table(["name", "id"], BOB[:250]))  # no repeated key
-    _write(b_root / "t/header_only.csv", b"name,id\n")
+    _write(b_root / "t/header_only.csv", b"name,id\n\n")  # and a blank line
+    _write(a_root / "t/header_only.csv", b"uid,note")  # not even a line end
     _write(b_root / "t/ragged.csv", b"name,id\nn1,u0001\nn2\nn3,u0003\n")
     _write(b_root / "t/unclosed.csv", b'name,id\nn1,u0001\n"n2,u0002\nn3,u0003\n')
     _write(b_root / "t/latin1.csv", b"name,id\nn1,u0001\nn\xe9,u0002\n")
@@ -87,6 +88,20 @@ def test_no_common_key_is_a_normal_empty_answer(coordinator, federation, protoco
     assert d["result_view"]["intersection_count"] == 0
     rows = _rows(federation.nodes["alice"].data_root / out)
     assert rows == [["uid", "note"]]  # the header only
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("empty", ["bob", "alice"], ids=["sender-empty", "receiver-empty"])
+def test_a_header_only_table_is_a_valid_empty_set(coordinator, federation, protocol, empty):
+    """A table with its header and no rows, at the sender or at the receiver, is an empty set:
+    the job SUCCEEDS with 0 rows in every protocol (it is not refused)."""
+    out = f"out/empty-{empty}-{protocol}.csv"
+    inputs = {"alice": "t/visits.csv", "bob": "t/accounts.csv", empty: "t/header_only.csv"}
+    d = _run(coordinator, **inputs, out=out, protocol=protocol)
+    assert d["status"] == "SUCCEEDED", d["error"]
+    assert d["result_view"]["intersection_count"] == 0
+    assert _rows(federation.nodes["alice"].data_root / out) == [["uid", "note"]]
+    assert d["result_view"]["parties"]["alice"]["output_path"] == out
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -136,11 +151,6 @@ def test_refuse_names_the_first_repeated_key_and_its_lines(coordinator, federati
     ("table", "etype", "message"),
     [
         (
-            "t/header_only.csv",
-            "EmptyTable",
-            "party bob refused the task: table t/header_only.csv has no rows (only a header line)",
-        ),
-        (
             "t/ragged.csv",
             "MalformedCsv",
             "party bob refused the task: table t/ragged.csv line 3: 1 field(s), the header has 2",
@@ -156,7 +166,7 @@ def test_refuse_names_the_first_repeated_key_and_its_lines(coordinator, federati
             "party bob refused the task: table t/latin1.csv line 3: not UTF-8 (byte 0xe9",
         ),
     ],
-    ids=["header-only", "ragged", "unclosed-quote", "latin-1"],
+    ids=["ragged", "unclosed-quote", "latin-1"],
 )
 def test_bad_table_is_refused_before_any_secretflow_work(
     coordinator, federation, table, etype, message

@@ -47,11 +47,19 @@ def test_the_psi_reads_a_key_only_hex_copy_inside_the_work_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "content", ["uid,x\n", "uid,x\n\n\n", "uid,x"], ids=["nl", "blank", "no-nl"]
+)
+def test_a_header_without_rows_is_a_valid_empty_set(tmp_path, content):
+    """The PSI still runs: the key copy is the sentinel alone, which every copy ends with."""
+    c = _check(tmp_path, content)
+    assert (c.rows, c.distinct_keys, c.duplicate_rows) == (0, 0, 0)
+    assert c.psi_input.read_text() == "k0\npartyline-sentinel\n"
+
+
+@pytest.mark.parametrize(
     ("content", "etype", "needle"),
     [
         ("", ErrorType.EMPTY_TABLE, "probe/t.csv is empty: no header line"),
-        ("uid,x\n", ErrorType.EMPTY_TABLE, "probe/t.csv has no rows (only a header line)"),
-        ("uid,x\n\n\n", ErrorType.EMPTY_TABLE, "has no rows"),
         ("id,x\n1,2\n", ErrorType.KEY_COLUMN_MISSING, "has no column 'uid' (columns: id, x)"),
         ("uid,x\na,1\nb\nc,3\n", ErrorType.MALFORMED_CSV, "line 3: 1 field(s), the header has 2"),
         ("uid,x\na,1\nb,2,3\n", ErrorType.MALFORMED_CSV, "line 3: 3 field(s), the header has 2"),
@@ -67,8 +75,6 @@ def test_the_psi_reads_a_key_only_hex_copy_inside_the_work_folder(tmp_path):
     ],
     ids=[
         "empty-file",
-        "header-only",
-        "header-and-blank-lines",
         "key-column-missing",
         "short-row",
         "long-row",
