@@ -19,7 +19,14 @@ from pydantic import (
 )
 
 from coordinator.jobkinds.spec import JobRequest
-from node.contract import PARTY_RE, DuplicateMode, normalize_psi_protocol
+from node.contract import (
+    MAX_PSI_PARTIES,
+    PARTY_RE,
+    DuplicateMode,
+    check_psi_party_count,
+    normalize_psi_protocol,
+    psi_protocols_for,
+)
 
 
 def _dataset_name(value: str, where: str) -> str:
@@ -67,7 +74,14 @@ class PSIJobCreate(JobRequest):
 
     parties: dict[str, PSIPartyInput] = Field(description="party name → keys, input, output")
     receiver: str
-    protocol: str = "RR22"
+    protocol: str | None = Field(
+        default=None,
+        description=(
+            "RR22, ECDH or KKRT between two parties; ECDH_3PC (three), ECDH_NPC or KKRT_NPC "
+            "(three or more). Unset: RR22 for two parties, ECDH_3PC for three, ECDH_NPC for more "
+            "(the one that reveals least; what each reveals: GET /api/v1/jobs/kinds)"
+        ),
+    )
     broadcast_result: bool = False
     sort: bool = True
     duplicates: DuplicateMode = Field(
@@ -90,16 +104,14 @@ class PSIJobCreate(JobRequest):
         bad = [p for p in v if not PARTY_RE.fullmatch(p)]
         if bad:
             raise ValueError(f"invalid party name(s): {', '.join(map(repr, bad))}")
-        if len(v) < 2:
-            raise ValueError(f"a PSI needs 2 parties, got {len(v)}")
-        if len(v) > 2:
-            raise ValueError(f"this PSI runs between exactly 2 parties, got {len(v)}")
+        if not 2 <= len(v) <= MAX_PSI_PARTIES:
+            raise ValueError(f"a PSI runs between 2 and {MAX_PSI_PARTIES} parties, got {len(v)}")
         return v
 
     @field_validator("protocol")
     @classmethod
-    def _protocol(cls, v: str) -> str:
-        return normalize_psi_protocol(v)
+    def _protocol(cls, v: str | None) -> str | None:
+        return None if v is None else normalize_psi_protocol(v)
 
     @model_validator(mode="after")
     def _receiver(self) -> PSIJobCreate:
@@ -107,6 +119,13 @@ class PSIJobCreate(JobRequest):
             raise ValueError(
                 f"receiver {self.receiver!r} is not one of the parties ({', '.join(self.parties)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _protocol_for_parties(self) -> PSIJobCreate:
+        if self.protocol is None:
+            self.protocol = psi_protocols_for(len(self.parties))[0]
+        check_psi_party_count(self.protocol, len(self.parties))
         return self
 
     def party_names(self) -> list[str]:
@@ -200,6 +219,7 @@ class JobOut(BaseModel):
 
 class JobDetail(JobOut):
     request: dict
+    learns: dict[str, str] = {}  # party → what it learns of the others' data in this job
     tasks: list[PartyTaskOut] = []  # every attempt, newest last
     # the newest events (at most TIMELINE_PAGE), in time order; all of them: /timeline
     timeline: list[TimelineEntry] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -78,6 +78,16 @@ class JobKind(Generic[R]):
     summary: str = ""  # one line for the API's docs and the UI
     # what each party learns of the others' data, said before launch (the API's kinds, the form)
     learns: str = ""
+    # the same for one request: party → what it learns (the job's detail; the form, as it is
+    # filled in); unset: `learns`, for every party
+    learns_for: Callable[[R], dict[str, str]] | None = None
+    # what the kind's own form needs to know besides the schema (GET /api/v1/jobs/kinds)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def who_learns(self, request: R) -> dict[str, str]:
+        if self.learns_for is not None:
+            return self.learns_for(request)
+        return {p: self.learns for p in request.party_names()}
 
     def load(self, data: dict[str, Any]) -> R:
         """A stored request, as it was accepted."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from coordinator.jobkinds.spec import JobKind
 from coordinator.merge import JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
 from coordinator.schemas import (
@@ -98,7 +100,18 @@ def _timeline_total(session: Session, job_id: str) -> int:
     return session.scalar(count) or 0
 
 
-def job_detail(session: Session, job: Job) -> JobDetail:
+def who_learns(kinds: Mapping[str, JobKind], job: Job) -> dict[str, str]:
+    """Party → what it learns in this job, as its kind says for its request."""
+    kind = kinds.get(job.kind)
+    if kind is None or not job.request:
+        return {}
+    try:
+        return kind.who_learns(kind.load(job.request))
+    except ValueError:  # a request stored by an older coordinator that this one no longer takes
+        return {}
+
+
+def job_detail(session: Session, job: Job, kinds: Mapping[str, JobKind]) -> JobDetail:
     total = _timeline_total(session, job.id)
     newest = session.scalars(
         select(TaskStatusLog)
@@ -113,6 +126,7 @@ def job_detail(session: Session, job: Job) -> JobDetail:
     return JobDetail(
         **_job_fields(job),
         request=job.request,
+        learns=who_learns(kinds, job),
         tasks=[PartyTaskOut.model_validate(t) for t in tasks],
         timeline=[TimelineEntry.model_validate(e) for e in logs],
         timeline_total=total,

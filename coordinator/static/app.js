@@ -444,19 +444,62 @@ function defaultOutputName() {
   return `out/psi-${ts}.csv`;
 }
 
+const SIDES = ["a", "b", "c", "d", "e", "f", "g", "h"]; // party columns of the PSI form, in order
+const FALLBACK_PROTOCOLS = [{ name: "RR22", parties: [2, 2], note: "fastest" }];
+
+/** One party's column of the PSI form: party, dataset, key column(s), output name. */
+function partyBlock(side, index, removable, onRemove) {
+  const id = (f) => `${f}-${side}`;
+  const field = (f, tag, attrs) => h(tag, { id: id(f), name: id(f), "data-testid": id(f), ...attrs });
+  const note = (text) => h("span", { class: "muted", text });
+  const remove = removable
+    ? h("button", {
+        type: "button",
+        class: "link remove-party",
+        id: id("remove"),
+        "data-testid": id("remove"),
+        title: "remove this party",
+        onclick: onRemove,
+        text: "✕ remove",
+      })
+    : null;
+  return h(
+    "fieldset",
+    { class: "panel party-block", id: `party-block-${side}`, dataset: { side } },
+    h("legend", { class: "muted small" }, `Party ${index + 1}`, remove),
+    h("label", { for: id("party"), text: "Party" }),
+    field("party", "select", { required: true }),
+    h("div", { class: "field-error", id: `party-${side}-error` }),
+    h("label", { for: id("dataset") }, "Dataset ", note("(CSV in the party's data root)")),
+    field("dataset", "select", { required: true, disabled: true }),
+    h("div", { class: "field-error", id: `dataset-${side}-error` }),
+    h("label", { for: id("keys"), text: "Key column(s)" }),
+    field("keys", "select", { multiple: true, disabled: true }),
+    h("div", { class: "hint", text: "Ctrl/⌘-click to match on several columns (same order at every party)." }),
+    h("label", { for: id("output") }, "Output name ", note("(written in this party's data root)")),
+    field("output", "input", { type: "text", required: true }),
+  );
+}
+
 async function initNewPsi() {
   const form = $("#psi-form");
   const errBox = $("#form-error");
   const submit = $("#submit-psi");
   const submitState = $("#submit-state");
-  const sides = ["a", "b"];
-  const datasets = { a: [], b: [] }; // the chosen party's datasets, per side
-  const loads = { a: 0, b: 0 }; // to ignore answers for a party no longer selected
+  const sides = []; // the columns shown, in order
+  const datasets = {}; // the chosen party's datasets, per side
+  const loads = {}; // to ignore answers for a party no longer selected
   let parties = [];
-
+  let protocols = FALLBACK_PROTOCOLS;
   const out = defaultOutputName();
-  for (const s of sides) $(`#output-${s}`).value = out;
-  kindTabs("psi").catch((exc) => console.warn("no job kinds:", exc.message));
+
+  kindTabs("psi")
+    .then((kinds) => {
+      const psi = kinds.find((k) => k.name === "psi");
+      if (psi && psi.facts && psi.facts.protocols) protocols = psi.facts.protocols;
+      fillProtocols();
+    })
+    .catch((exc) => console.warn("no job kinds:", exc.message));
 
   function chosen(side) {
     return $(`#party-${side}`).value;
@@ -469,6 +512,56 @@ async function initNewPsi() {
     rec.replaceChildren(...names.map((n) => h("option", { value: n, text: n })));
     if (names.includes(prev)) rec.value = prev;
     rec.disabled = names.length === 0;
+  }
+
+  /** The protocols that run with this many parties, the default (first) selected. */
+  function fillProtocols() {
+    const sel = $("#protocol");
+    const prev = sel.value;
+    const n = sides.length;
+    const fit = protocols.filter((p) => p.parties[0] <= n && n <= p.parties[1]);
+    sel.replaceChildren(
+      ...fit.map((p) => h("option", { value: p.name, text: p.note ? `${p.name} (${p.note})` : p.name })),
+    );
+    // the user's pick stays while it runs; otherwise the default for this count (first)
+    if (sel.dataset.picked && fit.some((p) => p.name === prev)) sel.value = prev;
+    const others = protocols.filter((p) => !fit.includes(p)).map((p) => {
+      const [lo, hi] = p.parties;
+      return `${p.name}: ${lo === hi ? lo : `${lo}–${hi}`} parties`;
+    });
+    $("#protocol-hint").textContent = others.length ? `Not for ${n} parties: ${others.join("; ")}.` : "";
+    learnsSoon();
+  }
+
+  let learnsTicket = 0;
+  let learnsTimer = null;
+  function learnsSoon() {
+    clearTimeout(learnsTimer);
+    learnsTimer = setTimeout(showLearns, 150);
+  }
+
+  /** What each party learns in the PSI as filled in (the coordinator says it, per protocol
+   * and party count), beside the protocol select. */
+  async function showLearns() {
+    const list = $("#psi-learns-list");
+    const ticket = ++learnsTicket;
+    const names = sides.map(chosen);
+    if (names.some((n) => !n) || new Set(names).size !== names.length) {
+      list.replaceChildren(h("li", { class: "muted", text: "choose every party to see what each learns" }));
+      return;
+    }
+    try {
+      const said = await api("/api/v1/jobs/psi/learns", { method: "POST", json: body() });
+      if (ticket !== learnsTicket) return;
+      list.replaceChildren(
+        ...Object.entries(said).map(([party, what]) =>
+          h("li", { dataset: { party } }, h("strong", { text: party }), `: ${what}`),
+        ),
+      );
+    } catch (exc) {
+      if (ticket !== learnsTicket) return;
+      list.replaceChildren(h("li", { class: "muted", text: exc.message }));
+    }
   }
 
   function fillKeys(side) {
@@ -523,13 +616,66 @@ async function initNewPsi() {
     fillKeys(side);
   }
 
+  function markRepeats() {
+    const seen = {};
+    for (const side of sides) {
+      const name = chosen(side);
+      $(`#party-${side}-error`).textContent =
+        name && seen[name] ? "choose different parties: this one is chosen twice" : "";
+      if (name) seen[name] = true;
+    }
+  }
+
   function onPartyChange(side) {
-    const other = side === "a" ? "b" : "a";
-    const same = chosen(side) && chosen(side) === chosen(other);
-    $(`#party-${side}-error`).textContent = same ? "choose two different parties" : "";
-    if (!same) $(`#party-${other}-error`).textContent = "";
+    markRepeats();
     fillReceiver();
+    learnsSoon();
     loadDatasets(side);
+  }
+
+  /** A party column, its party the first registered one not chosen yet. */
+  function addSide() {
+    const side = SIDES.find((s) => !sides.includes(s));
+    if (!side) return;
+    sides.push(side);
+    datasets[side] = [];
+    loads[side] = loads[side] || 0; // never reset: an answer for a removed column stays stale
+    const block = partyBlock(side, sides.length - 1, sides.length > 2, () => removeSide(side));
+    $("#party-blocks").append(block);
+    const sel = $(`#party-${side}`);
+    sel.replaceChildren(
+      h("option", { value: "", text: "choose a party" }),
+      ...parties.map((p) =>
+        h("option", { value: p.name, text: p.reachable === false ? `${p.name} (unreachable)` : p.name }),
+      ),
+    );
+    const taken = new Set(sides.map(chosen));
+    const free = parties.find((p) => !taken.has(p.name));
+    if (free) sel.value = free.name;
+    $(`#output-${side}`).value = out;
+    sel.addEventListener("change", () => onPartyChange(side));
+    $(`#dataset-${side}`).addEventListener("change", () => fillKeys(side));
+    sidesChanged();
+    return loadDatasets(side);
+  }
+
+  function removeSide(side) {
+    if (sides.length <= 2) return;
+    sides.splice(sides.indexOf(side), 1);
+    loads[side] += 1; // its datasets, if still coming, are for no column
+    $(`#party-block-${side}`).remove();
+    sidesChanged();
+  }
+
+  function sidesChanged() {
+    sides.forEach((side, i) => {
+      $("legend", $(`#party-block-${side}`)).firstChild.textContent = `Party ${i + 1}`;
+    });
+    $("#add-party").disabled = sides.length >= Math.min(SIDES.length, Math.max(parties.length, 2));
+    $("#party-count").textContent = `${sides.length} parties`;
+    markRepeats();
+    fillReceiver();
+    fillProtocols();
   }
 
   try {
@@ -538,29 +684,17 @@ async function initNewPsi() {
     showError(errBox, exc.message, "Could not load the parties");
     return;
   }
-  sides.forEach((side, i) => {
-    const sel = $(`#party-${side}`);
-    sel.replaceChildren(
-      h("option", { value: "", text: "choose a party" }),
-      ...parties.map((p) =>
-        h("option", {
-          value: p.name,
-          text: p.reachable === false ? `${p.name} (unreachable)` : p.name,
-        }),
-      ),
-    );
-    if (parties[i]) sel.value = parties[i].name;
-    sel.addEventListener("change", () => onPartyChange(side));
-    $(`#dataset-${side}`).addEventListener("change", () => fillKeys(side));
-  });
-  fillReceiver();
-  await Promise.all(sides.map(loadDatasets));
+  $("#add-party").addEventListener("click", () => addSide());
+  await Promise.all([addSide(), addSide()]);
+  for (const id of ["#receiver", "#protocol", "#broadcast"]) $(id).addEventListener("change", learnsSoon);
+  $("#protocol").addEventListener("change", (ev) => (ev.target.dataset.picked = "1"));
 
   function clientErrors() {
     const errs = [];
-    const [pa, pb] = sides.map(chosen);
-    if (!pa || !pb) errs.push("parties: choose two parties");
-    else if (pa === pb) errs.push(`parties: ${pa} is chosen twice; a PSI needs two different parties`);
+    const names = sides.map(chosen);
+    if (names.some((n) => !n)) errs.push(`parties: choose a party in every column (${sides.length})`);
+    const twice = names.filter((n, i) => n && names.indexOf(n) !== i);
+    if (twice.length) errs.push(`parties: ${twice[0]} is chosen twice; a PSI needs different parties`);
     return errs;
   }
 

@@ -68,6 +68,8 @@ from node.contract.status import (
     WorkerHeartbeat,
 )
 from node.contract.tasks import (
+    MAX_PSI_PARTIES,
+    PSI_PARTY_COUNTS,
     PSI_PROTOCOLS,
     SESSION_IDLE_MARGIN_S,
     DuplicateMode,
@@ -79,7 +81,10 @@ from node.contract.tasks import (
     SPUConfig,
     SPUNode,
     TaskParams,
+    check_psi_party_count,
     normalize_psi_protocol,
+    psi_protocols_for,
+    short_psi_protocol,
 )
 
 __all__ = [
@@ -91,6 +96,7 @@ __all__ = [
     "HEARTBEAT_TTL_S",
     "ID_RE",
     "MAX_DEADLINE_AHEAD_S",
+    "MAX_PSI_PARTIES",
     "MAX_RESULT_BYTES",
     "MAX_STATUS_EVENT_BYTES",
     "MESSAGE_MAX",
@@ -98,6 +104,7 @@ __all__ = [
     "PARTY_RE",
     "PEER_CAUSED",
     "PLAINTEXT_REDIS_HINT",
+    "PSI_PARTY_COUNTS",
     "PSI_PROTOCOLS",
     "QUEUES",
     "RETRYABLE",
@@ -136,11 +143,14 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "WorkerHeartbeat",
+    "check_psi_party_count",
     "is_loopback_host",
     "new_execution_id",
     "normalize_psi_protocol",
     "one_line",
+    "psi_protocols_for",
     "secrets_dir",
+    "short_psi_protocol",
     "strip_ansi",
     "task_request_id",
     "utcnow",

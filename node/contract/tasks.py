@@ -11,7 +11,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from node.contract.names import ID_RE, PARTY_RE
 
 # --- PSI protocols ----------------------------------------------------------------------------
-PSI_PROTOCOLS = ("PROTOCOL_RR22", "PROTOCOL_ECDH", "PROTOCOL_KKRT")
+# SPU's names: PSI v2's two-party protocols, and the legacy bucket PSI's types for three parties
+# or more (ECDH_PSI_3PC for exactly three). What each reveals: coordinator/jobkinds/psi.py and
+# docs/node.md, "Who learns what".
+PSI_PROTOCOLS = (
+    "PROTOCOL_RR22",
+    "PROTOCOL_ECDH",
+    "PROTOCOL_KKRT",
+    "ECDH_PSI_3PC",
+    "ECDH_PSI_NPC",
+    "KKRT_PSI_NPC",
+)
+MAX_PSI_PARTIES = 8  # the most parties one PSI may have (tested up to 5)
+# protocol → the party counts it runs with (min, max), as the installed SPU runs them
+PSI_PARTY_COUNTS: dict[str, tuple[int, int]] = {
+    "PROTOCOL_RR22": (2, 2),
+    "PROTOCOL_ECDH": (2, 2),
+    "PROTOCOL_KKRT": (2, 2),
+    "ECDH_PSI_3PC": (3, 3),  # SPU: "only three parties supported"
+    "ECDH_PSI_NPC": (3, MAX_PSI_PARTIES),
+    "KKRT_PSI_NPC": (3, MAX_PSI_PARTIES),
+}
 _PROTOCOL_ALIASES = {
     "RR22": "PROTOCOL_RR22",
     "RR22_FAST": "PROTOCOL_RR22",
@@ -20,11 +40,14 @@ _PROTOCOL_ALIASES = {
     "ECDH_PSI_2PC": "PROTOCOL_ECDH",
     "KKRT": "PROTOCOL_KKRT",
     "KKRT_PSI_2PC": "PROTOCOL_KKRT",
+    "ECDH_3PC": "ECDH_PSI_3PC",
+    "ECDH_NPC": "ECDH_PSI_NPC",
+    "KKRT_NPC": "KKRT_PSI_NPC",
 }
 
 
 def normalize_psi_protocol(name: str) -> str:
-    """Map any accepted spelling (PROTOCOL_RR22, RR22, KKRT_PSI_2PC, …) to SPU's name."""
+    """Map any accepted spelling (PROTOCOL_RR22, RR22, KKRT_PSI_2PC, ECDH_3PC, …) to SPU's name."""
     key = str(name).strip().upper()
     if key in PSI_PROTOCOLS:
         return key
@@ -32,6 +55,38 @@ def normalize_psi_protocol(name: str) -> str:
         return _PROTOCOL_ALIASES[key]
     accepted = sorted(set(PSI_PROTOCOLS) | set(_PROTOCOL_ALIASES))
     raise ValueError(f"unknown PSI protocol {name!r}; accepted: {', '.join(accepted)}")
+
+
+def short_psi_protocol(protocol: str) -> str:
+    """The name people write: RR22, ECDH, KKRT, ECDH_3PC, ECDH_NPC, KKRT_NPC."""
+    return protocol.removeprefix("PROTOCOL_").replace("_PSI_", "_")
+
+
+def psi_protocols_for(parties: int) -> list[str]:
+    """The protocols that run between this many parties, the default first (PSI_PROTOCOLS'
+    order: for two parties the fastest, for three or more the one that reveals least)."""
+    return [p for p in PSI_PROTOCOLS if _runs(p, parties)]
+
+
+def check_psi_party_count(protocol: str, parties: int) -> None:
+    """ValueError unless `protocol` runs between `parties` parties, saying which counts each
+    protocol supports."""
+    if not 2 <= parties <= MAX_PSI_PARTIES:
+        raise ValueError(f"a PSI runs between 2 and {MAX_PSI_PARTIES} parties, got {parties}")
+    if _runs(protocol, parties):
+        return
+    lo, hi = PSI_PARTY_COUNTS[protocol]
+    runs = str(lo) if lo == hi else f"{lo} to {hi}"
+    others = ", ".join(short_psi_protocol(p) for p in psi_protocols_for(parties))
+    raise ValueError(
+        f"protocol {short_psi_protocol(protocol)} runs with {runs} parties, got {parties}; "
+        f"for {parties} parties use {others}"
+    )
+
+
+def _runs(protocol: str, parties: int) -> bool:
+    lo, hi = PSI_PARTY_COUNTS[protocol]
+    return lo <= parties <= hi
 
 
 # --- task params ------------------------------------------------------------------------------
@@ -139,8 +194,10 @@ class PSITaskConfig(_Strict):
                 )
         if self.receiver not in parties:
             raise ValueError(f"task_config.receiver {self.receiver!r} is not one of the parties")
-        if len(parties) != 2:
-            raise ValueError("PSI needs exactly two parties")
+        try:
+            check_psi_party_count(self.protocol, len(parties))
+        except ValueError as exc:
+            raise ValueError(f"task_config.protocol: {exc}") from None
         return self
 
 

@@ -1,11 +1,12 @@
-"""The PSI job: spu.psi between exactly two parties, reading/writing inside each data root.
+"""The PSI job: SPU's PSI between two to MAX_PSI_PARTIES parties, reading/writing inside each
+data root — PSI v2 (RR22, KKRT) between two, the legacy bucket PSI for ECDH and for three or more
+(ECDH_PSI_3PC, ECDH_PSI_NPC, KKRT_PSI_NPC).
 
-What each party learns (said before launch by the coordinator's kind, coordinator/jobkinds/psi):
-the receiver, the intersection — its own rows whose keys the other party holds too (both, with
-`broadcast_result`); each party, the other's number of distinct keys (the set sizes, in every
-protocol here); the sender, nothing of the intersection (SPU reports it -1, and this party's
-report is read locally, never sent over the fed link: `report_sent_to`). Repeated keys never
-reach the PSI (each key once), so nobody learns how often a key repeats at the other party.
+What each party learns is said before launch by the coordinator's kind (coordinator/jobkinds/psi,
+per protocol and party count; docs/node.md "Who learns what"): the receiver, the intersection —
+its own rows whose keys every other party holds too (every party, with `broadcast_result`); this
+party's report is read locally, never sent over the fed link (`report_sent_to`). Repeated keys
+never reach the PSI (each key once), so nobody learns how often a key repeats elsewhere.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from node.dataroot.tables import check_table
 from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared, read_task_config
 from node.settings import NodeSettings
 
+# protocol → the legacy bucket PSI's type that runs it (the others run in PSI v2)
+BUCKET_PSI_TYPES = {
+    "PROTOCOL_ECDH": "ECDH_PSI_2PC",
+    "ECDH_PSI_3PC": "ECDH_PSI_3PC",
+    "ECDH_PSI_NPC": "ECDH_PSI_NPC",
+    "KKRT_PSI_NPC": "KKRT_PSI_NPC",
+}
 WORK_DIR = ".partyline/work"  # per-job scratch inside the data root (normalized inputs)
 
 
@@ -287,15 +295,15 @@ def _write(prepared: PsiPrepared, params: TaskParams, psi_output: Path) -> int:
 def _spu_call(prepared: PsiPrepared, psi_keys: list[str]) -> tuple[str, dict[str, Any]]:
     """The SPU runtime's method (node.sfjob.spu_runtime.PartylineSPURuntime) and its arguments
     by name, except each party's own input and output paths."""
-    if prepared.protocol == "PROTOCOL_ECDH":
+    if prepared.protocol in BUCKET_PSI_TYPES:
         # PSI v2's ECDH (spu 0.9.3b0) spawns its link contexts in a racy order and then hangs
         # until the receive timeout in about 1 run of 4 (see docs/node.md); the legacy bucket
-        # PSI runs the same ECDH core without that race. It writes a header-only output for
-        # an empty intersection.
+        # PSI runs the same ECDH core without that race, and is the only one that runs three
+        # or more parties. It writes a header-only output for an empty intersection.
         return "psi_csv", {
             "key": psi_keys,
             "receiver": prepared.receiver,
-            "protocol": "ECDH_PSI_2PC",
+            "protocol": BUCKET_PSI_TYPES[prepared.protocol],
             "precheck_input": False,  # the node checked the table itself: keys are unique
             "sort": prepared.sort,
             "broadcast_result": prepared.broadcast_result,

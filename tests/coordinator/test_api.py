@@ -118,6 +118,35 @@ def test_the_kinds_say_before_launch_who_learns_what(api):
     assert unknown.status_code == 404 and "there are: psi" in unknown.json()["detail"]
 
 
+def _three(protocol: str | None, **over) -> dict:
+    parties = {
+        p: {"keys": ["k"], "input": "t.csv", "output": "o.csv"} for p in ("alice", "bob", "carol")
+    }
+    return psi_body(parties=parties, receiver="bob", protocol=protocol, **over)
+
+
+def test_what_each_party_learns_is_said_per_protocol_and_party_count(api):
+    """Before launch (POST /jobs/psi/learns, what the form shows beside the protocol select):
+    in ECDH_3PC the party after the receiver in rank order learns one pairwise intersection
+    size, the third nothing of any intersection; between two parties the sender nothing."""
+    three = api.post("/api/v1/jobs/psi/learns", json=_three("ECDH_3PC")).json()
+    assert three["bob"].startswith(
+        "the intersection: which of its own keys alice and carol hold too"
+    )
+    assert three["carol"].startswith("the size of carol ∩ alice, not which keys")
+    assert "nothing of any intersection" in three["alice"]
+    npc = api.post("/api/v1/jobs/psi/learns", json=_three("KKRT_NPC")).json()
+    assert "intermediate intersection" in npc["alice"] and "nothing of which keys" in npc["alice"]
+    default = api.post("/api/v1/jobs/psi/learns", json=_three(None)).json()
+    assert default == three  # unset: the one that reveals least
+    two = api.post("/api/v1/jobs/psi/learns", json=psi_body()).json()
+    assert two["bob"].endswith("nothing of the intersection, not even its size")
+    both = api.post("/api/v1/jobs/psi/learns", json=psi_body(broadcast_result=True)).json()
+    assert both["bob"].startswith("the intersection: which of its own keys alice holds too")
+    bad = api.post("/api/v1/jobs/psi/learns", json=_three("RR22"))
+    assert bad.status_code == 422 and "for 3 parties use ECDH_3PC" in bad.text
+
+
 # --- validation: 422 naming the field, nothing reaches any queue ----------------------------
 def _drop(body, party, field):
     del body["parties"][party][field]
@@ -125,14 +154,24 @@ def _drop(body, party, field):
 
 
 BAD = {
+    "three parties in a two-party protocol": (
+        psi_body(
+            parties={
+                **psi_body()["parties"],
+                "carol": {"keys": ["k"], "input": "c.csv", "output": "o.csv"},
+            }
+        ),
+        "protocol RR22 runs with 2 parties, got 3; for 3 parties use ECDH_3PC, ECDH_NPC, KKRT_NPC",
+    ),
     "unknown party": (
         psi_body(
             parties={
                 **psi_body()["parties"],
                 "dave": {"keys": ["k"], "input": "d.csv", "output": "o.csv"},
-            }
+            },
+            protocol="ECDH_3PC",
         ),
-        "2 parties",
+        "unknown party 'dave'",
     ),
     "unknown party name": (
         {
@@ -146,7 +185,7 @@ BAD = {
     ),
     "one party": (
         {**psi_body(), "parties": {"alice": psi_body()["parties"]["alice"]}},
-        "2 parties",
+        "a PSI runs between 2 and 8 parties, got 1",
     ),
     "receiver not a party": (
         psi_body(receiver="carol"),

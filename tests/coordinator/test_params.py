@@ -41,7 +41,7 @@ def test_good_request_normalizes_protocol():
 @pytest.mark.parametrize(
     ("mutate", "field", "needle"),
     [
-        (lambda b: b["parties"].pop("bob"), "parties", "needs 2 parties"),
+        (lambda b: b["parties"].pop("bob"), "parties", "between 2 and 8 parties, got 1"),
         (lambda b: b.update(receiver="carol"), "", "receiver 'carol'"),
         (lambda b: b.update(protocol="MAGIC"), "protocol", "unknown PSI protocol 'MAGIC'"),
         (lambda b: b["parties"]["bob"].update(keys=[]), "parties.bob.keys", "at least 1"),

@@ -1,4 +1,4 @@
-"""A real two-party federation on this machine: per party its own redis-server, Ray head,
+"""A real federation of five parties on this machine: per party its own redis-server, Ray head,
 Celery worker, certificates, data root — torn down even when a test fails."""
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def federation():
     shutil.rmtree(base, ignore_errors=True)
     fed = LocalFederation(
         base,
-        ["alice", "bob", "carol"],  # carol: in the registry, never in a job of the tests
+        # carol, dave and erin: in PSIs of three to five parties only (test_multiparty.py);
+        # the two-party tests show that a party of the registry outside a job gets nothing
+        ["alice", "bob", "carol", "dave", "erin"],
         # tests/e2e/hello_job.py: a job type declared under tests/ only (test_job_types.py)
         node_env={"NODE_START_TIMEOUT_S": START_TIMEOUT_S, "NODE_JOB_MODULES": HELLO_JOB},
         log=lambda m: print(f"[federation] {m}"),

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from deploy.local.standin import read_keys
+from deploy.local.standin import read_keys, write_csv
 
 from .conftest import ARTIFACTS
 from .helpers import psi_body, running_coordinator, write_inputs
@@ -131,13 +131,22 @@ def test_parties_page(page, federation):
         redis = row.locator("li[data-check='redis']")
         assert redis.get_attribute("data-ok") == "true"
         playwright_api.expect(redis).to_contain_text("PING ok")
-    # carol is in the registry (never in a job of these tests) and is listed as well
+    # carol is in the registry (in no job of these tests) and is listed as well
     playwright_api.expect(page.locator("#party-row-carol")).to_be_visible()
     # the broker URL is shown, without the coordinator's Redis password
     for name, node in federation.nodes.items():
         broker = page.locator(f"#party-row-{name} td").nth(1).inner_text()
         assert f":{node.ports['redis']}" in broker and "***" in broker, broker
         assert node.coordinator_password not in page.locator(f"#party-row-{name}").inner_text()
+    # every health check readable: nothing of the table is cut off at its right edge, in a
+    # 1400-pixel window with the five parties of the federation
+    page.set_viewport_size({"width": 1400, "height": 900})
+    for name in federation.nodes:
+        row = page.locator(f"#party-row-{name}")
+        playwright_api.expect(row.locator("ul.checks li").first).to_be_visible()
+    wrap = page.locator(".table-wrap")
+    clipped = wrap.evaluate("w => w.scrollWidth - w.clientWidth")
+    assert clipped <= 1, f"the parties table is {clipped} px wider than its card"
     page.screenshot(path=str(SHOTS / "parties.png"), full_page=True)
     page.click("#refresh-parties")
     playwright_api.expect(page.locator("#refresh-parties")).to_have_text("Refresh")
@@ -263,7 +272,58 @@ def test_psi_from_the_form(page, coordinator, federation, data):
     page.screenshot(path=str(SHOTS / "jobs.png"), full_page=True)
 
 
-def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coordinator):
+def test_a_psi_of_three_parties_from_the_form(page, coordinator, federation, data):
+    """A third party column added (and one removed again): the protocol select offers what runs
+    for three parties, the reveal-least first; what each party learns is shown before launch;
+    the job SUCCEEDS with the plain-Python intersection of the three tables at the receiver."""
+    carol = [f"u{i:05d}" for i in range(0, 1700, 3)]
+    write_csv(federation.nodes["carol"].data_root / "ui/carol.csv", "cust", carol)
+    out = "out/ui-three.csv"
+    page.goto("/new")
+    pick(page, "a", "alice", "ui/alice.csv", ["uid"])
+    pick(page, "b", "bob", "ui/bob.csv", ["id"])
+    protocols = page.locator("#protocol option")
+    playwright_api.expect(protocols).to_have_count(3)
+    assert protocols.first.get_attribute("value") == "RR22"
+    page.click("#add-party")
+    page.click("#add-party")  # a fourth, then removed
+    playwright_api.expect(page.locator("#party-block-d")).to_be_visible()
+    page.click("#remove-d")
+    playwright_api.expect(page.locator("#party-block-d")).to_have_count(0)
+    pick(page, "c", "carol", "ui/carol.csv", ["cust"])
+    for side in ("a", "b", "c"):
+        page.fill(f"#output-{side}", out)
+    assert protocols.evaluate_all("os => os.map(o => o.value)") == [
+        "ECDH_3PC",
+        "ECDH_NPC",
+        "KKRT_NPC",
+    ]
+    playwright_api.expect(page.locator("#protocol-hint")).to_contain_text("RR22: 2 parties")
+    page.select_option("#receiver", "bob")
+    learns = page.locator("#psi-learns-list li")
+    playwright_api.expect(learns).to_have_count(3)
+    said = page.locator("#psi-learns-list li[data-party='carol']")
+    playwright_api.expect(said).to_contain_text("the size of carol ∩ alice, not which keys")
+    page.screenshot(path=str(SHOTS / "new-psi-three.png"), full_page=True)
+    with page.expect_response("**/api/v1/jobs/psi") as resp:
+        page.click("#submit-psi")
+    assert resp.value.status == 201, resp.value.text()
+    page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
+    page.wait_for_function(
+        "final => final.includes(document.querySelector('#job-status').dataset.status)",
+        arg=list(FINAL),
+        timeout=JOB_TIMEOUT_MS,
+    )
+    assert page.locator("#job-status").inner_text() == "SUCCEEDED", page.locator(
+        "#job-error"
+    ).inner_text()
+    for party in ("alice", "bob", "carol"):
+        assert page.locator(f"#party-{party}").get_attribute("data-status") == "SUCCESS"
+    got = read_keys(federation.nodes["bob"].data_root / out, "id")
+    assert sorted(got) == sorted(set(data) & set(carol))
+
+
+def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coordinator, federation):
     """The hello kind has no UI code: its tab and form are drawn from its request schema (a
     party pick-list, its greeting with the declared default, the optional deadline); the API's
     422 is shown naming the field; a filled form launches a job that SUCCEEDS at every party."""
@@ -282,7 +342,7 @@ def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coord
         "type", "datetime-local"
     )
     picks = page.locator("#field-parties input[type=checkbox]")
-    assert sorted(picks.evaluate_all("bs => bs.map(b => b.value)")) == ["alice", "bob", "carol"]
+    assert sorted(picks.evaluate_all("bs => bs.map(b => b.value)")) == sorted(federation.nodes)
     err = page.locator("#form-error")
 
     page.check("#field-parties input[data-party='alice']")

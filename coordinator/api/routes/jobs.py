@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from coordinator.api.deps import Authenticated, CoordinatorDep, JobsDep, SessionDep
+from coordinator.jobkinds.spec import JobKind
 from coordinator.merge import TERMINAL_JOB_STATES, JobState
 from coordinator.models import Job
 from coordinator.schemas import (
@@ -22,7 +23,7 @@ from coordinator.schemas import (
     PSIJobCreate,
     TimelinePage,
 )
-from coordinator.services.jobs import JobError
+from coordinator.services.jobs import JobError, JobService
 from coordinator.services.views import (
     TIMELINE_PAGE,
     job_detail,
@@ -35,13 +36,20 @@ from coordinator.services.views import (
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Authenticated])
 
 
+def _kind(jobs: JobService, kind: str) -> JobKind:
+    declared = jobs.kinds.get(kind)
+    if declared is None:
+        raise HTTPException(404, f"no job kind {kind!r} (there are: {', '.join(jobs.kinds)})")
+    return declared
+
+
 def _raise(exc: JobError) -> NoReturn:
     raise HTTPException(exc.status_code, str(exc)) from exc
 
 
 @router.post("/psi", response_model=JobOut, status_code=status.HTTP_201_CREATED)
 def submit_psi(body: PSIJobCreate, jobs: JobsDep) -> JobOut:
-    """Launch a PSI between two parties. 422 names the bad field; 503 names an unreachable
+    """Launch a PSI among two to eight parties. 422 names the bad field; 503 names an unreachable
     party (then nothing was sent anywhere)."""
     try:
         return job_out(jobs.submit(body))
@@ -58,19 +66,29 @@ def get_kinds(jobs: JobsDep) -> list[dict]:
             "name": k.name,
             "summary": k.summary,
             "learns": k.learns,
+            "facts": k.facts,
             "schema": k.request.model_json_schema(),
         }
         for k in jobs.kinds.values()
     ]
 
 
+@router.post("/{kind}/learns")
+def preview_learns(kind: str, body: Annotated[dict, Body()], jobs: JobsDep) -> dict[str, str]:
+    """What each party would learn of the others' data in this request (nothing is launched):
+    party → sentence. 422 names the bad field, as a launch would."""
+    declared = _kind(jobs, kind)
+    try:
+        return declared.who_learns(declared.request.model_validate(body))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
 @router.post("/{kind}", response_model=JobOut, status_code=status.HTTP_201_CREATED)
 def submit_job(kind: str, body: Annotated[dict, Body()], jobs: JobsDep) -> JobOut:
     """Launch a job of any kind (GET /api/v1/jobs/kinds): the body is that kind's request. 404
     names the kinds there are; 422 the bad field; 503 an unreachable party."""
-    declared = jobs.kinds.get(kind)
-    if declared is None:
-        raise HTTPException(404, f"no job kind {kind!r} (there are: {', '.join(jobs.kinds)})")
+    declared = _kind(jobs, kind)
     try:
         request = declared.request.model_validate(body)
     except ValidationError as exc:
@@ -99,8 +117,8 @@ def _job(session, job_id: str) -> Job:
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def get_job(job_id: str, session: SessionDep) -> JobDetail:
-    return job_detail(session, _job(session, job_id))
+def get_job(job_id: str, session: SessionDep, jobs: JobsDep) -> JobDetail:
+    return job_detail(session, _job(session, job_id), jobs.kinds)
 
 
 @router.get("/{job_id}/timeline", response_model=TimelinePage)
@@ -147,7 +165,8 @@ async def events(job_id: str, request: Request, coord: CoordinatorDep) -> Stream
     def snapshot() -> dict | None:
         with coord.db() as s:
             job = s.get(Job, job_id)
-            return None if job is None else job_detail(s, job).model_dump(mode="json")
+            kinds = coord.jobs.kinds if coord.jobs is not None else {}
+            return None if job is None else job_detail(s, job, kinds).model_dump(mode="json")
 
     # read the change counter *before* the snapshot: a change landing in between is then seen
     # as a new version instead of being lost (the stream would wait for a change that came)

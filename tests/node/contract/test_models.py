@@ -362,12 +362,30 @@ def test_empty_key_list(cols):
     assert "task_config.keys['bob'] must be a non-empty list of column names" in msg
 
 
-def test_psi_needs_exactly_two_parties():
-    cfg = good_psi_config()
+def _parties(cfg: dict, *names: str) -> dict:
     for name in ("keys", "input_paths", "output_paths"):
-        cfg[name]["carol"] = cfg[name]["bob"]
-    msg = rejected(PSITaskConfig, cfg)
-    assert "PSI needs exactly two parties" in msg
+        for party in names:
+            cfg[name][party] = cfg[name]["bob"]
+    return cfg
+
+
+def test_a_protocol_runs_only_with_the_party_counts_it_supports():
+    three = _parties(good_psi_config(), "carol")
+    msg = rejected(PSITaskConfig, three)  # RR22
+    assert "protocol RR22 runs with 2 parties, got 3; for 3 parties use ECDH_3PC" in msg
+    assert PSITaskConfig.model_validate({**three, "protocol": "ECDH_3PC"}).protocol == (
+        "ECDH_PSI_3PC"
+    )
+    four = _parties(good_psi_config(), "carol", "dave")
+    msg = rejected(PSITaskConfig, {**four, "protocol": "ECDH_PSI_3PC"})
+    assert "ECDH_3PC runs with 3 parties, got 4; for 4 parties use ECDH_NPC, KKRT_NPC" in msg
+    assert PSITaskConfig.model_validate({**four, "protocol": "KKRT_NPC"})
+    two = good_psi_config()
+    msg = rejected(PSITaskConfig, {**two, "protocol": "ECDH_NPC"})
+    assert "ECDH_NPC runs with 3 to 8 parties, got 2; for 2 parties use RR22, ECDH, KKRT" in msg
+    many = _parties(good_psi_config(), *(f"p{i}" for i in range(8)))
+    msg = rejected(PSITaskConfig, {**many, "protocol": "ECDH_NPC"})
+    assert "a PSI runs between 2 and 8 parties, got 10" in msg
 
 
 def test_psi_task_type_must_be_psi():
