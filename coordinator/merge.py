@@ -22,7 +22,10 @@ Job precedence (`merge`), first match wins:
                                                  name) that is not PEER_CAUSED, else — when a
                                                  party never started — that party, else the one
                                                  party still not ended (if only one); to_terminate =
-                                                 every party whose task is not terminal
+                                                 every party whose task is not terminal — none
+                                                 when the failures are refusals that release
+                                                 their peers (`released`): those end by
+                                                 themselves, with PeerRefused
      (a job already FAILED keeps its state, but its error and failed_party are re-derived, so a
       later report of the true cause replaces a peer's earlier "it never joined")
   3. any party CANCELLED (no FAILURE)         → CANCELLED; error "party <p> cancelled its task"
@@ -47,7 +50,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from node.contract import PEER_CAUSED, TERMINAL_STATUSES, ErrorInfo, StatusEvent
+from node.contract import PEER_CAUSED, TERMINAL_STATUSES, ErrorInfo, ErrorType, StatusEvent
 
 
 class JobState(StrEnum):
@@ -192,6 +195,15 @@ def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
     return f"party {first.party} failed: {_why(first)}", first.party
 
 
+def released(failed: Iterable[PartyTask]) -> bool:
+    """Whether an attempt failed only by refusals before any work, whose refusing party
+    releases its peers in their warm session (they end with PeerRefused; the session is kept)."""
+    errors = [t.error for t in failed]
+    return any(e is not None and e.releases_session for e in errors) and all(
+        e is not None and (e.releases_session or e.type == ErrorType.PEER_REFUSED) for e in errors
+    )
+
+
 def _status_of(values: list[PartyTask], party: str) -> PartyStatus:
     return next(t.status for t in values if t.party == party)
 
@@ -211,7 +223,8 @@ def merge(current: JobState, tasks: Mapping[str, PartyTask]) -> MergeResult:
     failed = [t for t in values if t.status == PartyStatus.FAILURE]
     if failed:
         error, party = blame(values)
-        return MergeResult(JobState.FAILED, error, party, unfinished)
+        # a refusal that releases its peers (a warm session): they end on their own, at once
+        return MergeResult(JobState.FAILED, error, party, () if released(failed) else unfinished)
     cancelled = [t for t in values if t.status == PartyStatus.CANCELLED]
     if cancelled:
         first = _earliest(cancelled)

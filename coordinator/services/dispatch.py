@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.db import transaction
 from coordinator.jobkinds.spec import JobKind
-from coordinator.merge import JobState, PartyStatus
+from coordinator.merge import TERMINAL_PARTY_STATUSES, JobState, PartyStatus, released
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.models import Job, SecretflowTask
 from coordinator.params import job_template, per_party
@@ -27,6 +27,7 @@ from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.retry_gate import RetryGate
 from coordinator.services.sessions import SessionRegistry, WarmSession
+from coordinator.services.status import to_party_task
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
 
@@ -71,6 +72,14 @@ class _Queued:
     named: tuple[str, str, int] | None  # a retry's silent party: (party, execution id, attempt)
 
 
+def _refused_only(tasks: list[SecretflowTask]) -> bool:
+    """An attempt that failed only by a refusal before any work, its peers released (so far:
+    every party that ended ended so)."""
+    ended = [to_party_task(t) for t in tasks if PartyStatus(t.status) in TERMINAL_PARTY_STATUSES]
+    failed = [t for t in ended if t.status == PartyStatus.FAILURE]
+    return len(failed) == len(ended) and released(failed)
+
+
 class Dispatcher:
     """Sends queued jobs as attempts, and frees what ended attempts held."""
 
@@ -95,34 +104,42 @@ class Dispatcher:
 
     def release(self, execution_ids: Iterable[str], *, succeeded: bool | None = None) -> None:
         """Attempts that have ended: free their ports, and idle their warm sessions (a job that
-        SUCCEEDED) or retire them (anything else). `succeeded=None`: read from the database."""
+        SUCCEEDED, or one refused before any work whose parties have all ended) or retire them
+        (anything else). `succeeded=None`: read from the database. A refused attempt whose
+        peers are still ending (released by the refusing party) keeps its session busy."""
         ids = set(execution_ids)
         if self.warm is not None and ids:
             in_session = self.warm.running(ids)
-            ok: set[str] = set()
+            keep: set[str] = set()
+            waiting: set[str] = set()
             if in_session and succeeded is None:
-                ok = self._succeeded(in_session)
+                keep, waiting = self._session_outcomes(in_session)
             elif succeeded:
-                ok = in_session
-            for execution_id in in_session:
-                self.warm.finished(execution_id, execution_id in ok)
+                keep = in_session
+            for execution_id in in_session - waiting:
+                self.warm.finished(execution_id, execution_id in keep)
         for execution_id in ids:
             self.ports.release(execution_id)  # a no-op for one that ran in a session
 
-    def _succeeded(self, execution_ids: set[str]) -> set[str]:
+    def _session_outcomes(self, execution_ids: set[str]) -> tuple[set[str], set[str]]:
+        """(attempts whose session stays, attempts whose session waits for its parties)."""
+        keep: set[str] = set()
+        waiting: set[str] = set()
         try:
             with self.db() as s:
-                return set(
-                    s.scalars(
-                        select(Job.execution_id).where(
-                            Job.execution_id.in_(sorted(execution_ids)),
-                            Job.status == JobState.SUCCEEDED,
-                        )
-                    )
-                )
+                jobs = s.scalars(select(Job).where(Job.execution_id.in_(sorted(execution_ids))))
+                for job in jobs:
+                    attempt = str(job.execution_id)
+                    tasks = [t for t in job.tasks if t.execution_id == attempt]
+                    if job.status == JobState.SUCCEEDED:
+                        keep.add(attempt)
+                    elif job.status == JobState.FAILED and _refused_only(tasks):
+                        done = all(PartyStatus(t.status) in TERMINAL_PARTY_STATUSES for t in tasks)
+                        (keep if done else waiting).add(attempt)
         except Exception:  # cannot tell: those sessions are not used again
             log.exception("could not read how attempts %s ended", sorted(execution_ids))
-            return set()
+            return set(), set()
+        return keep, waiting
 
     def dispatch(self, job_id: str) -> bool:
         """Send one queued job as a new attempt; False when it stays queued (or timed out)."""

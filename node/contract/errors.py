@@ -40,6 +40,7 @@ class ErrorType(StrEnum):
     PEER_CONNECT_TIMEOUT = "PeerConnectTimeout"  # the peer never joined this job in time
     PEER_UNREACHABLE = "PeerUnreachable"  # the peer's link port refused / could not be reached
     PEER_LOST = "PeerLost"  # the peer went away in the middle of the job
+    PEER_REFUSED = "PeerRefused"  # a peer refused its part before any work (its own cause)
     TLS_HANDSHAKE = "TLSHandshakeError"  # certificate / CA problem: an operator must fix it
     # the computation itself
     PSI_FAILED = "PSIError"
@@ -74,6 +75,7 @@ PEER_CAUSED = frozenset(
         ErrorType.PEER_CONNECT_TIMEOUT,
         ErrorType.PEER_UNREACHABLE,
         ErrorType.PEER_LOST,
+        ErrorType.PEER_REFUSED,
         ErrorType.REVOKED,
         ErrorType.CANCELLED,
     }
@@ -116,6 +118,10 @@ class ErrorInfo(BaseModel):
     type: ErrorType
     message: str
     details: str | None = None
+    # a refusal before any work in a warm session whose peers this party releases (their
+    # drivers end the job with PeerRefused and stay up): the coordinator lets them end and
+    # keeps the session (docs/architecture.md, "Warm sessions")
+    releases_session: bool = False
 
     @field_validator("type", mode="before")
     @classmethod

@@ -337,4 +337,6 @@ def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
     return [p for p in parties if p != party and was_sent(p)]
 
 
-JOB = JobType(name="psi", prepared=PsiPrepared, prepare=prepare, run=run, needs_spu=True)
+JOB = JobType(
+    name="psi", prepared=PsiPrepared, prepare=prepare, run=run, needs_spu=True, releases_peers=True
+)

@@ -5,7 +5,9 @@ A job type declares, in one module, one `JobType`:
     task_config, checks its inputs inside the data root, claims its outputs; returns its
     `Prepared` model or raises `JobRefused`;
   - `run` (heavy, in the job's SecretFlow process, cold or warm): given that model and the
-    `JobContext` (the params, the devices, the stage reporter), returns the job's result.
+    `JobContext` (the params, the devices, the stage reporter), returns the job's result;
+  - `releases_peers`: whether, in a warm session, a party that refused the job can release
+    its peers (they end at once and the session is kept).
 The `Prepared` model crosses from the task to the job's process as JSON and is validated there
 again (`JobType.load`).
 """
@@ -89,6 +91,12 @@ class JobType(Generic[P]):
     prepare: Callable[[TaskParams, NodeSettings], P]
     run: Callable[[P, JobContext], dict[str, Any]]
     needs_spu: bool = True
+    # True: in a warm session, `run`'s first cross-party step is the SPU runtimes' attempt
+    # check (`checked`, one call per runtime, as psi's) — so a party that refused the job can
+    # swap a refusal there instead (node.sfjob.stages.release_peers): the peers' `run` ends at
+    # once with PeerRefused and every party's session stays in step. False: the peers are
+    # cancelled and the session ends.
+    releases_peers: bool = False
 
     def load(self, data: dict[str, Any]) -> P:
         """The prepared model as the job's process receives it."""

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from node.contract import TaskParams
+from node.contract import ErrorInfo, TaskParams
 
 MSG_FD_ENV = "PARTYLINE_MSG_FD"  # the child writes its messages to this file descriptor
 MAX_TEXT = 20_000  # an error's message and trace, as sent (the whole trace is in the job log)
@@ -34,6 +34,9 @@ class JobSpec(BaseModel):
     prepared: dict[str, Any]  # the job type's own `Prepared` model, as JSON
     settings: dict[str, Any]  # NodeSettings.for_job_process(): no password crosses
     log_path: str  # the job's log: the child's stdout and stderr go there
+    # set: this party refused the job before any work; its warm session's driver only releases
+    # the peers' drivers, which wait for this party's part (JobType.release)
+    refused: ErrorInfo | None = None
 
 
 class Message(BaseModel):

@@ -15,6 +15,8 @@ from typing import Any
 from node.launch.child_spec import (
     ChildExited,
     ChildMessage,
+    JobFailed,
+    JobResult,
     JobSpec,
     LineReader,
     SessionStarted,
@@ -126,6 +128,34 @@ class SessionJob:
     def finish(self, job_dir: Path) -> None:
         """After the result: the session stays up for the next job; nothing to reap."""
         self.close()
+
+
+def release_peers(settings: NodeSettings, spec: JobSpec, timeout: float) -> str | None:
+    """This party refused `spec`'s job (`spec.refused`): its session's driver releases the
+    peers waiting for it. None once done; else why not (no such session here, it is busy, the
+    driver failed, or `timeout` passed — the peers are then left to the coordinator's cancel)."""
+    try:
+        job = SessionJob(settings)
+    except HostUnavailable as exc:
+        return str(exc)
+    end = time.monotonic() + timeout
+    try:
+        job.send_job(spec)
+        while time.monotonic() < end:
+            for msg in job.read_messages(min(1.0, max(0.0, end - time.monotonic()))):
+                if isinstance(msg, JobResult):
+                    return None
+                if isinstance(msg, JobFailed):
+                    return f"{msg.error.type}: {msg.error.message}"
+                if isinstance(msg, ChildExited):
+                    return f"the session's driver exited (code {msg.rc})"
+            if not job.alive():
+                return "the session host closed the connection"
+        return f"the peers were not released within {timeout:.0f} s"
+    except (OSError, ValueError) as exc:
+        return f"the session host failed: {exc}"
+    finally:
+        job.close()
 
 
 def _ask(settings: NodeSettings, request: dict[str, Any], timeout: float) -> dict[str, Any]:

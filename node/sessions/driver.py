@@ -6,8 +6,11 @@ job runs through node.sfjob.stages; the session is its federation: its first job
 sf.init against this party's Ray head with the session id as RayFed's job name, then the SPU
 device (its runtime actor and brpc link) — and every later job of the session runs on them.
 Every job's PSI first checks, over the SPU link, that the peer runs the same job
-(node.sfjob.spu_runtime). Any error ends the process, and with it the session's Ray job, actors
-and ports: a session that failed is never used again. EOF on stdin (the host closed the
+(node.sfjob.spu_runtime). A job this party refused before any work comes with `refused` set:
+the driver only releases the peers (node.sfjob.stages.release_peers), and a peer's refusal ends this
+party's job with PeerRefused — in both cases nothing ran and the session stays. Any other error
+ends the process, and with it the session's Ray job, actors and ports: a session that failed is
+never used again. EOF on stdin (the host closed the
 session, or died) ends it too.
 """
 
@@ -20,9 +23,10 @@ import time
 from typing import Any
 
 from node.contract import ErrorType, TaskParams
-from node.launch.child_spec import JobResult, refusal
+from node.launch.child_spec import JobResult, JobSpec, refusal
 from node.settings import NodeSettings
 from node.sfjob.pipe import Pipe, flush, next_spec, redirect_output
+from node.sfjob.spu_runtime import refusal_note
 
 
 class SessionRefusal(Exception):
@@ -90,7 +94,7 @@ def main() -> int:
     from node.sfjob import sflite
 
     sflite.load()  # SecretFlow's device layer, imported before the session starts (warm)
-    from node.sfjob.stages import run_stages
+    from node.sfjob.spu_runtime import PeerRefused
 
     pipe.ready(t_import)
     session = Session()
@@ -101,16 +105,36 @@ def main() -> int:
             os._exit(0)
         redirect_output(spec.log_path)
         try:
-            settings = NodeSettings.model_validate(spec.settings)
-            result = run_stages(spec.params, spec.prepared, settings, session, pipe.reporter())
+            result = _run(spec, session, pipe)
         except SessionRefusal as exc:  # typed, one line; the session is not trusted after it
             pipe.send(refusal(ErrorType.INVALID_PARAMS, str(exc)))
             os._exit(1)
+        except PeerRefused as exc:  # nothing ran anywhere: the session stays for the next job
+            pipe.send(refusal(ErrorType.PEER_REFUSED, _cause(exc)))
+            flush()
+            continue
         except BaseException as exc:  # report anything, then end the session
             pipe.error(exc)
             os._exit(1)
         pipe.send(JobResult(result=result))
         flush()
+
+
+def _run(spec: JobSpec, session: Session, pipe: Pipe) -> dict[str, Any]:
+    """The job's stages — or, when this party refused it, only the release of its peers."""
+    from node.sfjob.stages import release_peers, run_stages
+
+    settings = NodeSettings.model_validate(spec.settings)
+    if spec.refused is not None:
+        note = refusal_note(spec.params.execution_id, spec.refused.message)
+        return release_peers(spec.params, note, settings, session)
+    return run_stages(spec.params, spec.prepared, settings, session, pipe.reporter())
+
+
+def _cause(exc: BaseException) -> str:
+    """The peer's refusal in its words (Ray wraps the runtime's exception with its trace)."""
+    cause = getattr(exc, "cause", None) or exc
+    return f"ended before any work: {cause.args[0] if cause.args else cause}"
 
 
 if __name__ == "__main__":

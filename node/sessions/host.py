@@ -7,7 +7,10 @@ client). Closing the connection before the result (cancel, deadline, time limit)
 session. The rules:
 
 - one job per session at a time;
-- a session whose job did not succeed (error, crash, cancel) is closed, and its id remembered:
+- a session whose job did not succeed (error, crash, cancel) is closed, and its id remembered —
+  except a job refused before any work (this party refused and released its peers, or a peer
+  refused: PeerRefused), which leaves every party's session in step;
+  a closed session's id is remembered:
   a later job naming it gets SessionLost, never a new session under the old id (the peer may
   still hold the old one, and the two would not be in step);
 - one session per party set: a job of a new session closes an older one of the same parties
@@ -211,6 +214,19 @@ class Host:
             self._end(old, why)
         return sess, True, None
 
+    def _claim_for_release(
+        self, params: TaskParams
+    ) -> tuple[HostedSession | None, bool, JobFailed | None]:
+        """The session a refused job names, if it runs here (never a new one for it)."""
+        assert params.session is not None
+        with self._lock:
+            sess = self._sessions.get(params.session.id)
+            if sess is None:
+                return None, False, refusal(
+                    ErrorType.SESSION_LOST, f"no warm session {params.session.id} runs here"
+                )  # fmt: skip
+            return self._claim_running(sess, params, identity(params))
+
     def _end_outdated(
         self, session_id: str, ray_session: str | None, crl: tuple[int, int] | None
     ) -> None:
@@ -286,7 +302,10 @@ class Host:
         if params.session is None:
             wire.send(conn, refusal(ErrorType.INVALID_PARAMS, "a job without a session was sent"))
             return
-        sess, new, err = self._claim(params)
+        if spec.refused is not None:  # only a session that runs here, idle, may release peers
+            sess, new, err = self._claim_for_release(params)
+        else:
+            sess, new, err = self._claim(params)
         if err is not None or sess is None:
             wire.send(conn, err or {})
             return
@@ -348,6 +367,13 @@ class Host:
         proc.send_job(spec)
         self._relay(conn, sess, proc)
 
+    def _job_done(self, sess: HostedSession) -> None:
+        """The session's job ended and left it in step: idle, for the next one."""
+        with self._lock:
+            sess.busy, sess.last_used, sess.jobs = None, time.monotonic(), sess.jobs + 1
+        if sess.retire_after_job:
+            self._end(sess, sess.retire_after_job, owner=True)
+
     def _relay(self, conn: socket.socket, sess: HostedSession, proc: JobProcess) -> None:
         while True:
             for msg in proc.read_messages(0.25):
@@ -363,10 +389,10 @@ class Host:
                     if not delivered:
                         self._end(sess, "its job's task was gone when the result came", owner=True)
                         return
-                    with self._lock:
-                        sess.busy, sess.last_used, sess.jobs = None, time.monotonic(), sess.jobs + 1
-                    if sess.retire_after_job:
-                        self._end(sess, sess.retire_after_job, owner=True)
+                    self._job_done(sess)
+                    return
+                if isinstance(msg, JobFailed) and _peer_refused(msg):
+                    self._job_done(sess)  # a peer refused: nothing ran, the session stays
                     return
                 if isinstance(msg, JobFailed):
                     self._end(sess, "its job failed", owner=True)
@@ -374,6 +400,10 @@ class Host:
             if wire.gone(conn):
                 self._end(sess, "its job was stopped (cancel, deadline or time limit)", owner=True)
                 return
+
+
+def _peer_refused(msg: JobFailed) -> bool:
+    return msg.error.refusal and msg.error.type == ErrorType.PEER_REFUSED
 
 
 def serve(settings: NodeSettings) -> int:

@@ -13,7 +13,9 @@ SecretFlow does (same link options, the same mTLS options on this party's node);
 `checked` is what a warm session calls: before each job's PSI the runtimes swap the job's
 execution id over the SPU link (`all_gather`); if the ids differ the parties are not running the
 same job and the PSI is refused on both sides — a wrong pairing fails at once instead of
-intersecting one job's table with another's.
+intersecting one job's table with another's. A party that refused the job before any work swaps
+a refusal note instead (`refusal_note`, method `REFUSED`): the others end the job with
+`PeerRefused` naming it, and every runtime stays in step for the session's next job.
 
 `spu/__init__.py` imports jax; the job's workers (node.sfjob.rayworker) hold the package without
 running it, so `spu.libspu…` loads only the compiled libraries and protobuf modules. In the
@@ -51,6 +53,30 @@ RR22_BUCKET_SIZE = 1 << 17
 
 class SessionMismatch(RuntimeError):
     """The peer's runtime is running another job of the session."""
+
+
+class PeerRefused(RuntimeError):
+    """A peer refused its part of this job before any work (its own cause, in its words): the
+    PSI did not start anywhere, and the session stays in step."""
+
+
+REFUSED = "refused"  # `checked`'s method for a party that refused the job: it only answers
+REFUSAL_MAX = 600  # characters of a peer's refusal kept (what crosses the link is a peer's)
+
+
+def refusal_note(execution_id: str, message: str) -> str:
+    """What a refusing party sends in place of the attempt id (`checked(note, REFUSED)`): its
+    refusal as it reports it ("party bob refused the task: …")."""
+    return f"{REFUSED} {execution_id} {message}"[:REFUSAL_MAX]
+
+
+def _refusals(execution_id: str, attempts: list[str]) -> list[str]:
+    """The refusals of this attempt among the attempt ids the parties sent (bounded, one
+    line each)."""
+    prefix = f"{REFUSED} {execution_id} "
+    return [
+        " ".join(a[len(prefix) : REFUSAL_MAX].split()) for a in attempts if a.startswith(prefix)
+    ]
 
 
 def _fill_ssl(opts: dict[str, Any], target: Any) -> None:
@@ -121,9 +147,15 @@ class PartylineSPURuntime:
     def checked(self, execution_id: str, method: str, **kwargs: Any) -> Any:
         """Run `self.<method>(**kwargs)` once every party's runtime was called for the same
         attempt (a warm session's job)."""
+        if method == REFUSED:  # this party refused: the others learn it from the swap
+            self.link.all_gather(execution_id)
+            return {"party": self.party, "refused": True}
         if method not in SESSION_METHODS:
             raise ValueError(f"method {method!r} may not be called through a session")
         attempts = [str(t) for t in self.link.all_gather(execution_id)]
+        refused = _refusals(execution_id, attempts)
+        if refused:
+            raise PeerRefused("; ".join(refused))
         if any(a != execution_id for a in attempts):
             others = sorted({a for a in attempts if a != execution_id})
             raise SessionMismatch(

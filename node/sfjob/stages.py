@@ -93,6 +93,30 @@ def run_stages(
     return success_result(params, output, started_at, devs, timings, federation.job_done())
 
 
+def release_peers(
+    params: TaskParams,
+    note: str,
+    settings: NodeSettings,
+    federation: Federation,
+) -> dict[str, Any]:
+    """This party refused the job (a warm session's driver): where the job type's `run` makes
+    its first cross-party step — the SPU runtimes' attempt check, one RayFed call per runtime —
+    this party's runtime swaps the refusal note instead, so every peer's `run` ends at once with
+    PeerRefused and the session's fed and SPU links stay in step."""
+    import ray
+
+    from node.sfjob.spu_runtime import REFUSED
+
+    job = get_job(params.task_type, node_job_types(settings))
+    if not job.releases_peers:
+        raise ValueError(f"job type {job.name!r} cannot release its peers")
+    federation.join_cluster(params, settings)
+    spu = federation.devices(params, settings)["spu"]
+    refs = {p: actor.checked.remote(note, REFUSED) for p, actor in spu.actors.items()}
+    ray.get(refs[params.party].get_ray_object_ref())
+    return {"released": sorted(p for p in params.sf_init_config.parties if p != params.party)}
+
+
 def success_result(
     params: TaskParams,
     output: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -35,18 +36,23 @@ from node.contract import (
     task_request_id as request_id_of,
 )
 from node.contract.clients import redis_client
-from node.jobtypes.spec import JobRefused, Prepared
+from node.jobtypes.spec import JobRefused, JobType, Prepared
 from node.jobtypes.table import get_job, node_job_types
 from node.launch import failures
-from node.launch.child_spec import JobChild
+from node.launch.child_spec import JobChild, JobSpec
 from node.launch.jobprocess import SPARE
 from node.launch.runner import Outcome, OutcomeStatus, busy_port, run_job
 from node.ops import refusals
-from node.sessions.client import HostUnavailable, SessionJob
+from node.sessions.client import HostUnavailable, SessionJob, list_sessions, release_peers
 from node.settings import NodeSettings, get_settings
 from node.worker import housekeeping, replay
 from node.worker.celery_app import app
 from node.worker.notifier import StatusNotifier
+
+log = logging.getLogger("partyline.worker")
+# how long a refusing party's driver may take to release its peers (they wait for it in the SPU
+# link's first exchange: a peer still checking a big table holds it up to its check's time)
+RELEASE_TIMEOUT_S = 120.0
 
 _redis: redis.Redis | None = None
 
@@ -59,8 +65,9 @@ def worker_redis(settings: NodeSettings) -> redis.Redis:
     return _redis
 
 
-def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) -> Prepared:
-    """Everything a node refuses before any SecretFlow work; returns the job's prepared model."""
+def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) -> JobType:
+    """What a node refuses before it looks at the job itself; returns the job's type (its
+    `prepare` checks the rest: node/jobtypes)."""
     sf = params.sf_init_config
     if sf.self_party != settings.party:
         raise JobRefused(
@@ -96,7 +103,7 @@ def preflight(task_request_id: str, params: TaskParams, settings: NodeSettings) 
         raise JobRefused(
             f"task type {params.task_type!r} needs spu_config", ErrorType.INVALID_PARAMS
         )
-    return job.prepare(params, settings)
+    return job
 
 
 def _ids_from_raw(task_request_id: str, raw: Any) -> dict[str, str]:
@@ -127,9 +134,13 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         raise Ignore()
     job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
     try:
-        prepared = preflight(task_request_id, params, settings)
+        job_type = preflight(task_request_id, params, settings)
     except JobRefused as exc:
         job.refuse(exc.type, str(exc))
+    try:
+        prepared = job_type.prepare(params, settings)
+    except JobRefused as exc:  # its own checks: in a warm session the peers are released
+        job.refuse(exc.type, str(exc), releasing=_releasable(params, job_type, settings))
     finally:
         heap.release()  # the table check's blocks and hashes: not kept while the job runs
     try:
@@ -142,6 +153,19 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         else:  # jobs run in warm sessions here: an idle cold job process only holds memory
             SPARE.discard()
     return job.report(outcome, prepared)
+
+
+def _releasable(params: TaskParams, job_type: JobType, settings: NodeSettings) -> TaskParams | None:
+    """The params of a refused job whose peers this party can release (docs/architecture.md,
+    "Warm sessions"): its job type can, and its warm session runs here, idle."""
+    if params.session is None or not job_type.releases_peers:
+        return None
+    try:
+        here = list_sessions(settings)
+    except (HostUnavailable, OSError, ValueError):
+        return None
+    idle = any(s.get("id") == params.session.id and s.get("busy") is None for s in here)
+    return params if idle else None
 
 
 def open_child(params: TaskParams, settings: NodeSettings) -> JobChild | ErrorInfo:
@@ -216,12 +240,35 @@ class _TaskRun:
             self.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
             self.refuse(ErrorType.INVALID_PARAMS, f"{where}: {first['msg']}")
 
-    def refuse(self, kind: ErrorType, message: str) -> NoReturn:
+    def refuse(
+        self, kind: ErrorType, message: str, *, releasing: TaskParams | None = None
+    ) -> NoReturn:
+        """The task refused, said at once; with `releasing` (a warm job's params) the session's
+        driver then releases the peers waiting for this party, and the session stays."""
         err = ErrorInfo(
-            type=kind, message=f"party {self.settings.party} refused the task: {message}"
+            type=kind,
+            message=f"party {self.settings.party} refused the task: {message}",
+            releases_session=releasing is not None,
         )
         self.notifier.emit(TaskStatus.FAILURE, Stage.TASK_FINISHED, error=err)
+        if releasing is not None:
+            self._release(releasing, err)
         raise NodeTaskError(err.message, self._error_result(err))
+
+    def _release(self, params: TaskParams, err: ErrorInfo) -> None:
+        job_dir = self.settings.state_dir / "jobs" / f"{params.execution_id}.{params.party}"
+        job_dir.mkdir(parents=True, exist_ok=True)
+        spec = JobSpec(
+            params=params,
+            prepared={},
+            settings=self.settings.for_job_process(),
+            log_path=str(job_dir / "job.log"),
+            refused=err,
+        )
+        timeout = min(RELEASE_TIMEOUT_S, max(1.0, (params.deadline - utcnow()).total_seconds()))
+        why = release_peers(self.settings, spec, timeout)
+        if why is not None:  # the coordinator's timers end the peers' part
+            log.warning("job %s: the peers were not released: %s", params.execution_id, why)
 
     def report(self, outcome: Outcome, prepared: Prepared) -> dict:
         """The task's result on success; on any other ending NodeTaskError with its cause."""

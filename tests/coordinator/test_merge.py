@@ -15,8 +15,10 @@ from coordinator.merge import (
     PartyStatus,
     PartyTask,
     apply_event,
+    blame,
     fold,
     merge,
+    released,
 )
 from node.contract import ErrorInfo, ErrorType, EventData, StatusEvent, TaskStatus
 
@@ -79,6 +81,42 @@ def test_one_failure_among_running_fails_the_job_names_the_party_and_terminates_
         failed_party="alice",
         to_terminate=("alice",),
     )
+
+
+def _refused(party: str, *, releases: bool) -> PartyTask:
+    err = ErrorInfo(
+        type=ErrorType.KEY_COLUMN_MISSING,
+        message=f"party {party} refused the task: no column 'k'",
+        releases_session=releases,
+    )
+    return task(party, PartyStatus.FAILURE, 2, error=err)
+
+
+def test_a_refusal_that_releases_its_peers_fails_the_job_but_terminates_nobody():
+    """In a warm session the refusing party releases the peers (they end as PeerRefused): the
+    coordinator does not revoke them; it does when the refusal could not release them."""
+    running = task("alice", PartyStatus.RUNNING)
+    res = merge(JobState.RUNNING, {"alice": running, "bob": _refused("bob", releases=True)})
+    assert res.state == JobState.FAILED and res.failed_party == "bob"
+    assert res.to_terminate == ()
+    res = merge(JobState.RUNNING, {"alice": running, "bob": _refused("bob", releases=False)})
+    assert res.to_terminate == ("alice",)
+    peer = task(
+        "alice",
+        PartyStatus.FAILURE,
+        3,
+        error=ErrorInfo(type=ErrorType.PEER_REFUSED, message="party alice: ended before any work"),
+    )
+    both = [peer, _refused("bob", releases=True)]
+    assert released(both)
+    assert blame(both) == (
+        "party bob failed: KeyColumnMissing: party bob refused the task: no column 'k'",
+        "bob",
+    )  # PeerRefused points at the peer: the refusing party is named
+    lost = task(
+        "carol", PartyStatus.FAILURE, 3, error=ErrorInfo(type=ErrorType.PEER_LOST, message="x")
+    )
+    assert not released([*both, lost])  # anything else ends the session as before
 
 
 def test_several_failures_name_the_earliest_then_the_party_name():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ARTIFACTS
-from .helpers import final, running_coordinator
+from .helpers import final, running_coordinator, wait_for
 
 THREE = ["alice", "bob", "carol"]
 ALL = ["alice", "bob", "carol", "dave", "erin"]
@@ -127,10 +127,29 @@ def test_every_row_of_a_common_key_reaches_every_party_with_broadcast(federation
     assert len(_rows(federation, "carol", out)) > len(want)  # a repeated key's every row
 
 
-def test_repeated_keys_refused_name_the_party_before_any_secretflow_work(tables, http):
+def test_a_refusal_names_the_party_releases_the_others_and_keeps_the_session(
+    federation, tables, http
+):
+    """carol's repeated keys refused (duplicates=refuse) before any SecretFlow work, between
+    two jobs of the same three parties: the job FAILS naming carol, alice's and bob's parts end
+    as PeerRefused, and the next job runs in the same warm session."""
+    before = _run(http, _body(THREE, "before-refusal.csv"))
     job = _run(http, _body(THREE, "refused.csv", duplicates="refuse"), want="FAILED")
     assert job["failed_party"] == "carol"
-    assert "repeat" in job["error"] and "carol" in job["error"], job["error"]
+    assert "DuplicateKeys" in job["error"] and "party carol refused" in job["error"], job["error"]
+    ended = wait_for(
+        lambda: (
+            (d := http.get(f"/api/v1/jobs/{job['id']}").json())
+            and all(t["status"] == "FAILURE" for t in d["tasks"])
+            and d
+        ),
+        30,
+        "every party's part to end",
+    )
+    for t in ended["tasks"]:
+        assert t["error"]["type"] == ("DuplicateKeys" if t["party"] == "carol" else "PeerRefused")
+    after = _run(http, _body(THREE, "after-refusal.csv"))
+    assert before["session_id"] and after["session_id"] == before["session_id"]
 
 
 @pytest.mark.parametrize("protocol", ["ECDH_3PC", "KKRT_NPC"])

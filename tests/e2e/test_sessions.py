@@ -87,6 +87,61 @@ def test_twenty_back_to_back_jobs_run_in_one_session_and_are_all_right(federatio
         assert live["jobs"] == 20 and live["busy"] is None
 
 
+def _party_errors(http, job_id: str) -> dict[str, dict]:
+    job = http.get(f"/api/v1/jobs/{job_id}").json()
+    return {
+        t["party"]: t["error"] for t in job["tasks"] if t["execution_id"] == job["execution_id"]
+    }
+
+
+def test_a_job_refused_before_any_work_leaves_the_session_as_it_was(federation, http):
+    """A refusal at the sender (a missing key column) and one at the receiver (a repeated key,
+    duplicates=refuse), each after the party set's session is up: the job FAILS at once naming
+    the refusing party and its cause, the other party's part ends as PeerRefused naming it,
+    and the next job runs in the same session, by the same drivers — no SecretFlow start-up."""
+    truth = write_pair(federation, "sess/ref-warm", "bob", rows=400, seed=31)
+    warm = final(http, submit(http, body("sess/ref-warm")), timeout=300)
+    assert warm["status"] == "SUCCEEDED", warm["error"]
+    assert answer(federation, "sess/ref-warm") == truth
+    drivers = {p: {s["id"]: s["pid"] for s in sessions(federation, p)} for p in ("alice", "bob")}
+
+    write_pair(federation, "sess/ref-col", "bob", rows=100, seed=32)
+    no_column = body("sess/ref-col")
+    no_column["parties"]["bob"]["keys"] = ["no_such_column"]
+    write_pair(federation, "sess/ref-dup", "bob", rows=100, seed=33)
+    repeated = federation.nodes["alice"].data_root / "sess/ref-dup/alice.csv"
+    rows = repeated.read_text().splitlines()
+    repeated.write_text("\n".join([*rows, rows[1]]) + "\n")  # alice's first key twice
+    twice = {**body("sess/ref-dup"), "duplicates": "refuse"}
+    for refused, other, b, cause in (
+        ("bob", "alice", no_column, "KeyColumnMissing"),
+        ("alice", "bob", twice, "DuplicateKeys"),
+    ):
+        job_id = submit(http, b)
+        job = final(http, job_id, timeout=120)
+        assert job["status"] == "FAILED" and job["failed_party"] == refused, job
+        assert cause in job["error"] and f"party {refused} refused the task" in job["error"]
+        assert job["session_id"] == warm["session_id"]
+        errors = wait_for(
+            lambda jid=job_id, o=other: (e := _party_errors(http, jid)) and e.get(o) and e,
+            30,
+            f"{other}'s part to end",
+        )
+        assert errors[other]["type"] == "PeerRefused", errors[other]
+        said = errors[other]["message"]
+        assert said.startswith(f"party {other}: ended before any work: party {refused} refused")
+
+    folder = "sess/ref-after"
+    truth = write_pair(federation, folder, "bob", rows=600, seed=34)
+    after = final(http, submit(http, body(folder)), timeout=120)
+    assert after["status"] == "SUCCEEDED", after["error"]
+    assert answer(federation, folder) == truth
+    assert after["session_id"] == warm["session_id"]  # the same session …
+    for party in ("alice", "bob"):  # … by the same drivers
+        now = {s["id"]: s["pid"] for s in sessions(federation, party)}
+        assert now[warm["session_id"]] == drivers[party][warm["session_id"]]
+
+
 def _running_job_with_stopped_peer(federation, http, folder: str) -> tuple[str, dict, dict]:
     """A job whose PSI cannot finish: bob's session driver is stopped (SIGSTOP) once both
     parties run it. → (job id, alice's session, bob's session)."""
