@@ -114,6 +114,7 @@ class Coordinator:
             warm_sessions=self.settings.warm_sessions,
             session_idle_s=self.settings.warm_session_idle_s,
             kinds=job_kinds(self.settings.job_kinds),
+            prewarm=self.settings.prewarm if self.settings.warm_sessions else (),
         )
         self.listener = StatusListener(
             self.clients,

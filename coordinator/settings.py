@@ -91,6 +91,21 @@ class CoordinatorSettings(BaseSettings):
         description="a node closes a warm session after this long without a job; the "
         "coordinator starts a new one 60 s before (SESSION_IDLE_MARGIN_S)",
     )
+    prewarm: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["auto"],
+        description="party sets whose warm session is started ahead, as soon as all their "
+        "parties are ready, and again after it ended (≈ 0.75 GB a party per set): `auto` (the "
+        "registry's two parties when it has exactly two), `none`, or sets such as "
+        "`alice+bob,alice+bob+carol` (comma-separated)",
+    )
+
+    @field_validator("prewarm", mode="before")
+    @classmethod
+    def _prewarm(cls, v):
+        if isinstance(v, str):
+            return [m.strip() for m in v.split(",") if m.strip()] or ["none"]
+        return v
+
     session_secret: str | None = Field(
         default=None,
         description="signs UI session cookies (default: the API token); at least 16 characters",

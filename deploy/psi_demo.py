@@ -77,6 +77,31 @@ def run_psi(
             time.sleep(0.3)
 
 
+def wait_warm(
+    http: httpx.Client,
+    parties: list[str],
+    console: Console,
+    say: Callable[[str], None],
+    timeout: float = 300.0,
+) -> str | None:
+    """Wait for the coordinator's warm-up of `parties` (COORD_PREWARM) to end: SecretFlow's
+    start-up is paid now, once, not by the first PSI. None when it succeeded, else why not."""
+    t0 = time.monotonic()
+    want = sorted(parties)
+    with console.status(f"starting the warm session of {' + '.join(want)} (SecretFlow, once)"):
+        while time.monotonic() - t0 < timeout:
+            items = http.get("/api/v1/jobs", params={"limit": 50}).json()["items"]
+            warm = [j for j in items if j["kind"] == "warmup" and sorted(j["parties"]) == want]
+            done = [j for j in warm if j["status"] in FINAL]
+            if any(j["status"] == "SUCCEEDED" for j in done):
+                say(f"warm session of {' + '.join(want)} up ({time.monotonic() - t0:.1f} s)")
+                return None
+            if done and not any(j["status"] not in FINAL for j in warm):
+                return f"the warm-up {done[0]['status']}: {done[0]['error']}"
+            time.sleep(0.5)
+    return f"no warm session within {timeout:.0f} s"
+
+
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     table = Table(title=title, show_header=False)
     for k, v in rows:

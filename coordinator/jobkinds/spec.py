@@ -81,6 +81,8 @@ class JobKind(Generic[R]):
     # the same for one request: party → what it learns (the job's detail; the form, as it is
     # filled in); unset: `learns`, for every party
     learns_for: Callable[[R], dict[str, str]] | None = None
+    # a warm-up (services/prewarm.py): the jobs of its party set wait for it instead of going cold
+    warms_up: bool = False
     # what the kind's own form needs to know besides the schema (GET /api/v1/jobs/kinds)
     facts: dict[str, Any] = field(default_factory=dict)
 

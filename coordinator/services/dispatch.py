@@ -26,7 +26,7 @@ from coordinator.parties import PartyClients, PartyUnreachable
 from coordinator.services import phases
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.retry_gate import RetryGate
-from coordinator.services.sessions import SessionRegistry, WarmSession
+from coordinator.services.sessions import SessionRegistry, SessionStarting, WarmSession
 from coordinator.services.status import to_party_task
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, Topology
 from node.contract import ErrorType, new_execution_id, task_request_id, utcnow
@@ -149,7 +149,9 @@ class Dispatcher:
             return False
         execution_id = new_execution_id()
         kind = self.kinds[queued.kind]
-        placed = self._place(job_id, execution_id, queued.parties, spu=kind.needs_spu)
+        placed = self._place(
+            job_id, execution_id, queued.parties, spu=kind.needs_spu, warmup=kind.warms_up
+        )
         if placed is None:
             return False
         session, ports = placed
@@ -225,14 +227,18 @@ class Dispatcher:
         return True
 
     def _place(
-        self, job_id: str, execution_id: str, parties: list[str], *, spu: bool
+        self, job_id: str, execution_id: str, parties: list[str], *, spu: bool, warmup: bool
     ) -> tuple[WarmSession | None, dict[str, JobPorts]] | None:
         """A warm session's ports when there is one for this job (a session of its parties,
         with an SPU device or without, as its kind needs), else ports of its own; None when a
-        party's ranges are used up (the job waits)."""
+        party's ranges are used up, or the session is busy with its warm-up (the job waits)."""
         try:
-            session = self.warm.take(execution_id, parties, spu=spu) if self.warm else None
+            take = self.warm.take if self.warm else None
+            session = take(execution_id, parties, spu=spu, warmup=warmup) if take else None
             ports = session.ports if session else self.ports.acquire(execution_id, parties)
+        except SessionStarting as exc:
+            self._hold(job_id, f"the warm session of {', '.join(parties)} is starting ({exc})")
+            return None
         except PortsExhausted as exc:
             if self.warm:  # idle sessions holding that party's ports give them up (after cooldown)
                 self.warm.evict_idle(exc.party)

@@ -30,6 +30,7 @@ from coordinator.scheduling import QueuedJob, dispatchable
 from coordinator.services import phases, rules
 from coordinator.services.attempts import ACTIVE, deadline_of, unfinished
 from coordinator.services.dispatch import Dispatcher, restore_ports
+from coordinator.services.prewarm import Prewarmer, prewarm_sets
 from coordinator.services.results import record_result
 from coordinator.services.retry_gate import RetryGate
 from coordinator.services.sessions import SessionRegistry
@@ -74,9 +75,11 @@ class JobService:
         warm_sessions: bool = False,
         session_idle_s: float = 600.0,
         kinds: Mapping[str, JobKind] | None = None,
+        prewarm: Iterable[str] = (),
     ) -> None:
         """`warm_sessions`: run a party set's jobs one after another in one warm federation
-        session (services/sessions.py), which the nodes close after `session_idle_s` idle."""
+        session (services/sessions.py), which the nodes close after `session_idle_s` idle;
+        `prewarm`: the party sets whose sessions are started ahead (services/prewarm.py)."""
         self.counters = counters or IntakeCounters()
         self.metrics = metrics or CoordinatorMetrics()
         self.topology = topology
@@ -114,6 +117,7 @@ class JobService:
             result_fallback_grace_s=result_fallback_grace_s,
             stream_group=stream_group,
         )
+        self.prewarmer = Prewarmer(self, prewarm_sets(prewarm, topology.names))
         # best-effort follow-ups (Celery results) run off the listener's path
         self._background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
         restore_ports(self.db, ports)  # of the attempts still running
@@ -354,3 +358,4 @@ class JobService:
             for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
                 job.last_reconciled_at = found.now
         self.tick()
+        self.prewarmer.step()

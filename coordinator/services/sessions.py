@@ -50,6 +50,7 @@ class WarmSession:
     ports: dict[str, JobPorts]  # the same for every job of the session
     idle_timeout_s: float  # sent to the nodes: they close it after this long without a job
     busy_execution: str | None = None  # the attempt running in it now
+    warming: bool = False  # that attempt is a warm-up (services/prewarm.py): jobs wait for it
     last_done: float = 0.0  # monotonic time its last job ended (its creation, before any)
     jobs: int = 0  # jobs sent to it, the running one included
 
@@ -72,6 +73,11 @@ class WarmSession:
             self.busy_execution is None
             and now - self.last_done >= self.idle_timeout_s - SESSION_IDLE_MARGIN_S
         )
+
+
+class SessionStarting(Exception):
+    """The party set's session is busy with its warm-up: a job waits for it rather than run
+    cold beside it (the warm-up ends in seconds, a cold job would start SecretFlow again)."""
 
 
 class SessionShape(NamedTuple):
@@ -99,12 +105,12 @@ class SessionRegistry:
         self._lock = threading.Lock()
 
     def take(
-        self, execution_id: str, parties: Iterable[str], *, spu: bool = True
+        self, execution_id: str, parties: Iterable[str], *, spu: bool = True, warmup: bool = False
     ) -> WarmSession | None:
         """The session the attempt `execution_id` runs in, marked busy with it: the idle live
         session of its shape (`parties`, `spu`), else a new one (raises PortsExhausted when its
-        ports cannot be had); None when the live session is busy (the attempt runs cold).
-        Returns a copy."""
+        ports cannot be had); None when the live session is busy (the attempt runs cold) —
+        SessionStarting when it is busy with its warm-up. Returns a copy."""
         key = SessionShape(frozenset(parties), spu)
         with self._lock:
             now = self._clock()
@@ -112,6 +118,8 @@ class SessionRegistry:
                 self._retire(s)  # any party set's: its ports are freed for this pick too
             session = self._live.get(key)
             if session is not None and session.busy_execution is not None:
+                if session.warming:
+                    raise SessionStarting(session.id)
                 return None
             if session is None:
                 sid = new_session_id()
@@ -120,7 +128,7 @@ class SessionRegistry:
                     sid, key.parties, spu, ports, self.idle_timeout_s, last_done=now
                 )
                 self._live[key] = session
-            session.busy_execution = execution_id
+            session.busy_execution, session.warming = execution_id, warmup
             session.jobs += 1
             return self._copy(session)
 
@@ -132,7 +140,7 @@ class SessionRegistry:
             if session is None:
                 return
             if succeeded:
-                session.busy_execution = None
+                session.busy_execution, session.warming = None, False
                 session.last_done = self._clock()
             else:
                 self._retire(session)

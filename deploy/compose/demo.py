@@ -20,7 +20,14 @@ from rich.console import Console
 from deploy.compose import config, images
 from deploy.compose.docker import Daemon, ensure_daemon
 from deploy.compose.stack import ComposeStack
-from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids, summary_table
+from deploy.psi_demo import (
+    psi_body,
+    run_psi,
+    sample_csv,
+    sample_ids,
+    summary_table,
+    wait_warm,
+)
 
 console = Console()
 REPO_ROOT = config.REPO_ROOT
@@ -127,6 +134,10 @@ def run(opts: Options) -> int:
         with httpx.Client(
             base_url=url, headers={"Authorization": f"Bearer {gen.api_token}"}, timeout=30
         ) as http:
+            if len(opts.parties) == 2:  # COORD_PREWARM=auto warms the registry's only pair
+                why = wait_warm(http, [a, b], console, say)
+                if why:  # the PSI then starts SecretFlow itself: slower, still right
+                    console.print(f"[yellow]{why}[/]")
             d, elapsed = run_psi(http, psi_body(a, b, opts.protocol), console, say)
     except (RuntimeError, TimeoutError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")

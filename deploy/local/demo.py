@@ -30,7 +30,14 @@ from deploy.local.topology import (
     registry_ports,
     write_topology,
 )
-from deploy.psi_demo import psi_body, run_psi, sample_csv, sample_ids, summary_table
+from deploy.psi_demo import (
+    psi_body,
+    run_psi,
+    sample_csv,
+    sample_ids,
+    summary_table,
+    wait_warm,
+)
 
 console = Console()
 CRL_CHECK_S = 3600.0  # how often a running demo sees whether the revocation list is due
@@ -118,6 +125,7 @@ def run(args) -> int:
             say("Ray heads up")
             for node in fed.nodes.values():
                 fed.start_worker(node)
+                fed.start_probe(node)  # the parties page's "links to peers"
             status.update("waiting for every party's Celery workers to answer")
             fed.wait_workers()
             say("workers answering")
@@ -127,13 +135,17 @@ def run(args) -> int:
                 topology_file=topology_path,
                 certs_dir=fed.certs_dir,
                 port=args.port or PortAllocator().one(),
-                env=coordinator_passwords(fed),
+                # the pair of the demo's PSI: its session starts once the parties are ready
+                env={**coordinator_passwords(fed), "COORD_PREWARM": f"{parties[0]}+{parties[1]}"},
             ).start()
             coordinator.wait_ready()
             say(f"coordinator up at {coordinator.url}")
 
         a, b = parties[0], parties[1]
         with coordinator.client() as http:
+            why = wait_warm(http, [a, b], console, say)
+            if why:  # the PSI then starts SecretFlow itself: slower, still right
+                console.print(f"[yellow]{why}[/]")
             try:
                 d, elapsed = run_psi(http, psi_body(a, b, args.protocol), console, say)
             except RuntimeError as exc:

@@ -63,6 +63,7 @@ class PartyNode:
     redis_tls: bool = True
     worker_started_at: float = 0.0  # time.time() of the last start_worker
     _next_job_port: int = 0
+    peer_probes: list[tuple[str, int]] = field(default_factory=list)  # (peer, its probe port)
 
     @property
     def data_root(self) -> Path:
@@ -114,6 +115,10 @@ class PartyNode:
             "NODE_RAY_MIN_WORKER_PORT": str(self.worker_ports.start),
             "NODE_RAY_MAX_WORKER_PORT": str(self.worker_ports.stop - 1),
             "NODE_WORKER_NAME": f"{self.name}-local",
+            # the mTLS probe (python -m node probe) and where the peers' answer: health's links
+            "NODE_PROBE_PORT": str(self.ports["probe"]),
+            "NODE_PROBE_LISTEN_HOST": "127.0.0.1",
+            "NODE_PEER_PROBES": ",".join(f"{p}=127.0.0.1:{port}" for p, port in self.peer_probes),
         }
         if self.redis_ca_file:
             env["NODE_REDIS_CA_FILE"] = str(self.redis_ca_file)
@@ -236,6 +241,7 @@ class LocalFederation:
                 k: self.alloc.one()
                 for k in (
                     "redis",
+                    "probe",
                     "ray",
                     "node_manager",
                     "object_manager",
@@ -256,6 +262,8 @@ class LocalFederation:
                 certs_dir=self.certs_dir,
                 redis_tls=redis_tls,
             )
+        for node in self.nodes.values():
+            node.peer_probes = [(p, self.nodes[p].ports["probe"]) for p in node.peers]
 
     # --- lifecycle ------------------------------------------------------------------------
     def create_certs(self) -> None:
@@ -301,6 +309,14 @@ class LocalFederation:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{node.name}'s Ray head did not start:\n{done.stderr[-3000:]}")
+
+    def start_probe(self, node: PartyNode) -> None:
+        """The party's mTLS probe: its peers' health checks handshake with it (the parties
+        page's "links to peers")."""
+        env = dict(os.environ, **node.env(**self.node_env))
+        node.procs["probe"], node.logs["probe"] = spawn(
+            [sys.executable, "-m", "node", "probe"], node.base / "probe.log", env=env, cwd=REPO_ROOT
+        )
 
     def start_worker(self, node: PartyNode, **extra_env: str) -> None:
         env = dict(os.environ, **node.env(**{**self.node_env, **extra_env}))
@@ -369,8 +385,9 @@ class LocalFederation:
             self.log(f"starting {node.name}: Ray head on {node.ray_address}")
             self.start_ray(node)
         for node in self.nodes.values():
-            self.log(f"starting {node.name}: Celery worker")
+            self.log(f"starting {node.name}: Celery worker and mTLS probe")
             self.start_worker(node)
+            self.start_probe(node)
         self.log("waiting for the workers to answer")
         self.wait_workers()
         return self
@@ -383,6 +400,7 @@ class LocalFederation:
 
         for node in self.nodes.values():
             self.stop_worker(node)
+            _stop(node, "probe")
         for node in self.nodes.values():
             with contextlib.suppress(Exception):
                 settings = node.settings()

@@ -43,7 +43,7 @@ LINK_DESC_NAMES = (
     "brpc_channel_connection_type",
 )
 DEFAULT_TIMEOUT_MS = 120 * 1000  # SecretFlow's default for recv_timeout_ms and http_timeout_ms
-SESSION_METHODS = ("psi", "psi_csv")
+SESSION_METHODS = ("psi", "psi_csv", "ping")
 # RR22 works on the keys in buckets of this many; SPU's default (2^20) holds a 1M-row table in
 # one. bench/floor_psi.py, 2 cores, peak RSS of the receiver / wall: 1M rows 545 MB → 350 MB,
 # 10M rows 948 → 455 MB, the same time (4.0–4.4 s, 19.5–21.6 s); 2^16 is worse at 10M (1.2 GB).
@@ -248,6 +248,10 @@ class PartylineSPURuntime:
             bucket_size=bucket_size,
         )
         return self._report(lambda: spu_psi.bucket_psi(self.link, config))
+
+    def ping(self) -> dict[str, Any]:
+        """A warm-up's answer (node.jobtypes.warmup): the exchange in `checked` was the work."""
+        return {"party": self.party, "parties": len(self.cluster_def["nodes"])}
 
     def _report(self, run: Callable[[], Any]) -> dict[str, Any]:
         """Run one PSI call; its counts as SecretFlow's runtime reports them."""

@@ -254,3 +254,42 @@ def test_a_session_closed_at_one_party_costs_one_retry_then_a_new_session(federa
     ]
     assert lost and lost[0]["error"]["type"] == "SessionLost", lost
     assert "has ended here (closed by request)" in lost[0]["error"]["message"]
+
+
+def test_a_party_set_named_in_prewarm_has_its_session_before_its_first_job(federation):
+    """COORD_PREWARM=dave+erin: as soon as both are ready the coordinator sends a warm-up (no
+    data read), and the first PSI of dave and erin runs in that session — its second job — with
+    the right answer. (Last in this module: leaving, its coordinator closes every session.)"""
+    env = {"COORD_WARM_SESSIONS": "true", "COORD_PREWARM": "dave+erin"}
+    with (
+        running_coordinator(federation, ARTIFACTS / "e2e-prewarm", env=env) as coord,
+        coord.client() as http,
+    ):
+
+        def warmed() -> dict | None:
+            items = http.get("/api/v1/jobs").json()["items"]
+            return next((j for j in items if j["kind"] == "warmup"), None)
+
+        warmup = final(http, wait_for(warmed, 60, "the warm-up to be sent")["id"], timeout=300)
+        assert warmup["status"] == "SUCCEEDED", warmup["error"]
+        assert sorted(warmup["parties"]) == ["dave", "erin"]
+        rng = random.Random(5)
+        dave = [f"u{i}" for i in rng.sample(range(3000), 1000)]
+        erin = [f"u{i}" for i in rng.sample(range(3000), 1000)]
+        write_csv(federation.nodes["dave"].data_root / "pre/dave.csv", "k", dave)
+        write_csv(federation.nodes["erin"].data_root / "pre/erin.csv", "k", erin)
+        body = {
+            "parties": {
+                p: {"keys": ["k"], "input": f"pre/{p}.csv", "output": "pre/out.csv"}
+                for p in ("dave", "erin")
+            },
+            "receiver": "dave",
+        }
+        job = final(http, submit(http, body), timeout=120)
+        assert job["status"] == "SUCCEEDED", job["error"]
+        assert job["session_id"] == warmup["session_id"]
+        got = read_keys(federation.nodes["dave"].data_root / "pre/out.csv", "k")
+        assert sorted(got) == sorted(set(dave) & set(erin))
+        detail = http.get(f"/api/v1/jobs/{job['id']}").json()
+        for t in detail["tasks"]:
+            assert t["performance_metrics"]["session_job"] == 2, t  # the warm-up was the first

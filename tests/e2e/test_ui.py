@@ -131,6 +131,11 @@ def test_parties_page(page, federation):
         redis = row.locator("li[data-check='redis']")
         assert redis.get_attribute("data-ok") == "true"
         playwright_api.expect(redis).to_contain_text("PING ok")
+    # every party's mTLS probe answers every other's link check (the local federation runs them)
+    links = page.locator("#party-row-alice ul.links li")
+    playwright_api.expect(links).to_have_count(len(federation.nodes) - 1)
+    for li in links.all():
+        assert li.get_attribute("data-ok") == "true", li.inner_text()
     # carol is in the registry (in no job of these tests) and is listed as well
     playwright_api.expect(page.locator("#party-row-carol")).to_be_visible()
     # the broker URL is shown, without the coordinator's Redis password

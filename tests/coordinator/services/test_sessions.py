@@ -10,7 +10,8 @@ from coordinator.merge import JobState
 from coordinator.parties import PartyUnreachable
 from coordinator.schemas import PSIJobCreate
 from coordinator.services.jobs import JobService
-from coordinator.services.sessions import SessionRegistry
+from coordinator.services.prewarm import prewarm_sets
+from coordinator.services.sessions import SessionRegistry, SessionStarting
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, parse_topology
 from node.contract import (
     SESSION_IDLE_MARGIN_S,
@@ -115,6 +116,31 @@ def test_a_busy_session_sends_the_next_job_cold(reg):
     reg.finished("exe-2", False)  # the cold job's end does not touch the session
     reg.finished("exe-1", True)
     assert reg.take("exe-3", AB).id == warm.id
+
+
+def test_a_job_waits_for_its_party_sets_warm_up_instead_of_going_cold(reg):
+    warming = reg.take("exe-w", AB, warmup=True)
+    with pytest.raises(SessionStarting):
+        reg.take("exe-1", AB)  # held QUEUED by the dispatcher, not sent cold
+    assert reg.take("exe-2", AC) is not None  # another party set is not held
+    reg.finished("exe-w", True)
+    taken = reg.take("exe-1", AB)
+    assert taken.id == warming.id and taken.jobs == 2 and not taken.warming
+    assert reg.take("exe-3", AB) is None  # busy with a real job: the next one runs cold
+
+
+def test_prewarm_names_party_sets_of_the_registry():
+    names = ["alice", "bob", "carol"]
+    assert prewarm_sets(["auto"], ["alice", "bob"]) == [frozenset(AB)]
+    assert prewarm_sets(["auto"], names) == []  # three parties: say which sets
+    assert prewarm_sets(["alice+bob", "bob+alice", "alice+bob+carol"], names) == [
+        frozenset(AB),
+        frozenset(names),
+    ]
+    assert prewarm_sets(["none"], ["alice", "bob"]) == []
+    for bad in ("alice+zed", "alice"):
+        with pytest.raises(ValueError, match="COORD_PREWARM"):
+            prewarm_sets([bad], names)
 
 
 def test_an_idle_session_is_not_used_within_the_margin_of_its_timeout(reg, pool, clock):
