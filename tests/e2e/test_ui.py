@@ -390,7 +390,7 @@ def test_an_unknown_kind_s_page_names_the_kinds_there_are(page):
     page.goto("/new/nosuch")
     err = page.locator("#form-error")
     playwright_api.expect(err).to_contain_text('no job kind "nosuch"')
-    playwright_api.expect(err).to_contain_text("psi, hello")
+    playwright_api.expect(err).to_contain_text("psi, warmup, hello")
 
 
 def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(
