@@ -19,7 +19,8 @@ Job precedence (`merge`), first match wins:
   2. any party FAILURE                        → FAILED; error and failed_party from `blame`:
                                                  "party <p> failed: <type>: <message>" for the
                                                  earliest failure (by updated_at, then party
-                                                 name) that is not PEER_CAUSED, else — when a
+                                                 name) that is not PEER_CAUSED (not RETRYABLE
+                                                 first, if there is one), else — when a
                                                  party never started — that party, else the one
                                                  party still not ended (if only one); to_terminate =
                                                  every party whose task is not terminal — none
@@ -50,7 +51,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from node.contract import PEER_CAUSED, TERMINAL_STATUSES, ErrorInfo, ErrorType, StatusEvent
+from node.contract import (
+    PEER_CAUSED,
+    RETRYABLE,
+    TERMINAL_STATUSES,
+    ErrorInfo,
+    ErrorType,
+    StatusEvent,
+)
 
 
 class JobState(StrEnum):
@@ -159,7 +167,7 @@ def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
 
     A failure a party reports about itself (its Ray head, its data, its process …) outranks one
     that points at a peer (PEER_CAUSED: the peer never joined, could not be reached, went
-    away): the earliest of those. When only peer-pointing failures exist and a party never
+    away): the earliest of those — of those that a new attempt would not cure, if any. When only peer-pointing failures exist and a party never
     started its part (PENDING / RECEIVED), that party is named: it is the one to look at; else,
     when exactly one party has not ended its task, the others lost *it*, and it is named.
     """
@@ -167,7 +175,10 @@ def blame(tasks: Iterable[PartyTask]) -> tuple[str, str]:
     failed = [t for t in values if t.status == PartyStatus.FAILURE]
     own = [t for t in failed if t.error is None or t.error.type not in PEER_CAUSED]
     if own:
-        first = _earliest(own)
+        # one that ends the job (a refusal, a data problem …) outranks one a retry would cure:
+        # a party whose warm session had to go (SessionLost) is not why the job failed
+        final = [t for t in own if t.error is None or t.error.type not in RETRYABLE]
+        first = _earliest(final or own)
         return f"party {first.party} failed: {_why(first)}", first.party
     first = _earliest(failed)
     absent = [t for t in values if t.status in _NOT_STARTED]

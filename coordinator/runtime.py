@@ -113,6 +113,7 @@ class Coordinator:
             metrics=self.metrics,
             warm_sessions=self.settings.warm_sessions,
             session_idle_s=self.settings.warm_session_idle_s,
+            sessions_per_party=self.settings.sessions_per_party,
             kinds=job_kinds(self.settings.job_kinds),
             prewarm=self.settings.prewarm if self.settings.warm_sessions else (),
         )

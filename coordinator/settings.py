@@ -91,6 +91,14 @@ class CoordinatorSettings(BaseSettings):
         description="a node closes a warm session after this long without a job; the "
         "coordinator starts a new one 60 s before (SESSION_IDLE_MARGIN_S)",
     )
+    sessions_per_party: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="the warm sessions a party keeps at once — its nodes' NODE_MAX_SESSIONS: a "
+        "new session beyond it retires that party's least recently used idle session here too, "
+        "as the node does, so no job is sent to a session a node has closed",
+    )
     prewarm: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["auto"],
         description="party sets whose warm session is started ahead, as soon as all their "

@@ -69,7 +69,9 @@ class _Queued:
     parties: list[str]
     deadline: dt.datetime
     request: dict[str, Any]
-    named: tuple[str, str, int] | None  # a retry's silent party: (party, execution id, attempt)
+    # a retry's silent parties, those whose task of the failed attempt never ended:
+    # (parties, that attempt's execution id, its number)
+    named: tuple[frozenset[str], str, int] | None
 
 
 def _refused_only(tasks: list[SecretflowTask]) -> bool:
@@ -191,12 +193,14 @@ class Dispatcher:
             job = s.get(Job, job_id)
             if job is None or job.status != JobState.QUEUED:
                 return None
-            # a retry waits for the party its failed attempt named when that party went silent
-            # (its task unfinished: blamed by a peer, e.g. PeerLost), not when it told its failure
-            silent = {p for p, _ in unfinished(job)}
+            # a retry waits for every party of the failed attempt that went silent (its task
+            # unfinished: lost by its peers, e.g. PeerLost — with three parties or more, the
+            # one that reported may be named while the lost one is not), not for those that
+            # told their ending
+            silent = frozenset(p for p, _ in unfinished(job))
             named = (
-                (job.failed_party, job.execution_id, job.attempt)
-                if job.execution_id and job.failed_party in silent
+                (silent, job.execution_id, job.attempt)
+                if job.execution_id and job.failed_party and silent  # (a cancel names none)
                 else None
             )
             queued = _Queued(
@@ -212,12 +216,12 @@ class Dispatcher:
         return None
 
     def _all_ready(self, job_id: str, queued: _Queued) -> bool:
-        """Every party ready (and a retry's named party heard from); else the job is held, and
-        says why."""
+        """Every party ready (and a retry's silent parties heard from); else the job is held,
+        and says why."""
         named = queued.named
         for party in queued.parties:
             why = self.clients.readiness(party)
-            if named and named[0] == party:  # (asked even when not ready: it notes the heartbeat)
+            if named and party in named[0]:  # (asked even when not ready: it notes the heartbeat)
                 gate = self.retry_gate.why_not(self.clients, job_id, named[1], party, named[2])
                 why = why or gate
             if why:

@@ -74,6 +74,7 @@ class JobService:
         metrics: CoordinatorMetrics | None = None,
         warm_sessions: bool = False,
         session_idle_s: float = 600.0,
+        sessions_per_party: int = 2,
         kinds: Mapping[str, JobKind] | None = None,
         prewarm: Iterable[str] = (),
     ) -> None:
@@ -96,7 +97,11 @@ class JobService:
             clients=clients,
             topology=topology,
             ports=ports,
-            warm=SessionRegistry(ports, idle_timeout_s=session_idle_s) if warm_sessions else None,
+            warm=(
+                SessionRegistry(ports, idle_timeout_s=session_idle_s, per_party=sessions_per_party)
+                if warm_sessions
+                else None
+            ),
             retry_gate=RetryGate(),  # a retry waits for the party it failed on to be heard
             metrics=self.metrics,
             start_timeout_s=start_timeout_s,

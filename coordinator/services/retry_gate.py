@@ -1,6 +1,8 @@
 """A retry is not spent on a party that is gone: the next attempt of a job whose last attempt
-failed naming a party waits until that party's SecretFlow worker has been heard from again — a
-heartbeat other than the one it had when the job was first held.
+failed while some party's task there never ended (it went silent) waits until each such party's
+SecretFlow worker has been heard from again — a heartbeat other than the one it had when the job
+was first held. (With three parties or more the party that reported its failure first may be
+the one named, and the lost one only silent: so every silent party is waited for.)
 
 Why: the first sign of a dead worker is often its peer's (alice's SPU link to bob fails within
 seconds: PeerLost naming bob), while bob's own heartbeat only expires after HEARTBEAT_TTL_S. A
@@ -35,6 +37,7 @@ class _Held:
     party: str
     beat: tuple[int, dt.datetime] | None  # (pid, at) of the heartbeat when first held
     seen: float  # monotonic, last asked
+    heard: bool = False  # heard from since: stays open (other silent parties may still hold)
 
 
 class RetryGate:
@@ -53,20 +56,21 @@ class RetryGate:
         except redis.RedisError:  # unreachable: not heard from (readiness says why)
             beat = None
         now_beat = (beat.pid, beat.at) if beat else None
-        key = f"{job_id}/{failed_attempt}"
+        key = f"{job_id}/{failed_attempt}/{party}"
         now = time.monotonic()
         with self._lock:
             self._forget_old(now)
             held = self._held.get(key)
-            if held is None or held.party != party:
+            if held is None:
                 self._held[key] = _Held(party, now_beat, now)
-            elif now_beat is not None and now_beat != held.beat:
-                del self._held[key]
+            elif held.heard or (now_beat is not None and now_beat != held.beat):
+                self._held[key] = _Held(party, held.beat, now, heard=True)
                 return None
             else:
                 self._held[key] = _Held(party, held.beat, now)
         return (
-            f"party {party} has not been heard from since attempt {attempt} failed naming it "
+            f"party {party} has not been heard from since attempt {attempt} failed without its "
+            "report "
             f"(a running worker sends a heartbeat every {HEARTBEAT_INTERVAL_S} s)"
         )
 

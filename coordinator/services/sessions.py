@@ -10,7 +10,9 @@ its own, `session=None`). A session whose job did not succeed (failed, cancelled
 queued again, fan-out refused — anything) is retired and never used again: the party set's next
 job gets a new session on new ports, and the old ports go back to the `PortPool` through its
 cooldown. A session idle for `idle_timeout_s - SESSION_IDLE_MARGIN_S` is retired likewise, so a
-job never reaches a node that has just closed it.
+job never reaches a node that has just closed it; and so is a party's least recently used idle
+session when a new one would exceed `per_party` (COORD_SESSIONS_PER_PARTY = the nodes'
+NODE_MAX_SESSIONS), as that party's node closes it.
 
 In memory only: after a coordinator restart the registry starts empty and sessions are not
 restored. The nodes close their old sessions by idle timeout, or when a newer session of the
@@ -96,10 +98,12 @@ class SessionRegistry:
         ports: PortPool,
         *,
         idle_timeout_s: float = 600.0,
+        per_party: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ports = ports
         self.idle_timeout_s = idle_timeout_s
+        self.per_party = per_party  # the nodes' NODE_MAX_SESSIONS
         self._clock = clock
         self._live: dict[SessionShape, WarmSession] = {}
         self._lock = threading.Lock()
@@ -122,6 +126,7 @@ class SessionRegistry:
                     raise SessionStarting(session.id)
                 return None
             if session is None:
+                self._make_room(key.parties)
                 sid = new_session_id()
                 ports = self.ports.acquire(sid, sorted(key.parties))
                 session = WarmSession(
@@ -168,6 +173,17 @@ class SessionRegistry:
             return [self._copy(s) for _k, s in sorted(self._live.items(), key=_by_parties)]
 
     # --- under the lock ---------------------------------------------------------------------
+    def _make_room(self, parties: frozenset[str]) -> None:
+        """For a new session of `parties`: as each of their nodes does (NODE_MAX_SESSIONS, the
+        least recently used idle session beyond it closed), retire here the sessions those
+        nodes are about to close — else the next job of such a set would be sent to a session
+        one node no longer has (SessionLost, a retry, a cold start)."""
+        for party in sorted(parties):
+            held = [s for s in self._live.values() if party in s.parties]
+            idle = sorted((s for s in held if s.busy_execution is None), key=lambda s: s.last_done)
+            for s in idle[: max(0, len(held) + 1 - self.per_party)]:
+                self._retire(s)
+
     def _running(self, execution_id: str) -> WarmSession | None:
         return next((s for s in self._live.values() if s.busy_execution == execution_id), None)
 

@@ -383,6 +383,39 @@ def test_a_partys_own_failure_outranks_an_earlier_peer_pointing_one():
     assert res.error == "party bob failed: RayHeadUnreachable: its Ray head does not answer"
 
 
+def test_a_failure_that_ends_the_job_outranks_an_earlier_one_a_retry_would_cure():
+    """alice's warm session was gone (SessionLost: a retry starts a new one) a moment before bob
+    refused its malformed table: bob's refusal is why the job fails, and it is named."""
+    t = {
+        "alice": task(
+            "alice",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.SESSION_LOST, "its warm session has ended here"),
+            updated_at=T0,
+        ),
+        "bob": task(
+            "bob",
+            PartyStatus.FAILURE,
+            error=_err(ErrorType.MALFORMED_CSV, "party bob refused the task: table t.csv line 3"),
+            updated_at=T0 + dt.timedelta(seconds=1),
+        ),
+    }
+    res = merge(JobState.RUNNING, t)
+    assert res.failed_party == "bob"
+    assert (
+        res.error
+        == "party bob failed: MalformedCsv: party bob refused the task: table t.csv line 3"
+    )
+    # two failures a retry would cure: the earliest, as before
+    t["bob"] = task(
+        "bob",
+        PartyStatus.FAILURE,
+        error=_err(ErrorType.WORKER_LOST, "its worker died"),
+        updated_at=T0 + dt.timedelta(seconds=1),
+    )
+    assert merge(JobState.RUNNING, t).failed_party == "alice"
+
+
 def test_a_party_that_never_started_is_named_when_its_peer_timed_out_waiting():
     t = {
         "alice": task(

@@ -7,13 +7,23 @@ protocols that do not run for a count are refused before launch, naming the coun
 from __future__ import annotations
 
 import csv
+import os
 import random
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import ARTIFACTS
-from .helpers import final, running_coordinator, wait_for
+from .helpers import (
+    final,
+    peer_driver_stopped,
+    running_coordinator,
+    session_busy,
+    wait_for,
+    wait_job,
+)
 
 THREE = ["alice", "bob", "carol"]
 ALL = ["alice", "bob", "carol", "dave", "erin"]
@@ -160,3 +170,90 @@ def test_no_common_key_and_an_empty_table_give_an_empty_output(federation, table
         assert _rows(federation, THREE[1], out) == []
         header = (federation.nodes[THREE[1]].data_root / "m/out" / out).read_text()
         assert header.splitlines()[0].split(",") == ["note", KEY[THREE[1]]]
+
+
+def _first_status(d: dict, party: str) -> str:
+    return next(
+        t["status"]
+        for t in d["tasks"]
+        if t["execution_id"] == d["execution_id"] and t["party"] == party
+    )
+
+
+def test_cancel_ends_every_partys_part_of_a_three_party_job(federation, tables, http):
+    """carol's session driver is held (SIGSTOP) so the job cannot finish; a cancel ends alice's,
+    bob's and carol's parts within seconds, and the next job of the three runs right."""
+    with peer_driver_stopped(
+        federation, http, _body(THREE, "cancel-warm.csv"), party="carol"
+    ) as held:
+        r = http.post("/api/v1/jobs/psi", json=_body(THREE, "cancelled.csv"))
+        job_id = r.json()["id"]
+        wait_job(http, job_id, lambda d: d["status"] == "RUNNING", timeout=60)
+        wait_for(lambda: session_busy(federation, "carol"), 30, "carol's session to take it")
+        t0 = time.monotonic()
+        assert http.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+        ended = wait_job(
+            http,
+            job_id,
+            lambda d: all(_first_status(d, p) in ("CANCELLED", "FAILURE") for p in THREE),
+            timeout=60,
+        )
+        took = time.monotonic() - t0
+    assert ended["status"] == "CANCELLED" and took < 30, (took, ended["party_status"])
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{held['pid']}") or _zombie(held["pid"]),
+        30,
+        "carol's driver to end",
+    )
+    after = _run(http, _body(THREE, "after-cancel.csv"))
+    got = _keys(federation.nodes["bob"].data_root / "m/out/after-cancel.csv", KEY["bob"])
+    assert sorted(got) == sorted(_common(tables, THREE))
+    assert after["session_id"] != held["id"]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_party_whose_worker_is_killed_mid_job_is_named_and_the_job_runs_again(
+    federation, tables, http
+):
+    """carol's whole worker is killed during a three-party PSI: the job names carol
+    (WorkerLost, retryable) and waits for her (the retry is not spent on her dead queue); once
+    her worker is back it SUCCEEDS as attempt 2 with the plain-Python answer."""
+    carol = federation.nodes["carol"]
+    restarted = False
+    try:
+        with peer_driver_stopped(federation, http, _body(THREE, "kill-warm.csv"), party="carol"):
+            r = http.post("/api/v1/jobs/psi", json=_body(THREE, "killed.csv"))
+            job_id = r.json()["id"]
+            wait_job(http, job_id, lambda d: d["status"] == "RUNNING", timeout=60)
+            wait_for(lambda: session_busy(federation, "carol"), 30, "carol's session to take it")
+            os.killpg(carol.procs["worker"].pid, signal.SIGKILL)
+        # alice's and bob's SPU links break first (PeerLost, pointing at a peer); carol's own
+        # WorkerLost names her once her heartbeat has expired — meanwhile the retry waits for
+        # every party that went silent (not sent to a queue no worker reads)
+        d = wait_job(
+            http, job_id, lambda d: "party carol failed: WorkerLost" in (d["error"] or ""), 90
+        )
+        assert d["failed_party"] == "carol" and d["attempt"] == 1, d["error"]
+        for other in ("alice", "bob"):  # the survivors are ended, not left waiting for carol
+            wait_job(
+                http, job_id, lambda d, o=other: _first_status(d, o) in ("CANCELLED", "FAILURE"), 60
+            )
+        carol.procs.pop("worker").wait(10)
+        federation.start_worker(carol)
+        restarted = True
+        federation.wait_workers()
+        d = final(http, job_id, timeout=300)
+        assert d["status"] == "SUCCEEDED" and d["attempt"] == 2, d["error"]
+        got = _keys(federation.nodes["bob"].data_root / "m/out/killed.csv", KEY["bob"])
+        assert sorted(got) == sorted(_common(tables, THREE))
+    finally:
+        if not restarted:  # whatever happened: carol's worker runs for the tests after this
+            federation.stop_worker(carol)
+            federation.start_worker(carol)
+            federation.wait_workers()

@@ -73,3 +73,18 @@ def test_each_failed_attempt_waits_for_its_own_heartbeat():
     assert gate.why_not(beats, "job-2", "exe-9", "bob", 1)  # and per job
     beats.beat = beat(10)
     assert gate.why_not(beats, "job-1", "exe-2", "bob", 2) is None
+
+
+def test_each_silent_party_is_gated_on_its_own_and_an_open_gate_stays_open():
+    """Three parties, two silent (carol dead, bob merely slow to end): bob's next beat opens
+    his gate for good, while carol's holds the retry until a worker of hers beats."""
+    gate = RetryGate()
+    bob, carol = Beats(beat(0)), Beats(beat(0, pid=300))
+    assert gate.why_not(bob, "job-1", "exe-1", "bob", 1)
+    assert gate.why_not(carol, "job-1", "exe-1", "carol", 1)
+    bob.beat = beat(5)
+    assert gate.why_not(bob, "job-1", "exe-1", "bob", 1) is None
+    assert gate.why_not(carol, "job-1", "exe-1", "carol", 1)  # the same beat: still held
+    assert gate.why_not(bob, "job-1", "exe-1", "bob", 1) is None  # open until forgotten
+    carol.beat = beat(60, pid=301)
+    assert gate.why_not(carol, "job-1", "exe-1", "carol", 1) is None

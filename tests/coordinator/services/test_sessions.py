@@ -193,6 +193,30 @@ def test_a_kind_without_spu_gets_a_session_of_its_own_beside_the_psi_one(reg, po
     ]
 
 
+def test_a_party_keeps_as_many_sessions_as_its_nodes_and_the_least_recently_used_goes(
+    reg, pool, clock
+):
+    """The nodes keep NODE_MAX_SESSIONS (2) sessions and close the least recently used idle one
+    for a third: the registry retires the same one, so no job is sent to a closed session."""
+    ab = reg.take("exe-1", AB)
+    clock.now += 1
+    reg.finished("exe-1", True)
+    ac = reg.take("exe-2", AC)
+    clock.now += 1
+    reg.finished("exe-2", True)
+    abc = reg.take("exe-3", ("alice", "bob", "carol"))  # alice's third: a+b was used least lately
+    assert [sorted(s.parties) for s in reg.snapshot()] == [
+        ["alice", "bob", "carol"],
+        ["alice", "carol"],
+    ]
+    assert ab.id not in pool.held and {ac.id, abc.id} <= set(pool.held)
+    reg.finished("exe-3", True)
+    # a busy session is never retired: the nodes keep it beyond the limit until its job ends
+    assert reg.take("exe-4", AC).id == ac.id
+    again = reg.take("exe-5", AB)  # alice: a+c busy, a+b+c idle → a+b+c goes
+    assert {s.id for s in reg.snapshot()} == {ac.id, again.id}
+
+
 def test_finished_is_idempotent(reg, pool):
     s = reg.take("exe-1", AB)
     reg.finished("exe-1", True)
