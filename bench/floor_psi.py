@@ -41,6 +41,14 @@ PROTOCOLS = {
     "RR22": "PROTOCOL_RR22",
     "ECDH": "PROTOCOL_ECDH",
     "KKRT": "PROTOCOL_KKRT",
+    "ECDH_3PC": "ECDH_PSI_3PC",
+    "ECDH_NPC": "ECDH_PSI_NPC",
+    "KKRT_NPC": "KKRT_PSI_NPC",
+}
+# as node/jobtypes/psi.py BUCKET_PSI_TYPES: these run through the legacy bucket PSI
+BUCKET_TYPES = {
+    "PROTOCOL_ECDH": "ECDH_PSI_2PC",
+    **{t: t for t in ("ECDH_PSI_3PC", "ECDH_PSI_NPC", "KKRT_PSI_NPC")},
 }
 
 
@@ -123,14 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.floor_psi",
         description="One party of a bare two-process PSI (brpc link with mTLS + spu.psi.psi).",
     )
-    ap.add_argument("--rank", type=int, required=True, help="0 or 1: index into --parties")
+    ap.add_argument("--rank", type=int, required=True, help="this party's index in --parties")
     ap.add_argument("--parties", default="alice,bob", help="comma-separated party names")
     ap.add_argument("--addresses", required=True, help="host:port per party, same order")
     ap.add_argument("--certs", type=Path, required=True, help="dir with ca.crt, <party>.crt/.key")
     ap.add_argument("--input", required=True, help="this party's CSV")
     ap.add_argument("--output", required=True, help="this party's output CSV (receiver writes)")
     ap.add_argument("--key", default="uid", help="key column")
-    ap.add_argument("--protocol", default="RR22", help="RR22 | ECDH | KKRT (or PROTOCOL_…)")
+    ap.add_argument(
+        "--protocol",
+        default="RR22",
+        help="RR22 | ECDH | KKRT (two parties), ECDH_3PC | ECDH_NPC | KKRT_NPC (three or more)",
+    )
     ap.add_argument("--receiver", default="alice")
     ap.add_argument("--report", type=Path, required=True, help="write the JSON report here")
     ap.add_argument(
@@ -163,21 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     link = create_link(parties, addresses, args.rank, None if args.no_tls else args.certs)
     t2 = time.perf_counter()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    config = psi_config(
-        party=party,
-        receiver=args.receiver,
-        protocol=protocol,
-        key=args.key,
-        input_path=str(args.input),
-        output_path=str(args.output),
-    )
-    config.input_attr.keys_unique = not args.keys_duplicated
-    if protocol == "PROTOCOL_RR22" and args.rr22_bucket_size:
-        config.protocol_config.rr22_config.bucket_size = args.rr22_bucket_size
-    if protocol == "PROTOCOL_ECDH":
-        # as node/jobtypes/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in 4)
+    if protocol in BUCKET_TYPES:
+        # as node/jobtypes/psi.py: ECDH through the legacy bucket PSI (PSI v2's ECDH hangs ~1 in
+        # 4), and every type of three or more parties
         legacy = spu.psi.BucketPsiConfig(
-            psi_type=spu.psi.PsiType.Value("ECDH_PSI_2PC"),
+            psi_type=spu.psi.PsiType.Value(BUCKET_TYPES[protocol]),
             broadcast_result=False,
             receiver_rank=parties.index(args.receiver),
             input_params=spu.psi.InputParams(
@@ -189,6 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         report = spu.psi.bucket_psi(link, legacy)
     else:
+        config = psi_config(
+            party=party,
+            receiver=args.receiver,
+            protocol=protocol,
+            key=args.key,
+            input_path=str(args.input),
+            output_path=str(args.output),
+        )
+        config.input_attr.keys_unique = not args.keys_duplicated
+        if protocol == "PROTOCOL_RR22" and args.rr22_bucket_size:
+            config.protocol_config.rr22_config.bucket_size = args.rr22_bucket_size
         report = spu.psi.psi(config, link)
     t3 = time.perf_counter()
     link.stop_link()

@@ -29,7 +29,7 @@ from node.contract import (
 )
 
 
-def _dataset_name(value: str, where: str) -> str:
+def dataset_name(value: str, where: str) -> str:
     """Dataset names are relative to each node's data root: no absolute paths, no '..'."""
     if not value or not value.strip():
         raise ValueError(f"{where} is empty")
@@ -64,7 +64,7 @@ class PSIPartyInput(BaseModel):
     @field_validator("input", "output")
     @classmethod
     def _paths(cls, v: str, info: ValidationInfo) -> str:
-        return _dataset_name(v, info.field_name or "path")
+        return dataset_name(v, info.field_name or "path")
 
 
 class PSIJobCreate(JobRequest):
@@ -252,6 +252,23 @@ class JobResultOut(BaseModel):
     receiver: str | None = None
     parties: dict[str, dict] = {}
     duration_s: float | None = None
+
+
+class CacheOut(BaseModel):
+    """An unbalanced PSI cache (GET /api/v1/caches): whose table, for which peer, how big, how
+    old, and the job that made it (a query names it as `made_by`)."""
+
+    cache: str
+    server: str
+    client: str  # the one party that may query it
+    table: str  # the server's table it was made of (a query is refused once it changed)
+    keys: list[str]
+    rows: int | None = None  # the server's distinct keys
+    server_bytes: int | None = None  # each half's size on disk
+    client_bytes: int | None = None
+    made_by: str
+    made_at: UtcDateTime
+    age_s: float
 
 
 class LinkOut(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from coordinator.api.routes import jobs, parties, ui
+from coordinator.api.routes import caches, jobs, parties, ui
 from coordinator.runtime import Coordinator
 from coordinator.settings import CoordinatorSettings
 
@@ -81,6 +81,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
     app.include_router(parties.router)
+    app.include_router(caches.router)
     app.include_router(ui.router)
     static = Path(__file__).resolve().parents[1] / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -8,11 +8,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
 from node.contract import PARTY_RE
 
 # the UI draws a field marked with this as a pick-list of the registered parties
-PARTIES_WIDGET = {"x-widget": "parties"}
+PARTIES_WIDGET: dict[str, Any] = {"x-widget": "parties"}
+# … as a select of one registered party
+PARTY_WIDGET: dict[str, Any] = {"x-widget": "party"}
+# … as a select of the unbalanced PSI caches there are (GET /api/v1/caches)
+CACHE_WIDGET: dict[str, Any] = {"x-widget": "ub-cache"}
 
 
 def _party_list(v: list[str]) -> list[str]:
@@ -85,6 +90,9 @@ class JobKind(Generic[R]):
     warms_up: bool = False
     # what the kind's own form needs to know besides the schema (GET /api/v1/jobs/kinds)
     facts: dict[str, Any] = field(default_factory=dict)
+    # checked against the coordinator's records before anything is sent (a query's cache):
+    # the request as it is stored and sent, or ValueError saying why not (a 422)
+    admit: Callable[[R, Session], R] | None = None
 
     def who_learns(self, request: R) -> dict[str, str]:
         if self.learns_for is not None:

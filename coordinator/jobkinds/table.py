@@ -7,10 +7,10 @@ import importlib
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from coordinator.jobkinds import psi, warmup
+from coordinator.jobkinds import psi, ub_psi, ub_psi_cache, warmup
 from coordinator.jobkinds.spec import JobKind
 
-BUILT_IN: tuple[JobKind, ...] = (psi.KIND, warmup.KIND)
+BUILT_IN: tuple[JobKind, ...] = (psi.KIND, ub_psi_cache.KIND, ub_psi.KIND, warmup.KIND)
 
 
 def kind_table(kinds: Iterable[JobKind]) -> Mapping[str, JobKind]:

@@ -148,6 +148,9 @@ class JobService:
         kind = self.kind_of(request)
         try:
             request.check_known(self.topology.names)
+            if kind.admit is not None:
+                with self.db() as s:
+                    request = kind.admit(request, s)
         except ValueError as exc:
             raise JobError(str(exc), 422) from exc
         now = utcnow()

@@ -216,6 +216,10 @@ def _job_result(tasks: Sequence[SecretflowTask], receiver: str | None) -> dict:
         }
         if t.party == receiver:
             count = res.get("intersection_count")
+    if receiver is None:  # a kind without one (ub_psi): the one party that learned a count
+        learned = [p for p, r in per_party.items() if r["intersection_count"] is not None]
+        if len(learned) == 1:
+            receiver, count = learned[0], per_party[learned[0]]["intersection_count"]
     return {"intersection_count": count, "receiver": receiver, "parties": per_party}
 
 

@@ -62,6 +62,14 @@ function fmtSeconds(s) {
   return s < 10 ? `${Number(s).toFixed(2)} s` : `${Number(s).toFixed(1)} s`;
 }
 
+function fmtAge(s) {
+  if (s === null || s === undefined || isNaN(s)) return "";
+  if (s < 120) return `${Math.round(s)} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
 function fmtBytes(n) {
   if (n === null || n === undefined) return "";
   if (n < 1024) return `${n} B`;
@@ -341,6 +349,16 @@ function schemaField(name, node, parties) {
     const el = h("div", { ...attrs, class: "party-picks" }, boxes);
     return { el, read: () => [...el.querySelectorAll("input:checked")].map((b) => b.value) };
   }
+  if (node["x-widget"] === "party") {
+    const el = h(
+      "select",
+      attrs,
+      h("option", { value: "", text: "— a party —" }),
+      parties.map((p) => h("option", { value: p.name, text: p.reachable === false ? `${p.name} (unreachable)` : p.name })),
+    );
+    return { el, read: () => optional(el.value) };
+  }
+  if (node["x-widget"] === "ub-cache") return cacheField(attrs, optional);
   if (Array.isArray(node.enum)) {
     const el = h("select", attrs, node.enum.map((v) => h("option", { value: v, text: v, selected: v === node.default })));
     return { el, read: () => el.value };
@@ -381,6 +399,44 @@ function schemaField(name, node, parties) {
   };
 }
 
+/** The unbalanced PSI caches there are (GET /api/v1/caches), as a select and a table; choosing
+ * one fills in its server and its client. */
+function cacheField(attrs, optional) {
+  const select = h("select", attrs, h("option", { value: "", text: "loading the caches…" }));
+  const body = h("tbody");
+  const table = h(
+    "table",
+    { id: "cache-list", class: "compact" },
+    h("thead", {}, h("tr", {}, ["cache", "server", "table", "keys", "size", "age", "client"].map((t) => h("th", { text: t })))),
+    body,
+  );
+  api("/api/v1/caches")
+    .then((caches) => {
+      select.replaceChildren(
+        h("option", { value: "", text: caches.length ? "— a cache —" : "no cache yet: make one first (ub_psi_cache)" }),
+        ...caches.map((c) => h("option", { value: c.cache, dataset: { server: c.server, client: c.client }, text: `${c.cache} (${c.server} → ${c.client})` })),
+      );
+      body.replaceChildren(
+        ...caches.map((c) =>
+          h(
+            "tr",
+            { dataset: { cache: c.cache } },
+            [c.cache, c.server, c.table, c.rows ?? "—", fmtBytes((c.server_bytes || 0) + (c.client_bytes || 0)), fmtAge(c.age_s), c.client].map((v) => h("td", { text: String(v) })),
+          ),
+        ),
+      );
+    })
+    .catch((exc) => select.replaceChildren(h("option", { value: "", text: `caches not loaded: ${exc.message}` })));
+  select.addEventListener("change", () => {
+    const chosen = select.selectedOptions[0];
+    for (const f of ["server", "client"]) {
+      const target = document.getElementById(`field-${f}`);
+      if (target && chosen && chosen.dataset[f]) target.value = chosen.dataset[f];
+    }
+  });
+  return { el: h("div", {}, select, table), read: () => optional(select.value) };
+}
+
 async function initNewJob() {
   const kind = document.body.dataset.kind;
   const errBox = $("#form-error");
@@ -404,7 +460,8 @@ async function initNewJob() {
   const required = new Set(schema.required || []);
   const names = Object.keys(schema.properties || {});
   // the kind's own fields first, in their declared order; what every job has (deadline) last
-  const ordered = [...names.filter((n) => n !== "deadline"), ...names.filter((n) => n === "deadline")];
+  const own = names.filter((n) => !schemaNode(schema, schema.properties[n]).readOnly); // set by the coordinator
+  const ordered = [...own.filter((n) => n !== "deadline"), ...own.filter((n) => n === "deadline")];
   const fields = ordered.map((name) => {
     const node = schemaNode(schema, schema.properties[name]);
     const field = schemaField(name, node, parties);

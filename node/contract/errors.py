@@ -27,6 +27,8 @@ class ErrorType(StrEnum):
     EMPTY_TABLE = "EmptyTable"
     DUPLICATE_KEYS = "DuplicateKeys"
     MALFORMED_CSV = "MalformedCsv"
+    CACHE_NOT_FOUND = "UbCacheNotFound"  # an unbalanced PSI's cache is not at this party
+    CACHE_STALE = "UbCacheStale"  # … or no longer matches its table, its peer or its job
     TASK_REFUSED = "TaskRefused"  # any other refusal of the node's preflight
     TASK_REVOKED = "TaskRevoked"  # the coordinator had revoked this task before it started
     # this party's own stack

@@ -31,6 +31,7 @@ from node.dataroot.paths import (
 )
 from node.dataroot.tables import check_table
 from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared, read_task_config
+from node.jobtypes.spucall import own_runtime_call, sent_to
 from node.settings import NodeSettings
 
 # protocol → the legacy bucket PSI's type that runs it (the others run in PSI v2)
@@ -79,7 +80,7 @@ def prepare(params: TaskParams, settings: NodeSettings) -> PsiPrepared:
     writes_output = party == cfg.receiver or cfg.broadcast_result
     parts = output_path.relative_to(settings.data_root.resolve()).parts
     if writes_output:
-        _claim_output(params, settings, cfg, output_path, parts)
+        claim_output(params, settings, cfg.output_paths[party], cfg.overwrite, output_path, parts)
     try:
         table, target = _check_and_place(params, settings, cfg, name, input_path)
     except BaseException:  # refused: nothing of the job stays (key copies, the claim)
@@ -145,18 +146,18 @@ def _paths(
     return input_path, output_path
 
 
-def _claim_output(
+def claim_output(
     params: TaskParams,
     settings: NodeSettings,
-    cfg: PSITaskConfig,
+    name: str,
+    overwrite: bool,
     output_path: Path,
     parts: tuple[str, ...],
 ) -> None:
-    """The output name claimed from here to its rename: an existing output (unless overwrite,
-    or another attempt of the same job wrote it) and a second writer are refused."""
-    name = cfg.output_paths[params.party]
+    """The output `name` claimed from here to its rename: an existing output (unless
+    `overwrite`, or another attempt of the same job wrote it) and a second writer are refused."""
     if (
-        not cfg.overwrite
+        not overwrite
         and output_path.exists()
         and output_owner(settings.data_root, name) != params.task_id
     ):
@@ -214,41 +215,17 @@ def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
     party = params.party
     parties = params.sf_init_config.parties
-    spu = ctx.devices["spu"]
     writes_output = prepared.writes_output(party)
     # the PSI works on each party's key-only copy (k0, k1, … hex; each key once) and writes its
     # key-only answer into the work folder; the output is then made of the party's own rows
     assert prepared.work_dir is not None
     psi_output = Path(prepared.work_dir) / "psi-output.csv"
     psi_keys = [f"k{i}" for i in range(len(prepared.keys[party]))]
-    # Each party's driver supplies only its own real paths; the peer's entries are placeholders
-    # (RayFed runs an actor's call only at the actor's own party).
     method, kwargs = _spu_call(prepared, psi_keys)
-    calls = {
-        p: {
-            **kwargs,
-            "input_path": prepared.input_path if p == party else "",
-            "output_path": str(psi_output) if p == party else "",
-        }
-        for p in spu.actors
-    }
-    import ray
-
-    # The same calls as SPU.psi / the psi kernel, except that each party waits only for its
-    # own actor's report: a failure of our own SPU actor surfaces at once instead of hiding
-    # behind a wait for the peer's report (which we do not need). In a warm session the call
-    # goes through the runtime's check that both parties run this job (node.sfjob.spu_runtime).
-    refs = {
-        p: (
-            actor.checked.remote(params.execution_id, method, **calls[p])
-            if ctx.warm
-            else getattr(actor, method).remote(**calls[p])
-        )
-        for p, actor in spu.actors.items()
-    }
-    # our own actor's report, read locally: sfd.get (fed.get) would also send it to every
-    # peer — the sender would learn the receiver's intersection count
-    own = ray.get(refs[party].get_ray_object_ref())
+    own_paths = {"input_path": prepared.input_path, "output_path": str(psi_output)}
+    own, ref = own_runtime_call(
+        ctx, method, {**kwargs, **own_paths}, {**kwargs, "input_path": "", "output_path": ""}
+    )
     count = int(own["intersection_count"])
     result: dict[str, Any] = {
         # the sender learns no count unless the result is broadcast (SPU reports -1); SPU's
@@ -263,7 +240,7 @@ def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
         "parties": list(parties),
         "input_check": prepared.input_check,
         # peers this party's PSI report went to over the cross-silo link (RayFed's own record)
-        "report_sent_to": _sent_to(refs[party], parties, party),
+        "report_sent_to": sent_to(ref, parties, party),
     }
     if writes_output:
         t = time.perf_counter()
@@ -328,13 +305,6 @@ def _spu_call(prepared: PsiPrepared, psi_keys: list[str]) -> tuple[str, dict[str
         "disable_alignment": not prepared.sort,
         "check_hash_digest": False,
     }
-
-
-def _sent_to(obj: Any, parties: list[str], party: str) -> list[str]:
-    was_sent = getattr(obj, "_was_sending_or_sent_to_party", None)
-    if was_sent is None:  # not a RayFed object (simulation mode): nothing crossed a link
-        return []
-    return [p for p in parties if p != party and was_sent(p)]
 
 
 JOB = JobType(

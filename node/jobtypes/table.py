@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from node.contract import ErrorType
-from node.jobtypes import psi, warmup
+from node.jobtypes import psi, ub_psi, ub_psi_cache, warmup
 from node.jobtypes.spec import JobRefused, JobType
 from node.settings import NodeSettings
 
-BUILT_IN: tuple[JobType, ...] = (psi.JOB, warmup.JOB)
+BUILT_IN: tuple[JobType, ...] = (psi.JOB, ub_psi_cache.JOB, ub_psi.JOB, warmup.JOB)
 
 
 def job_table(jobs: Iterable[JobType]) -> Mapping[str, JobType]:

@@ -43,7 +43,9 @@ LINK_DESC_NAMES = (
     "brpc_channel_connection_type",
 )
 DEFAULT_TIMEOUT_MS = 120 * 1000  # SecretFlow's default for recv_timeout_ms and http_timeout_ms
-SESSION_METHODS = ("psi", "psi_csv", "ping")
+SESSION_METHODS = ("psi", "psi_csv", "ub_psi", "ping")
+UB_MODES = ("MODE_OFFLINE", "MODE_ONLINE")  # offline: the cache; online: a query
+UB_ROLES = ("ROLE_SERVER", "ROLE_CLIENT")
 # RR22 works on the keys in buckets of this many; SPU's default (2^20) holds a 1M-row table in
 # one. bench/floor_psi.py, 2 cores, peak RSS of the receiver / wall: 1M rows 545 MB → 350 MB,
 # 10M rows 948 → 455 MB, the same time (4.0–4.4 s, 19.5–21.6 s); 2^16 is worse at 10M (1.2 GB).
@@ -248,6 +250,45 @@ class PartylineSPURuntime:
             bucket_size=bucket_size,
         )
         return self._report(lambda: spu_psi.bucket_psi(self.link, config))
+
+    def ub_psi(
+        self,
+        mode: str,
+        role: str,
+        cache_path: str,
+        input_path: str = "",
+        keys: list[str] | None = None,
+        output_path: str = "",
+        client_get_result: bool = True,
+    ) -> dict[str, Any]:
+        """Unbalanced PSI v2 (SecretFlow's SPURuntime.ub_psi, as node.jobtypes.ub_psi* use it):
+        MODE_OFFLINE makes the cache (the server's half from its input, the client's from what
+        the server sends), MODE_ONLINE answers the client's input against it. What SPU writes
+        is the node user's only (umask 077 for the call; the job seals it afterwards)."""
+        import os
+
+        from spu import psi as spu_psi
+        from spu import psi_v2_pb2 as v2
+
+        if mode not in UB_MODES or role not in UB_ROLES:
+            raise ValueError(f"unbalanced PSI: mode {mode!r} / role {role!r} not run here")
+        config = v2.UbPsiConfig(
+            mode=v2.UbPsiConfig.Mode.Value(mode),
+            role=v2.Role.Value(role),
+            cache_path=cache_path,
+            keys=list(keys or []),
+            server_get_result=False,  # the server learns no intersection
+            client_get_result=client_get_result,
+        )
+        if input_path:
+            config.input_config.CopyFrom(v2.IoConfig(type=v2.IO_TYPE_FILE_CSV, path=input_path))
+        if output_path:
+            config.output_config.CopyFrom(v2.IoConfig(type=v2.IO_TYPE_FILE_CSV, path=output_path))
+        umask = os.umask(0o077)
+        try:
+            return self._report(lambda: spu_psi.ub_psi(config, self.link))
+        finally:
+            os.umask(umask)
 
     def ping(self) -> dict[str, Any]:
         """A warm-up's answer (node.jobtypes.warmup): the exchange in `checked` was the work."""

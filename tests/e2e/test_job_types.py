@@ -108,7 +108,7 @@ def test_the_coordinator_launches_a_test_only_job_kind_from_its_declaration(fede
         coord.client() as http,
     ):
         kinds = {k["name"]: k for k in http.get("/api/v1/jobs/kinds").json()}
-        assert set(kinds) == {"psi", "warmup", "hello"}
+        assert set(kinds) == {"psi", "ub_psi_cache", "ub_psi", "warmup", "hello"}
         assert "greeting" in kinds["hello"]["schema"]["properties"]
         assert (
             kinds["hello"]["learns"] == "Each party learns the others' greetings, and nothing else."

@@ -386,11 +386,55 @@ def test_a_kind_declared_in_one_module_gets_its_form_from_its_schema(page, coord
     assert job["kind"] == "hello" and job["request"]["greeting"] == "salut", job
 
 
+def _launch_from_form(page) -> str:
+    with page.expect_response(re.compile(r".*/api/v1/jobs/ub_psi(_cache)?$")) as resp:
+        page.click("#submit-job")
+    assert resp.value.status == 201, resp.value.text()
+    page.wait_for_url(re.compile(r"/jobs/[^/]+$"))
+    page.wait_for_function(
+        "final => final.includes(document.querySelector('#job-status').dataset.status)",
+        arg=list(FINAL),
+        timeout=JOB_TIMEOUT_MS,
+    )
+    status = page.locator("#job-status").inner_text()
+    assert status == "SUCCEEDED", page.locator("#job-error").inner_text()
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_an_unbalanced_psi_from_the_forms_cache_then_query(page, coordinator, federation, data):
+    """bob's table made into a cache for alice from the ub_psi_cache form (party selects), then
+    the ub_psi form lists the cache (its table, size, age, client) and choosing it fills in
+    its server and client; alice's answer is the plain-Python intersection."""
+    page.goto("/new/ub_psi_cache")
+    page.fill("#field-cache", "ui-bob")
+    page.select_option("#field-server", "bob")
+    page.fill("#field-input", "ui/bob.csv")
+    page.fill("#field-keys", "id")
+    page.select_option("#field-client", "alice")
+    _launch_from_form(page)
+
+    page.goto("/new/ub_psi")
+    row = page.locator("#cache-list tr[data-cache='ui-bob']")
+    playwright_api.expect(row).to_contain_text("ui/bob.csv")
+    playwright_api.expect(row).to_contain_text(str(len(set(range(600, 1700)))))
+    page.select_option("#field-cache", "ui-bob")
+    playwright_api.expect(page.locator("#field-server")).to_have_value("bob")
+    playwright_api.expect(page.locator("#field-client")).to_have_value("alice")
+    page.fill("#field-input", "ui/alice.csv")
+    page.fill("#field-keys", "uid")
+    page.fill("#field-output", "out/ui-ub.csv")
+    playwright_api.expect(page.locator("#field-made_by")).to_have_count(0)  # the coordinator's
+    page.screenshot(path=str(SHOTS / "ub-psi-form.png"), full_page=True)
+    _launch_from_form(page)
+    got = read_keys(federation.nodes["alice"].data_root / "out/ui-ub.csv", "uid")
+    assert sorted(got) == data
+
+
 def test_an_unknown_kind_s_page_names_the_kinds_there_are(page):
     page.goto("/new/nosuch")
     err = page.locator("#form-error")
     playwright_api.expect(err).to_contain_text('no job kind "nosuch"')
-    playwright_api.expect(err).to_contain_text("psi, warmup, hello")
+    playwright_api.expect(err).to_contain_text("psi, ub_psi_cache, ub_psi, warmup, hello")
 
 
 def test_a_failed_job_reads_as_one_line_naming_the_party_and_the_cause(

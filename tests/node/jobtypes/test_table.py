@@ -78,7 +78,7 @@ def test_a_table_with_another_job_type_dispatches_to_it():
 def test_a_node_runs_the_job_types_its_settings_name_beside_its_own(tmp_path):
     s = make_settings(tmp_path, job_modules="tests.e2e.hello_job")
     jobs = node_job_types(s)
-    assert known_job_types(jobs) == ["hello", "psi", "warmup"]
+    assert known_job_types(jobs) == ["hello", "psi", "ub_psi", "ub_psi_cache", "warmup"]
     assert get_job("hello", jobs).name == "hello" and get_job("psi", jobs) is psi.JOB
     assert node_job_types(make_settings(tmp_path)) is JOB_TYPES  # none named: the built-in table
 
