@@ -75,7 +75,7 @@ def floor(base: Path, files: dict[str, Path], certs: Path, args) -> dict:
                 cmd += ["--input", str(files["server"])]
             if rank == 1 and mode == "online":
                 cmd += ["--input", str(files["client"]), "--output", str(base / "answer.csv")]
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for p in procs:
             p.wait(args.timeout)
         got = [json.loads(r.read_text()) for r in reports]

@@ -55,13 +55,15 @@ def job_template(
             },
             "cross_silo_comm_backend": "grpc",
         },
-        "spu_config": _spu_config(parties, endpoints) if kind.needs_spu else None,
+        "spu_config": _spu_config(parties, endpoints, kind.link_desc) if kind.needs_spu else None,
         "task_config": kind.task_config(request),
         **({"session": dict(session)} if session is not None else {}),
     }
 
 
-def _spu_config(parties: list[str], endpoints: dict[str, PartyEndpoints]) -> dict:
+def _spu_config(
+    parties: list[str], endpoints: dict[str, PartyEndpoints], link: Mapping[str, int]
+) -> dict:
     return {
         "cluster_def": {
             "nodes": [
@@ -70,7 +72,7 @@ def _spu_config(parties: list[str], endpoints: dict[str, PartyEndpoints]) -> dic
             ],
             "runtime_config": {"protocol": "SEMI2K", "field": "FM128"},
         },
-        "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000},
+        "link_desc": {"connect_retry_times": 60, "connect_retry_interval_ms": 1000, **link},
     }
 
 

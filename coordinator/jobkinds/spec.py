@@ -93,6 +93,11 @@ class JobKind(Generic[R]):
     # checked against the coordinator's records before anything is sent (a query's cache):
     # the request as it is stored and sent, or ValueError saying why not (a 422)
     admit: Callable[[R, Session], R] | None = None
+    # False: every attempt runs cold (a job process and an SPU link of its own), with these
+    # `link_desc` options over the default ones — a kind whose parties wait on each other
+    # longer than a warm session's link allows (SPU's recv timeout, 120 s)
+    warm: bool = True
+    link_desc: dict[str, int] = field(default_factory=dict)
 
     def who_learns(self, request: R) -> dict[str, str]:
         if self.learns_for is not None:

@@ -13,6 +13,8 @@ from coordinator.schemas import dataset_name
 from node.contract import PARTY_RE
 from node.contract.ubpsi import CACHE_NAME_HELP, check_cache_name
 
+CACHE_RECV_TIMEOUT_MS = 6 * 3600 * 1000  # the coordinator's default job deadline
+
 
 def party_name(v: str) -> str:
     if not PARTY_RE.fullmatch(v):
@@ -108,4 +110,9 @@ KIND = JobKind(
     summary="Unbalanced PSI, offline: make the cache of a big table for one client (once).",
     learns="The client learns the number of the server's distinct keys; the server nothing.",
     learns_for=who_learns,
+    # the client waits for the server's first values while the server computes the OPRF of
+    # every key (10M keys: ≈ 2 min on 2 cores; a session's link gives up after 120 s): the
+    # cache is made cold, on a link that waits as long as a job may run
+    warm=False,
+    link_desc={"recv_timeout_ms": CACHE_RECV_TIMEOUT_MS},
 )

@@ -152,7 +152,12 @@ class Dispatcher:
         execution_id = new_execution_id()
         kind = self.kinds[queued.kind]
         placed = self._place(
-            job_id, execution_id, queued.parties, spu=kind.needs_spu, warmup=kind.warms_up
+            job_id,
+            execution_id,
+            queued.parties,
+            spu=kind.needs_spu,
+            warmup=kind.warms_up,
+            warm=kind.warm,
         )
         if placed is None:
             return False
@@ -231,13 +236,20 @@ class Dispatcher:
         return True
 
     def _place(
-        self, job_id: str, execution_id: str, parties: list[str], *, spu: bool, warmup: bool
+        self,
+        job_id: str,
+        execution_id: str,
+        parties: list[str],
+        *,
+        spu: bool,
+        warmup: bool,
+        warm: bool = True,
     ) -> tuple[WarmSession | None, dict[str, JobPorts]] | None:
         """A warm session's ports when there is one for this job (a session of its parties,
         with an SPU device or without, as its kind needs), else ports of its own; None when a
         party's ranges are used up, or the session is busy with its warm-up (the job waits)."""
         try:
-            take = self.warm.take if self.warm else None
+            take = self.warm.take if self.warm and warm else None
             session = take(execution_id, parties, spu=spu, warmup=warmup) if take else None
             ports = session.ports if session else self.ports.acquire(execution_id, parties)
         except SessionStarting as exc:
