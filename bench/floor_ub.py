@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.floor_psi import create_link
+from bench import floor_psi
+from coordinator.jobkinds.ub_psi_cache import CACHE_RECV_TIMEOUT_MS
 
 
 def ub_config(mode: str, rank: int, args: argparse.Namespace, output: str):
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from spu import psi as spu_psi
 
-    link = create_link(args.parties.split(","), args.addresses.split(","), args.rank, args.certs)
+    if args.mode == "offline":  # as the node's cache job: the client waits for the server's OPRF
+        floor_psi.LINK_DESC["recv_timeout_ms"] = CACHE_RECV_TIMEOUT_MS
+    link = floor_psi.create_link(
+        args.parties.split(","), args.addresses.split(","), args.rank, args.certs
+    )
     times, count = [], -1
     for i in range(args.repeat if args.mode == "online" else 1):
         output = f"{args.output}.{i}" if args.output else ""

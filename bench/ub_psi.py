@@ -75,9 +75,16 @@ def floor(base: Path, files: dict[str, Path], certs: Path, args) -> dict:
                 cmd += ["--input", str(files["server"])]
             if rank == 1 and mode == "online":
                 cmd += ["--input", str(files["client"]), "--output", str(base / "answer.csv")]
-            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
         for p in procs:
             p.wait(args.timeout)
+        if not all(r.exists() for r in reports):
+            out[mode] = {"failed": f"a bare {mode} process ended without its report"}
+            return out
         got = [json.loads(r.read_text()) for r in reports]
         out[mode] = {"wall_s": round(time.monotonic() - t0, 2), "parties": got}
     return out
@@ -143,6 +150,9 @@ def job(http, kind: str, body: dict, timeout: float) -> dict:
 def report(res: dict, args) -> None:
     fl, st = res["floor"], res["stack"]
     f = lambda v: "—" if v is None else f"{v:.2f} s"  # noqa: E731
+    if "parties" not in fl.get("offline", {}) or "parties" not in fl.get("online", {}):
+        console.print(f"[red]the bare run failed: {fl}")
+        return
     off_floor = max(p["call_s"][0] for p in fl["offline"]["parties"])
     off_stack = st["offline"]["s"]
     on_floor = statistics.median(fl["online"]["parties"][1]["call_s"])
