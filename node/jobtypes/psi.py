@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node.contract import ErrorType, PSITaskConfig, TaskParams
 from node.dataroot.lines import TableError
@@ -244,28 +244,44 @@ def run(prepared: PsiPrepared, ctx: JobContext) -> dict[str, Any]:
     }
     if writes_output:
         t = time.perf_counter()
-        result["output_rows"] = _write(prepared, params, psi_output)
+        result["output_rows"] = write_answer(
+            prepared, prepared.keys[params.party], params, psi_output
+        )
         result["output_s"] = round(time.perf_counter() - t, 3)
     return result
 
 
-def _write(prepared: PsiPrepared, params: TaskParams, psi_output: Path) -> int:
-    """The output made of this party's own rows whose keys the PSI found in common."""
+class AnswerTarget(Protocol):
+    """Where a party's answer goes and how it is made (a PSI's receiver, an unbalanced PSI's
+    client): the fields `write_answer` reads."""
+
+    source_path: str
+    output_parts: list[str]
+    output_folder: tuple[int, int]
+    output_name: str
+    data_root: str
+    duplicates: str
+    plain: bool
+
+
+def write_answer(
+    answer: AnswerTarget, keys: list[str], params: TaskParams, psi_output: Path
+) -> int:
+    """The output made of this party's own rows whose keys the PSI found in common (the rows
+    written), its owner recorded as this job."""
     target = OutputTarget(
-        Path(prepared.data_root),
-        tuple(prepared.output_parts),
-        prepared.output_folder,
+        Path(answer.data_root), tuple(answer.output_parts), answer.output_folder,
         params.execution_id,
-    )
+    )  # fmt: skip
     rows = write_output(
-        Path(prepared.source_path),
+        Path(answer.source_path),
         psi_output,
-        prepared.keys[params.party],
+        keys,
         target,
-        every_row=prepared.duplicates == "join",
-        plain=prepared.plain,
+        every_row=answer.duplicates == "join",
+        plain=answer.plain,
     )
-    record_output_owner(Path(prepared.data_root), prepared.output_name, params.task_id)
+    record_output_owner(Path(answer.data_root), answer.output_name, params.task_id)
     return rows
 
 

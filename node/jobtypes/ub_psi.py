@@ -23,16 +23,14 @@ from node.contract import ErrorType, Stage, TaskParams
 from node.contract.ubpsi import UbPsiTaskConfig
 from node.dataroot import ubcache
 from node.dataroot.lines import TableError
-from node.dataroot.output import write_output
 from node.dataroot.paths import (
     OutputTarget,
     PathEscapeError,
-    record_output_owner,
     release_output,
     resolve_in_root,
 )
 from node.dataroot.tables import check_table
-from node.jobtypes.psi import claim_output, work_dir
+from node.jobtypes.psi import claim_output, work_dir, write_answer
 from node.jobtypes.spec import JobContext, JobRefused, JobType, Prepared, read_task_config
 from node.jobtypes.spucall import own_runtime_call
 from node.jobtypes.ub_psi_cache import check_parties
@@ -209,31 +207,11 @@ def run(prepared: UbPsiPrepared, ctx: JobContext) -> dict[str, Any]:
         "intersection_count": max(int(report["intersection_count"]) - 1, 0),
         "server_rows": prepared.server_rows,
         "output_path": prepared.output_name,
-        "output_rows": _write(prepared, params, psi_output),
+        "output_rows": write_answer(prepared, prepared.key_columns, params, psi_output),
         "duplicates": prepared.duplicates,
     }
     result["output_s"] = round(time.perf_counter() - t, 3)
     return result
-
-
-def _write(prepared: UbPsiPrepared, params: TaskParams, psi_output: Path) -> int:
-    """The client's answer made of its own rows whose keys the server's table holds."""
-    target = OutputTarget(
-        Path(prepared.data_root),
-        tuple(prepared.output_parts),
-        prepared.output_folder,
-        params.execution_id,
-    )
-    rows = write_output(
-        Path(prepared.source_path),
-        psi_output,
-        prepared.key_columns,
-        target,
-        every_row=prepared.duplicates == "join",
-        plain=prepared.plain,
-    )
-    record_output_owner(Path(prepared.data_root), prepared.output_name, params.task_id)
-    return rows
 
 
 JOB = JobType(
