@@ -36,6 +36,12 @@ class CoordinatorSettings(BaseSettings):
         description="deadline of a job submitted without one (at most 7 days: nodes refuse more)",
     )
     max_attempts: int = Field(default=2, ge=1, description="attempts per job (retryable failures)")
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="a request body larger than this is refused (413) before it is read whole; "
+        "a job request is a few kB",
+    )
     retention_days: float = Field(
         default=90.0,
         gt=0,

@@ -59,10 +59,11 @@ def create_app(
     run_migrations: bool = True,
 ) -> FastAPI:
     """The app; its lifespan starts the coordinator (migrations, listeners, reconciler)."""
+    settings = settings or (coordinator.settings if coordinator else None) or CoordinatorSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        coord = coordinator or Coordinator(settings or CoordinatorSettings())
+        coord = coordinator or Coordinator(settings)
         coord.start(run_migrations=run_migrations)
         app.state.coordinator = coord
         try:
@@ -77,6 +78,8 @@ def create_app(
         summary="Launch cross-party PSI jobs and follow their merged status.",
         version="0.1.0",
         lifespan=lifespan,
+        # Starlette's limit: a longer body is refused (413) as it arrives, not read whole first
+        max_body_size=settings.max_body_bytes,
     )
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
