@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from node.dataroot.cli import add_parser as add_caches_parser
 from node.sessions.cli import add_parser as add_sessions_parser
 
 console = Console(stderr=True)
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", help="bind this address instead of NODE_METRICS_LISTEN_HOST")
     m.set_defaults(fn=cmd_metrics)
     add_sessions_parser(sub)
+    add_caches_parser(sub)
     return p
 
 

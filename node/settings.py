@@ -113,6 +113,15 @@ class NodeSettings(BaseSettings):
     spare_runner: bool = Field(
         default=True, description="keep one job process pre-started (secretflow already imported)"
     )
+    max_ub_caches: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="unbalanced PSI cache halves this party keeps (as server or client); a "
+        "cache job for a new name beyond that is refused — delete one with "
+        "`python -m node caches --delete SERVER/NAME` (a cache made again under its own name "
+        "replaces itself)",
+    )
     max_sessions: int = Field(
         default=2,
         ge=1,

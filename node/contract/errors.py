@@ -29,6 +29,7 @@ class ErrorType(StrEnum):
     MALFORMED_CSV = "MalformedCsv"
     CACHE_NOT_FOUND = "UbCacheNotFound"  # an unbalanced PSI's cache is not at this party
     CACHE_STALE = "UbCacheStale"  # … or no longer matches its table, its peer or its job
+    CACHE_LIMIT = "UbCacheLimit"  # this party holds NODE_MAX_UB_CACHES caches already
     TASK_REFUSED = "TaskRefused"  # any other refusal of the node's preflight
     TASK_REVOKED = "TaskRevoked"  # the coordinator had revoked this task before it started
     # this party's own stack

@@ -160,6 +160,19 @@ def load(data_root: Path, server: str, name: str, party: str) -> CacheManifest:
         ) from None
 
 
+def remove(data_root: Path, server: str, name: str) -> bool:
+    """This party's half of cache `name` of `server` deleted (renamed aside first, so a query
+    never reads half a folder); False when there was none."""
+    final = cache_dir(data_root, server, name)
+    if not final.is_dir() or final.is_symlink():
+        return False
+    aside = final.with_name(f".{final.name}.old-removed")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(final, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
 def spu_path(data_root: Path, server: str, name: str) -> Path:
     return cache_dir(data_root, server, name) / SPU_DIR
 

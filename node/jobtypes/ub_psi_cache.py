@@ -83,17 +83,32 @@ def prepare(params: TaskParams, settings: NodeSettings) -> UbCachePrepared:
 
 
 def _not_there_yet(settings: NodeSettings, cfg: UbCacheTaskConfig, party: str) -> None:
-    if cfg.overwrite:
-        return
+    """Refused: a cache of this name without overwrite, or a new one beyond NODE_MAX_UB_CACHES."""
     try:
         old = ubcache.load(settings.data_root, cfg.server, cfg.cache, party)
     except ubcache.CacheMissing:
+        _room_for_one_more(settings, party)
+        return
+    if cfg.overwrite:
         return
     raise JobRefused(
         f"cache {cfg.cache!r} of {cfg.server} already exists at party {party} (made by "
         f"{old.made_by} at {old.made_at:%Y-%m-%d %H:%M} UTC); ask for overwrite: true to make "
         "it again",
         ErrorType.OUTPUT_EXISTS,
+    )
+
+
+def _room_for_one_more(settings: NodeSettings, party: str) -> None:
+    held = ubcache.list_caches(settings.data_root)
+    if len(held) < settings.max_ub_caches:
+        return
+    oldest = min(held, key=lambda m: m.made_at)
+    raise JobRefused(
+        f"party {party} holds {len(held)} unbalanced PSI caches, its limit "
+        f"(NODE_MAX_UB_CACHES); its operator can delete one, e.g. the oldest: "
+        f"python -m node caches --delete {oldest.server}/{oldest.cache}",
+        ErrorType.CACHE_LIMIT,
     )
 
 

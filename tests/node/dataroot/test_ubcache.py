@@ -84,3 +84,13 @@ def test_a_table_version_changes_with_any_write_even_with_its_mtime_set_back(tmp
     assert after.size == before.size and after.mtime_ns == before.mtime_ns
     assert after != before  # the ctime moved
     assert "bytes, modified" in before.describe()
+
+
+def test_a_removed_half_is_gone_whole_and_listed_no_more(tmp_path):
+    ubcache.commit(_staging(tmp_path), tmp_path, _manifest())
+    assert ubcache.remove(tmp_path, "alice", "acc") is True
+    assert list((ubcache.cache_root(tmp_path) / "alice").iterdir()) == []
+    assert ubcache.list_caches(tmp_path) == []
+    with pytest.raises(ubcache.CacheMissing, match="no cache 'acc' of alice"):
+        ubcache.load(tmp_path, "alice", "acc", "alice")
+    assert ubcache.remove(tmp_path, "alice", "acc") is False

@@ -107,6 +107,20 @@ def test_a_cache_of_that_name_is_made_again_only_when_asked(alice):
     assert ub_psi_cache.prepare(_cache_params("alice", overwrite=True), alice).table == "big.csv"
 
 
+def test_a_new_cache_beyond_the_partys_limit_is_refused_naming_the_oldest(alice):
+    """NODE_MAX_UB_CACHES: a party's disk does not fill with caches; the one it holds can still
+    be made again (it replaces itself)."""
+    limited = alice.model_copy(update={"max_ub_caches": 1})
+    _made(limited, ubcache.CacheRole.SERVER)
+    with pytest.raises(JobRefused, match="holds 1 unbalanced PSI caches") as exc:
+        ub_psi_cache.prepare(_cache_params("alice", cache="other"), limited)
+    assert exc.value.type == ErrorType.CACHE_LIMIT
+    assert "python -m node caches --delete alice/acc" in str(exc.value)
+    assert ub_psi_cache.prepare(_cache_params("alice", overwrite=True), limited).cache == "acc"
+    ubcache.remove(limited.data_root, "alice", "acc")
+    assert ub_psi_cache.prepare(_cache_params("alice", cache="other"), limited).cache == "other"
+
+
 def test_a_query_without_its_half_is_refused_naming_the_cache_and_the_party(alice, bob):
     with pytest.raises(JobRefused, match="no cache 'acc' of alice at party bob") as exc:
         ub_psi.prepare(_query_params("bob"), bob)
