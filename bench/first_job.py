@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         fed.stop()
     report(res)
     out = ROOT / "bench" / "results" / f"first-job-{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     console.print(f"JSON: {out}")
     shutil.rmtree(base, ignore_errors=True)

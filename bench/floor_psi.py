@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t1 = time.perf_counter()
     link = create_link(parties, addresses, args.rank, None if args.no_tls else args.certs)
+    # as the node's session runtime (`checked`) before each PSI: every party has its link up.
+    # Without it, a bucket PSI of 3+ parties that starts the moment its link is made hangs in
+    # most runs (its own second ConnectToMesh waits for a peer's test message; spu 0.9.3b0).
+    link.all_gather("floor")
     t2 = time.perf_counter()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     if protocol in BUCKET_TYPES:

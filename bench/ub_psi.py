@@ -144,7 +144,29 @@ def job(http, kind: str, body: dict, timeout: float) -> dict:
         if time.monotonic() > end:
             break
         time.sleep(0.05)
-    return {"id": job_id, "status": d["status"], "s": seconds(d), "error": d.get("error")}
+    return {"id": job_id, "status": d["status"], "s": seconds(d), "error": d.get("error"),
+            "phases": phases(d)}  # fmt: skip
+
+
+def phases(d: dict) -> dict[str, dict]:
+    """Per party: when each stage of the last attempt was reported (s after submit) and the
+    node's own timings (cluster_init_s, device_init_s, algorithm_s)."""
+    import datetime as dt
+
+    t0 = dt.datetime.fromisoformat(d["created_at"])
+    last = d["tasks"][-1]["execution_id"] if d.get("tasks") else None
+    out: dict[str, dict] = {}
+    for e in d.get("timeline", []):
+        if e["execution_id"] == last and e.get("stage"):
+            at = (dt.datetime.fromisoformat(e["timestamp"]) - t0).total_seconds()
+            out.setdefault(e["party"], {})[e["stage"]] = round(at, 2)
+    for t in d.get("tasks", []):
+        if t["execution_id"] == last and t.get("performance_metrics"):
+            m = t["performance_metrics"]
+            out.setdefault(t["party"], {})["node"] = {
+                k: m[k] for k in ("cluster_init_s", "device_init_s", "algorithm_s") if k in m
+            }
+    return out
 
 
 def report(res: dict, args) -> None:
@@ -175,6 +197,8 @@ def report(res: dict, args) -> None:
     right = sum(1 for q in st["queries"] if q.get("right"))
     console.print(f"answers right: {right} of {len(st['queries'])}; warm-up {st.get('warmup')}; "
                   f"offline job {st['offline']['status']} {st['offline'].get('error') or ''}")  # fmt: skip
+    for party, ph in (st["offline"].get("phases") or {}).items():
+        console.print(f"offline job at {party} (s after submit): {ph}")
     console.print(f"peak RSS of the bare processes: offline {[p['maxrss_mb'] for p in fl['offline']['parties']]} MB, "
                   f"online {[p['maxrss_mb'] for p in fl['online']['parties']]} MB; each party's process tree with "
                   f"the session up: {st.get('rss_mb')} MB")  # fmt: skip
@@ -216,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         fed.stop()
     report(res, args)
     out = ROOT / "bench" / "results" / f"ub-psi-{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
     console.print(f"JSON: {out}")
     shutil.rmtree(base, ignore_errors=True)
