@@ -208,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
             config.protocol_config.rr22_config.bucket_size = args.rr22_bucket_size
         report = spu.psi.psi(config, link)
     t3 = time.perf_counter()
-    link.stop_link()
-    t4 = time.perf_counter()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {
         "party": party,
         "rank": args.rank,
@@ -222,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         "import_s": round(t1 - t0, 3),
         "link_s": round(t2 - t1, 3),
         "psi_s": round(t3 - t2, 3),
+    }
+    # written before stop_link, which waits for every peer's FIN: a peer that died after the
+    # PSI would hold this process there (seen once with five parties)
+    args.report.write_text(json.dumps(out))
+    link.stop_link()
+    t4 = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out |= {
         "stop_link_s": round(t4 - t3, 3),
         "main_s": round(t4 - T_MAIN, 3),
         "maxrss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux: kilobytes

@@ -83,8 +83,9 @@ def floor(
         ]  # fmt: skip
         tmp = run / f"{p}.tmp"
         tmp.mkdir(exist_ok=True)
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env={"TMPDIR": str(tmp), **_env()}))  # fmt: skip
+        with open(run / f"{p}.log", "wb") as log:  # SPU's own lines, for a run that fails
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                          env={"TMPDIR": str(tmp), **_env()}))  # fmt: skip
     try:
         for proc in procs:
             proc.wait(max(1.0, t0 + timeout - time.monotonic()))

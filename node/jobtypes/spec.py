@@ -78,8 +78,6 @@ class JobContext:
     params: TaskParams
     devices: dict  # party → PYU, and "spu" → the SPU device when the job has one
     report: Callable[..., None]  # report(stage, progress): a stage the job reached
-    # in a warm session: the parties' SPU runtimes first check that all run this attempt
-    warm: bool = False
 
 
 @dataclass(frozen=True)

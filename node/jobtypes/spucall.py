@@ -2,8 +2,12 @@
 
 Each party's driver calls every party's runtime actor with its own arguments; RayFed runs an
 actor's call only at the actor's own party, so a peer's entry is a placeholder (never sent).
-In a warm session the call goes through the runtime's check that every party runs this attempt
-(node.sfjob.spu_runtime `checked`). Each party waits only for its own actor's report: a
+The call always goes through the runtime's check that every party runs this attempt
+(node.sfjob.spu_runtime `checked`: the attempt ids swapped over the SPU link), in a warm session
+and in a cold job alike. The swap is also what lets a PSI of three or more parties start safely:
+the legacy bucket PSI connects its link's mesh a second time as it starts, and started the
+moment the link is up it hangs in most runs (spu 0.9.3b0; bench/floor_psi.py, docs/node.md);
+after the swap every party's link is settled. Each party waits only for its own actor's report: a
 failure of its own runtime surfaces at once instead of hiding behind a wait for a peer's
 report — which it does not need, and reading it (sfd.get / fed.get) would also send ours to
 every peer.
@@ -27,11 +31,7 @@ def own_runtime_call(
     refs = {}
     for p, actor in ctx.devices["spu"].actors.items():
         kwargs = own if p == party else placeholder
-        refs[p] = (
-            actor.checked.remote(execution_id, method, **kwargs)
-            if ctx.warm
-            else getattr(actor, method).remote(**kwargs)
-        )
+        refs[p] = actor.checked.remote(execution_id, method, **kwargs)
     return ray.get(refs[party].get_ray_object_ref()), refs[party]
 
 

@@ -85,7 +85,7 @@ def run_stages(
     t2 = time.perf_counter()
     report(Stage.DEVICES_READY, 0.4)
     report(Stage.ALGORITHM_RUNNING, 0.5)
-    context = JobContext(params, devs, report, federation.warm)
+    context = JobContext(params, devs, report)
     output = job.run(job.load(prepared), context)
     t3 = time.perf_counter()
     report(Stage.ALGORITHM_DONE, 0.95)

@@ -7,6 +7,7 @@ protocols that do not run for a count are refused before launch, naming the coun
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 import random
 import signal
@@ -209,6 +210,27 @@ def test_cancel_ends_every_partys_part_of_a_three_party_job(federation, tables, 
     got = _keys(federation.nodes["bob"].data_root / "m/out/after-cancel.csv", KEY["bob"])
     assert sorted(got) == sorted(_common(tables, THREE))
     assert after["session_id"] != held["id"]
+
+
+def test_a_deadline_ends_every_partys_part_of_a_three_party_job(federation, tables, http):
+    """carol's session driver is held, so the job cannot finish: at its deadline the job is
+    TIMED_OUT and alice's, bob's and carol's parts end within seconds of it."""
+    with peer_driver_stopped(federation, http, _body(THREE, "late-warm.csv"), party="carol"):
+        deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)
+        body = _body(THREE, "late.csv", deadline=deadline.isoformat())
+        r = http.post("/api/v1/jobs/psi", json=body)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        wait_job(http, job_id, lambda d: d["status"] == "RUNNING", timeout=60)
+        ended = wait_job(
+            http,
+            job_id,
+            lambda d: all(_first_status(d, p) in ("CANCELLED", "FAILURE") for p in THREE),
+            timeout=120,
+        )
+        late = time.time() - deadline.timestamp()
+    assert ended["status"] == "TIMED_OUT" and late < 30, (late, ended["party_status"])
+    assert not (federation.nodes["bob"].data_root / "m/out/late.csv").exists()
 
 
 def _zombie(pid: int) -> bool:

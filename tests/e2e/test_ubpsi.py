@@ -9,12 +9,13 @@ import csv
 import os
 import random
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import ARTIFACTS
-from .helpers import final, running_coordinator
+from .helpers import final, running_coordinator, wait_for, wait_job
 
 SERVER, CLIENT = "bob", "carol"
 
@@ -184,3 +185,51 @@ def test_a_changed_server_table_refuses_the_next_query_naming_it(federation, tab
     rows = _rows(federation.nodes[CLIENT].data_root / "u/out/fresh.csv")
     want = set(tables["client"]) & (set(tables["server"]) | {"a999999"})
     assert sorted(r["cust"] for r in rows) == sorted(want)
+
+
+def test_a_cancelled_cache_job_leaves_no_half_anywhere(federation, tables, http):
+    """A cache of 1,000,000 keys cancelled while SPU makes it: both parties' parts end within
+    seconds, neither holds a half of it (they are put in place only once SPU succeeded), the
+    coordinator lists no such cache, and the caches made before still answer."""
+    big = federation.nodes[SERVER].data_root / "u/big.csv"
+    _write(big, ["acct"], [[f"z{i:07d}"] for i in range(1_000_000)])
+    r = http.post("/api/v1/jobs/ub_psi_cache", json=_cache_body("big", input="u/big.csv"))
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    wait_job(
+        http,
+        job_id,
+        lambda d: all(_task(d, p).get("stage") == "algorithm_running" for p in (SERVER, CLIENT)),
+        timeout=240,
+    )
+    t0 = time.monotonic()
+    assert http.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    ended = wait_job(
+        http,
+        job_id,
+        lambda d: all(
+            _task(d, p).get("status") in ("CANCELLED", "FAILURE") for p in (SERVER, CLIENT)
+        ),
+        timeout=60,
+    )
+    took = time.monotonic() - t0
+    assert ended["status"] == "CANCELLED" and took < 30, (took, ended["party_status"])
+    for party in (SERVER, CLIENT):
+        assert not (
+            federation.nodes[party].data_root / ".partyline/ubcache" / SERVER / "big"
+        ).exists()
+    assert "big" not in {c["cache"] for c in http.get("/api/v1/caches").json()}
+    for party in (SERVER, CLIENT):  # its scratch (the key copy, the half being made) removed
+        work = federation.nodes[party].data_root / ".partyline/work"
+        wait_for(
+            lambda w=work: not list(w.glob(f"{ended['execution_id']}*")),
+            30,
+            f"{party}'s work folder of the cancelled job to go",
+        )
+    _run(http, "ub_psi", _query_body("after-cancel.csv"))
+
+
+def _task(d: dict, party: str) -> dict:
+    """`party`'s task of the job's current attempt ({} before it is recorded)."""
+    mine = [t for t in d["tasks"] if t["party"] == party and t["execution_id"] == d["execution_id"]]
+    return mine[0] if mine else {}
