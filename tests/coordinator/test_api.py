@@ -249,6 +249,7 @@ def test_duplicate_party_is_refused(api):
     assert r.status_code == 422
     assert queued(api.env) == {p: 0 for p in PARTIES}
 
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_body_over_the_limit_is_413_and_sends_nothing(api, chunked):
     """COORD_MAX_BODY_BYTES (1 MiB): refused as it arrives, with or without a Content-Length."""
@@ -260,7 +261,6 @@ def test_a_body_over_the_limit_is_413_and_sends_nothing(api, chunked):
     assert queued(api.env) == {p: 0 for p in PARTIES}
     assert api.get("/api/v1/jobs").json()["total"] == 0
     assert api.post("/api/v1/jobs/psi", json=psi_body()).status_code == 201  # the app goes on
-
 
 
 def test_unreachable_party_is_503_naming_it_and_nothing_is_sent(api):
