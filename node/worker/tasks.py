@@ -133,6 +133,8 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         refusals.refused(client, settings.party, "Replay", task_request_id)
         raise Ignore()
     job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
+    if params.session is None:  # a cold job: its process imports SecretFlow meanwhile
+        SPARE.keep(settings)
     try:
         job_type = preflight(task_request_id, params, settings)
     except JobRefused as exc:
