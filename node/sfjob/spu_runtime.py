@@ -10,8 +10,9 @@ of ≈135 MB. The constructor takes SecretFlow's arguments and builds the link e
 SecretFlow does (same link options, the same mTLS options on this party's node); `psi` and
 `psi_csv` are SecretFlow's calls into the library.
 
-`checked` is what a warm session calls: before each job's PSI the runtimes swap the job's
-execution id over the SPU link (`all_gather`); if the ids differ the parties are not running the
+`checked` is how every job calls its runtime, in a warm session or cold: before the PSI the
+runtimes swap the job's execution id over the SPU link (`all_gather`, which also settles the
+link before a bucket PSI connects its mesh again); if the ids differ the parties are not running the
 same job and the PSI is refused on both sides — a wrong pairing fails at once instead of
 intersecting one job's table with another's. A party that refused the job before any work swaps
 a refusal note instead (`refusal_note`, method `REFUSED`): the others end the job with
