@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
         "server, with its secret key and its keys, or as the client, with the server's OPRF "
         "values), its peer, table, rows, size, the job that made it and its age. A party keeps "
         "at most NODE_MAX_UB_CACHES of them. --delete SERVER/NAME (repeatable) removes this "
-        "party's half only: the peer keeps its own until its operator deletes it, and a query "
-        "against the cache is refused (UbCacheNotFound) until a cache job makes it again.",
+        "party's half only: the peer keeps its own until its operator deletes it; a query "
+        "started after the delete is refused (UbCacheNotFound), one running against it fails; "
+        "a cache job with overwrite: true makes both halves again.",
     )
     c.add_argument("--delete", action="append", metavar="SERVER/NAME", help="delete this half")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -166,6 +166,8 @@ def remove(data_root: Path, server: str, name: str) -> bool:
     final = cache_dir(data_root, server, name)
     if not final.is_dir() or final.is_symlink():
         return False
+    if not final.resolve().is_relative_to(cache_root(data_root).resolve()):
+        return False  # a linked server folder: never delete outside the caches
     aside = final.with_name(f".{final.name}.old-removed")
     shutil.rmtree(aside, ignore_errors=True)
     os.rename(final, aside)

@@ -149,12 +149,12 @@ class PartylineSPURuntime:
 
     def checked(self, execution_id: str, method: str, **kwargs: Any) -> Any:
         """Run `self.<method>(**kwargs)` once every party's runtime was called for the same
-        attempt (a warm session's job)."""
+        attempt (every job's call, cold or warm)."""
         if method == REFUSED:  # this party refused: the others learn it from the swap
             self.link.all_gather(execution_id)
             return {"party": self.party, "refused": True}
         if method not in SESSION_METHODS:
-            raise ValueError(f"method {method!r} may not be called through a session")
+            raise ValueError(f"method {method!r} is not a call of a job (SESSION_METHODS)")
         attempts = [str(t) for t in self.link.all_gather(execution_id)]
         refused = _refusals(execution_id, attempts)
         if refused:

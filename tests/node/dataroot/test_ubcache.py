@@ -94,3 +94,12 @@ def test_a_removed_half_is_gone_whole_and_listed_no_more(tmp_path):
     with pytest.raises(ubcache.CacheMissing, match="no cache 'acc' of alice"):
         ubcache.load(tmp_path, "alice", "acc", "alice")
     assert ubcache.remove(tmp_path, "alice", "acc") is False
+
+
+def test_a_linked_server_folder_is_never_followed_out_of_the_caches(tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "acc").mkdir(parents=True)
+    ubcache.cache_root(tmp_path).mkdir(parents=True)
+    (ubcache.cache_root(tmp_path) / "alice").symlink_to(outside)
+    assert ubcache.remove(tmp_path, "alice", "acc") is False
+    assert (outside / "acc").is_dir()
