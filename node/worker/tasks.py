@@ -133,12 +133,12 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         refusals.refused(client, settings.party, "Replay", task_request_id)
         raise Ignore()
     job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
-    if params.session is None:  # a cold job: its process imports SecretFlow meanwhile
-        SPARE.keep(settings)
     try:
         job_type = preflight(task_request_id, params, settings)
     except JobRefused as exc:
         job.refuse(exc.type, str(exc))
+    if params.session is None:  # a cold job: its process imports SecretFlow during `prepare`
+        _start_spare(settings)
     try:
         prepared = job_type.prepare(params, settings)
     except JobRefused as exc:  # its own checks: in a warm session the peers are released
@@ -155,6 +155,13 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         else:  # jobs run in warm sessions here: an idle cold job process only holds memory
             SPARE.discard()
     return job.report(outcome, prepared)
+
+
+def _start_spare(settings: NodeSettings) -> None:
+    try:
+        SPARE.keep(settings)
+    except OSError:  # the job starts its process itself later, and says why if it cannot
+        log.warning("the spare job process could not be started ahead", exc_info=True)
 
 
 def _releasable(params: TaskParams, job_type: JobType, settings: NodeSettings) -> TaskParams | None:
