@@ -81,8 +81,6 @@ class Session:
             self.devs = devices.create_devices(params, settings, name=params.session.id)
         return self.devs
 
-    warm = True
-
     def job_done(self) -> dict[str, Any]:
         self.jobs += 1
         return {"session_id": self.id, "session_job": self.jobs}

@@ -25,11 +25,6 @@ class Federation(Protocol):
 
     def devices(self, params: TaskParams, settings: NodeSettings) -> dict: ...
 
-    @property
-    def warm(self) -> bool:
-        """Many jobs on one cluster and SPU link: each job's attempt is checked at every party."""
-        ...
-
     def job_done(self) -> dict[str, Any]:
         """After the run: the performance metrics the federation adds (a session's job count)."""
         ...
@@ -51,8 +46,6 @@ class ColdFederation:
 
         self._devices = devices.create_devices(params, settings)
         return self._devices
-
-    warm = False
 
     def job_done(self) -> dict[str, Any]:
         return {}
