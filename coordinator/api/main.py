@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from coordinator.api.routes import caches, jobs, parties, ui
 from coordinator.runtime import Coordinator
@@ -78,9 +79,10 @@ def create_app(
         summary="Launch cross-party PSI jobs and follow their merged status.",
         version="0.1.0",
         lifespan=lifespan,
-        # Starlette's limit: a longer body is refused (413) as it arrives, not read whole first
-        max_body_size=settings.max_body_bytes,
     )
+    # Starlette's limit: a longer body is refused (413) as it arrives, not read whole first;
+    # added before (inside) SecurityHeaders so that its 413 carries them too
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(jobs.router)
     app.include_router(parties.router)

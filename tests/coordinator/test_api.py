@@ -258,6 +258,7 @@ def test_a_body_over_the_limit_is_413_and_sends_nothing(api, chunked):
     content = iter(parts) if chunked else b"".join(parts)
     r = api.post("/api/v1/jobs/psi", content=content, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, r.text
+    assert r.headers["x-content-type-options"] == "nosniff"  # our headers on Starlette's refusal
     assert queued(api.env) == {p: 0 for p in PARTIES}
     assert api.get("/api/v1/jobs").json()["total"] == 0
     assert api.post("/api/v1/jobs/psi", json=psi_body()).status_code == 201  # the app goes on
