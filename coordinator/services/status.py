@@ -31,6 +31,7 @@ from coordinator.merge import (
 )
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
 from coordinator.services import phases
+from coordinator.services.attempts import deadline_of
 from node.contract import RETRYABLE, ErrorInfo, StatusEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,17 @@ def _merge_job(job: Job, tasks: list[SecretflowTask], out: Applied, now: dt.date
     for party in merged.to_terminate:
         task_request_id = next(t.task_request_id for t in tasks if t.party == party)
         out.terminate.append((party, task_request_id))
+    if merged.state == JobState.FAILED and job.deadline is not None and deadline_of(job) <= now:
+        # the nodes stop a job at its deadline too: whichever of them or the deadline rule
+        # (every reconcile interval) comes first, a job that ends after its deadline TIMED_OUT
+        phases.ended(
+            job,
+            JobState.TIMED_OUT,
+            now,
+            error=f"deadline {deadline_of(job).isoformat()} passed ({merged.error})",
+        )
+        out.released.append(job.execution_id)
+        return
     if merged.state == JobState.FAILED:
         errors = [
             ErrorInfo.model_validate(t.error) if t.error else None

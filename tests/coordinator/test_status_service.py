@@ -3,13 +3,15 @@ what is logged and what is applied when node events and coordinator-made events 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from sqlalchemy import select
 
 from coordinator.db import make_engine, migrate, session_factory, transaction
 from coordinator.models import Job, SecretflowTask, TaskStatusLog
 from coordinator.services.status import COORDINATOR_SOURCE, apply_events
-from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus
+from node.contract import ErrorInfo, EventData, StatusEvent, TaskStatus, utcnow
 
 PARTIES = ("alice", "bob")
 
@@ -134,3 +136,35 @@ def test_a_stored_celery_result_names_its_job_so_the_live_view_is_told(sessions)
             select(SecretflowTask).where(SecretflowTask.task_request_id == "exe-1.alice")
         ).one()
         assert row.performance_metrics == metrics
+
+
+def test_a_failure_reported_after_the_deadline_ends_the_job_timed_out(sessions):
+    """The nodes stop a job at its deadline as the deadline rule does: a node's report that
+    comes before the rule's next pass ends the job TIMED_OUT, not FAILED, and the other party's
+    task is revoked."""
+    with transaction(sessions) as s:
+        s.get(Job, "job-1").deadline = utcnow() - dt.timedelta(seconds=1)
+    stopped = _event(
+        "alice",
+        3,
+        TaskStatus.FAILURE,
+        error=ErrorInfo(type="TimeLimitExceeded", message="job stopped: the job's deadline passed"),
+    )
+    with transaction(sessions) as s:
+        out = apply_events(s, [stopped])
+    assert out.terminate == [("bob", "exe-1.bob")]
+    with sessions() as s:
+        job = s.get(Job, "job-1")
+        assert job.status == "TIMED_OUT" and job.failed_party is None
+        assert job.error.startswith("deadline ") and "deadline passed" in job.error
+
+
+def test_a_failure_before_the_deadline_fails_the_job(sessions):
+    with transaction(sessions) as s:
+        s.get(Job, "job-1").deadline = utcnow() + dt.timedelta(hours=1)
+    failed = _event("bob", 3, TaskStatus.FAILURE, error=ErrorInfo(type="KeyColumnMissing", message="no key column"))
+    with transaction(sessions) as s:
+        apply_events(s, [failed])
+    with sessions() as s:
+        job = s.get(Job, "job-1")
+        assert job.status == "FAILED" and job.failed_party == "bob"
