@@ -35,30 +35,39 @@ log = logging.getLogger(__name__)
 
 
 def restore_ports(db: sessionmaker[Session], ports: PortPool) -> None:
-    """Hold the ports of every attempt still running (after a coordinator restart)."""
+    """Hold the ports of every attempt still running (after a coordinator restart): its fed
+    port, and its SPU port when its kind has one."""
     with transaction(db) as s:
         for job in s.scalars(select(Job).where(Job.status.in_(list(ACTIVE)))):
-            assignment = {}
-            for t in job.tasks:
-                if t.execution_id != job.execution_id:
-                    continue
-                try:
-                    sf = t.params["sf_init_config"]["cluster"][t.party]["address"]
-                    spu = next(
-                        n["address"]
-                        for n in t.params["spu_config"]["cluster_def"]["nodes"]
-                        if n["party"] == t.party
-                    )
-                    assignment[t.party] = JobPorts(
-                        int(sf.rsplit(":", 1)[1]), int(spu.rsplit(":", 1)[1])
-                    )
-                except (KeyError, StopIteration, ValueError, TypeError):  # (no SPU: not held)
-                    continue
+            assignment = {
+                t.party: jp
+                for t in job.tasks
+                if t.execution_id == job.execution_id and (jp := _ports_of(t)) is not None
+            }
             if assignment and job.execution_id and job.execution_id not in ports.held:
                 try:
                     ports.hold(job.execution_id, assignment)
                 except (ValueError, KeyError) as exc:
                     log.warning("job %s: ports not restored: %s", job.id, exc)
+
+
+def _ports_of(t: SecretflowTask) -> JobPorts | None:
+    """The ports a party's task was sent with (None: its params name no fed address)."""
+    try:
+        fed = int(t.params["sf_init_config"]["cluster"][t.party]["address"].rsplit(":", 1)[1])
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+        return None
+    spu = None
+    if t.params.get("spu_config"):
+        try:
+            spu = next(
+                int(n["address"].rsplit(":", 1)[1])
+                for n in t.params["spu_config"]["cluster_def"]["nodes"]
+                if n["party"] == t.party
+            )
+        except (KeyError, StopIteration, ValueError, TypeError, AttributeError, IndexError):
+            return None
+    return JobPorts(fed, spu)
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,8 @@ class Topology(BaseModel):
         out = {}
         for name, jp in ports.items():
             spec = self.party(name)
+            if jp.spu is None:
+                raise ValueError(f"party {name}'s job ports have no SPU port")
             spec.fed_address(jp.fed)  # raises if outside the party's ranges
             spec.spu_address(jp.spu)
             out[name] = PartyEndpoints(
@@ -347,7 +349,8 @@ class Topology(BaseModel):
 # --- per-job ports ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JobPorts:
-    """The fed (gRPC) and SPU (brpc) port one party listens on for one job."""
+    """The fed (gRPC) and SPU (brpc) port one party listens on for one job (a job restored
+    after a restart whose kind needs no SPU device has no SPU port on record: None)."""
 
     fed: int
-    spu: int
+    spu: int | None

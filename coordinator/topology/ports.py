@@ -45,8 +45,8 @@ def pick_ports(
         prev = after.get(name)
         for kind, rng in (("fed", spec.fed_ports), ("spu", spec.spu_ports)):
             order: Iterable[int] = rng
-            if prev is not None:
-                last = prev.fed if kind == "fed" else prev.spu
+            last = None if prev is None else (prev.fed if kind == "fed" else prev.spu)
+            if last is not None:
                 order = [*(p for p in rng if p > last), *(p for p in rng if p <= last)]
             port = next((p for p in order if p not in used), None)
             if port is None:
@@ -54,6 +54,10 @@ def pick_ports(
             picked.append(port)
         out[name] = JobPorts(*picked)
     return out
+
+
+def _ports(jp: JobPorts) -> tuple[int, ...]:
+    return (jp.fed,) if jp.spu is None else (jp.fed, jp.spu)
 
 
 class PortPool:
@@ -97,7 +101,7 @@ class PortPool:
         used: dict[str, set[int]] = {}
         for assignment in self._held.values():
             for party, jp in assignment.items():
-                used.setdefault(party, set()).update((jp.fed, jp.spu))
+                used.setdefault(party, set()).update(_ports(jp))
         for _, party, port in self._cooling:
             used.setdefault(party, set()).add(port)
         return used
@@ -118,7 +122,8 @@ class PortPool:
         for party, jp in assignment.items():
             spec = self.topology.party(party)
             spec.fed_address(jp.fed)  # raises if outside the party's ranges
-            spec.spu_address(jp.spu)
+            if jp.spu is not None:
+                spec.spu_address(jp.spu)
         self._held[key] = dict(assignment)
 
     def release(self, key: str) -> None:
@@ -127,7 +132,7 @@ class PortPool:
         if assignment and self.cooldown_s > 0:
             until = self._clock() + self.cooldown_s
             for party, jp in assignment.items():
-                self._cooling += [(until, party, jp.fed), (until, party, jp.spu)]
+                self._cooling += [(until, party, port) for port in _ports(jp)]
 
     @property
     def held(self) -> dict[str, dict[str, JobPorts]]:

@@ -162,7 +162,12 @@ def test_a_failure_reported_after_the_deadline_ends_the_job_timed_out(sessions):
 def test_a_failure_before_the_deadline_fails_the_job(sessions):
     with transaction(sessions) as s:
         s.get(Job, "job-1").deadline = utcnow() + dt.timedelta(hours=1)
-    failed = _event("bob", 3, TaskStatus.FAILURE, error=ErrorInfo(type="KeyColumnMissing", message="no key column"))
+    failed = _event(
+        "bob",
+        3,
+        TaskStatus.FAILURE,
+        error=ErrorInfo(type="KeyColumnMissing", message="no key column"),
+    )
     with transaction(sessions) as s:
         apply_events(s, [failed])
     with sessions() as s:
