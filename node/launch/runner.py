@@ -10,13 +10,15 @@ session — the caller opens it; this module never asks which.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -253,3 +255,21 @@ def busy_port(params: TaskParams, settings: NodeSettings) -> tuple[str, int] | N
             except OSError:
                 return what, port
     return None
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm() -> Iterator[threading.Event]:
+    """Within the block, SIGTERM (a cancel: the coordinator's revoke, sent to the Celery pool
+    process that runs the task) only sets the event it yields. The worker holds it from a
+    task's first event to its final one: `run_job` stops the job on it, and a SIGTERM that
+    comes as the job ends or before it starts can no longer kill the process between the job and
+    its final event (Celery's default action; the party's part then never ended)."""
+    cancelled = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    with contextlib.suppress(ValueError):  # only possible in the main thread (prefork pool)
+        signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
+    try:
+        yield cancelled
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous)

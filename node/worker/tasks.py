@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import socket
 import threading
 import time
@@ -41,7 +39,7 @@ from node.jobtypes.table import get_job, node_job_types
 from node.launch import failures
 from node.launch.child_spec import JobChild, JobSpec
 from node.launch.jobprocess import SPARE
-from node.launch.runner import Outcome, OutcomeStatus, busy_port, run_job
+from node.launch.runner import Outcome, OutcomeStatus, busy_port, cancel_on_sigterm, run_job
 from node.ops import refusals
 from node.sessions.client import HostUnavailable, SessionJob, list_sessions, release_peers
 from node.settings import NodeSettings, get_settings
@@ -132,9 +130,15 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
         # the same signed message again: no event, no result — the first run's stand
         refusals.refused(client, settings.party, "Replay", task_request_id)
         raise Ignore()
+    with cancel_on_sigterm() as cancelled:
+        return _execute(job, params, cancelled)
+
+
+def _execute(job: _TaskRun, params: TaskParams, cancelled: threading.Event) -> dict:
+    settings = job.settings
     job.notifier.emit(TaskStatus.RECEIVED, Stage.TASK_RECEIVED, progress=0.0)
     try:
-        job_type = preflight(task_request_id, params, settings)
+        job_type = preflight(job.task_request_id, params, settings)
     except JobRefused as exc:
         job.refuse(exc.type, str(exc))
     if params.session is None:  # a cold job: its process imports SecretFlow during `prepare`
@@ -146,7 +150,7 @@ def execute_task(self, task_request_id: str, task_params: dict) -> dict:
     finally:
         heap.release()  # the table check's blocks and hashes: not kept while the job runs
     try:
-        outcome = _run(job, params, prepared)
+        outcome = _run(job, params, prepared, cancelled)
     finally:
         prepared.clean_up(settings, job.ids["execution_id"])
         housekeeping.after_job(settings)
@@ -191,12 +195,17 @@ def open_child(params: TaskParams, settings: NodeSettings) -> JobChild | ErrorIn
     return SPARE.take(settings)
 
 
-def _run(job: _TaskRun, params: TaskParams, prepared: Prepared) -> Outcome:
-    """The job in its child, supervised; SIGTERM (a cancel) stops it."""
-    cancelled = threading.Event()
-    previous = signal.getsignal(signal.SIGTERM)
-    with contextlib.suppress(ValueError):  # only possible in the main thread (prefork pool)
-        signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
+def _run(
+    job: _TaskRun, params: TaskParams, prepared: Prepared, cancelled: threading.Event
+) -> Outcome:
+    """The job in its child, supervised until it ends or `cancelled` is set."""
+    if cancelled.is_set():  # revoked while its table was checked: nothing started
+        return Outcome(
+            OutcomeStatus.CANCELLED,
+            error=ErrorInfo(
+                type=ErrorType.CANCELLED, message="task cancelled before its job began"
+            ),
+        )
     deadline_mono = time.monotonic() + (params.deadline - utcnow()).total_seconds()
     job.notifier.emit(TaskStatus.RUNNING, None, progress=0.05)
     try:
@@ -215,9 +224,6 @@ def _run(job: _TaskRun, params: TaskParams, prepared: Prepared) -> Outcome:
         return Outcome.failed(
             ErrorInfo(type=ErrorType.TIME_LIMIT_EXCEEDED, message="Celery soft time limit exceeded")
         )
-    finally:
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, previous)
 
 
 class _TaskRun:
@@ -227,6 +233,7 @@ class _TaskRun:
         self, task_request_id: str, raw: Any, settings: NodeSettings, client: redis.Redis
     ) -> None:
         self.settings = settings
+        self.task_request_id = task_request_id
         self.started = utcnow()
         self.ids = _ids_from_raw(task_request_id, raw)
         self.notifier = StatusNotifier(
