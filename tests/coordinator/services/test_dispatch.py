@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.db import make_engine, migrate, session_factory, transaction
+from coordinator.db import transaction
 from coordinator.models import Job, SecretflowTask
 from coordinator.services.dispatch import restore_ports
 from coordinator.topology import JobPorts, PortPool, PortsExhausted, parse_topology
@@ -34,14 +34,6 @@ def _params(party: str, fed: int, spu: int | None) -> dict:
         nodes = [{"party": party, "address": f"{party}.test:{spu}"}]
         params["spu_config"] = {"cluster_def": {"nodes": nodes}}
     return params
-
-
-@pytest.fixture
-def sessions(db_url):
-    migrate(db_url)
-    engine = make_engine(db_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _store(sessions, job_id: str, status: str, ports: dict[str, tuple[int, int | None]]) -> None:

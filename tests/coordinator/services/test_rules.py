@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
-from coordinator.db import make_engine, migrate, session_factory, transaction
+from coordinator.db import transaction
 from coordinator.intake import IntakeCounters
 from coordinator.merge import JobState, PartyStatus
 from coordinator.models import Job, SecretflowTask
@@ -92,14 +90,6 @@ def _task(job: Job, party: str, status=PartyStatus.RUNNING, *, seq=2, created_ag
         params={},
         created_at=NOW - dt.timedelta(seconds=created_ago_s),
     )
-
-
-@pytest.fixture
-def sessions(db_url):
-    migrate(db_url)
-    engine = make_engine(db_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def _store(sessions, job: Job, *tasks: SecretflowTask) -> None:
